@@ -1,0 +1,61 @@
+# wasm-gitops. Needs only Python 3.11+, make and kubectl on the machine: everything else goes into .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+WG     := $(BIN)/wasm-gitops
+
+.PHONY: all render validate check diff test verify wasm wasm-local bench lint clean help
+
+all: render
+
+help:
+	@echo "make render      render filters.yaml into base/, overlays/ and kustomization.yaml"
+	@echo "make test        run the test suite (needs kubectl for kustomize builds)"
+	@echo "make check       fail when the committed output differs from a fresh render"
+	@echo "make verify      run the filters' declared tests in the embedded proxy-wasm host"
+	@echo "make wasm        build filters with a build: section in the Envoy SDK Docker image"
+	@echo "make wasm-local  build the same filters without Docker (zig's clang from PyPI)"
+	@echo "make bench       measure render, check and validate at mesh scale"
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
+		{ echo "wasm-gitops needs Python 3.11 or later (found: $$($(PYTHON) --version 2>&1))"; exit 2; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	@touch $@
+
+render: $(STAMP)
+	$(WG) render
+
+validate: $(STAMP)
+	$(WG) validate
+
+check: $(STAMP)
+	$(WG) check
+
+diff: $(STAMP)
+	$(WG) diff
+
+verify: $(STAMP)
+	$(WG) verify
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+wasm: $(STAMP)
+	$(WG) build --docker
+
+wasm-local: $(STAMP)
+	$(WG) build --local
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench.py
+
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt ruff mypy
+	$(BIN)/ruff check renderer tests bench
+	$(BIN)/mypy renderer
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,169 @@
+"""The command line: the only module that imports click. Each command calls the core and maps the
+result to an exit code: 0 ok, 1 findings (drift, failed tests), 2 invalid input or usage."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from . import core, report
+from .errors import SpecError, UsageError, WasmGitopsError
+
+SPEC_OPTION = click.option("-f", "--file", "spec", default="filters.yaml", show_default=True,
+                           type=click.Path(path_type=Path, dir_okay=False),
+                           help="The spec to read.")
+OUT_OPTION = click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+                          help="Output directory. Default: the spec's directory.")
+
+
+def _format_option(choices: tuple[str, ...] = report.FORMATS) -> Callable[[Any], Any]:
+    return click.option("--format", "fmt", type=click.Choice(choices), default="text", show_default=True,
+                        help="How to print the result.")
+
+
+def _err(text: str) -> None:
+    if text:
+        click.echo(text, file=sys.stderr, nl=False)
+
+
+def _run(fn: Callable[[], int]) -> None:
+    """One exit point: user errors become lines on stderr and an exit code, never a traceback."""
+    try:
+        code = fn()
+    except SpecError as e:
+        _err(report.findings(e.findings, "text"))
+        code = e.exit_code
+    except WasmGitopsError as e:
+        _err(f"wasm-gitops: {e}\n" if "\n" not in str(e) else f"{e}\n")
+        code = e.exit_code
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="wasm-gitops", prog_name="wasm-gitops")
+def main() -> None:
+    """Render filters.yaml into kustomize manifests that load proxy-wasm filters into Istio sidecars."""
+
+
+@main.command()
+@SPEC_OPTION
+@OUT_OPTION
+def render(spec: Path, out: Path | None) -> None:
+    """Write base/, overlays/ and the root kustomization.yaml."""
+
+    def go() -> int:
+        result = core.render(spec, out)
+        _err(report.findings(result.warnings, "text"))
+        if result.recovered:
+            _err("wasm-gitops: finished an interrupted render first\n")
+        for rel in result.changes.hand_edited:
+            verb = "removed" if rel in result.changes.removed else "overwrote"
+            _err(f"wasm-gitops: {verb} {rel}, which had been edited by hand (change {spec.name} instead)\n")
+        click.echo(f"rendered {spec}: {report.changes_summary(result.changes)}")
+        return 0
+
+    _run(go)
+
+
+@main.command()
+@SPEC_OPTION
+@_format_option()
+def validate(spec: Path, fmt: str) -> None:
+    """Check the spec (schema, references, binaries, workloads); write nothing."""
+
+    def go() -> int:
+        try:
+            loaded = core.validate(spec)
+        except SpecError as e:
+            click.echo(report.findings(e.findings, fmt), nl=False, err=fmt == "text")
+            return 2
+        if fmt != "text" or loaded.warnings:
+            click.echo(report.findings(loaded.warnings, fmt), nl=False, err=fmt == "text")
+        if fmt == "text":
+            fs = loaded.filter_set
+            click.echo(f"{spec}: valid ({len(fs.filters)} filters, {len(fs.services)} services, "
+                       f"Istio {fs.istio_text})")
+        return 0
+
+    _run(go)
+
+
+@main.command()
+@SPEC_OPTION
+@OUT_OPTION
+@_format_option()
+def check(spec: Path, out: Path | None, fmt: str) -> None:
+    """Exit 1 when the output on disk differs from a fresh render. Writes nothing."""
+
+    def go() -> int:
+        result = core.check(spec, out)
+        _err(report.findings(result.warnings, "text"))
+        text = report.drift(result.changes, fmt, interrupted=result.interrupted)
+        click.echo(text, nl=False)
+        if result.clean and fmt == "text":
+            click.echo(f"{spec}: output is up to date")
+        return 0 if result.clean else 1
+
+    _run(go)
+
+
+@main.command()
+@SPEC_OPTION
+@OUT_OPTION
+def diff(spec: Path, out: Path | None) -> None:
+    """Show, as a unified diff, what render would change. Exit 1 when it would change anything."""
+
+    def go() -> int:
+        text, result = core.unified_diff(spec, out)
+        _err(report.findings(result.warnings, "text"))
+        click.echo(text, nl=False)
+        return 0 if result.clean else 1
+
+    _run(go)
+
+
+@main.command()
+@click.argument("wasm_file", type=click.Path(path_type=Path, dir_okay=False))
+@_format_option(("text", "json"))
+def inspect(wasm_file: Path, fmt: str) -> None:
+    """Report what a .wasm module is: ABI version, callbacks, imports, size limits, sha256."""
+    from . import wasm
+
+    def go() -> int:
+        try:
+            data = wasm_file.read_bytes()
+        except OSError as e:
+            raise UsageError(f"{wasm_file}: cannot read it: {e.strerror}") from None
+        result = wasm.inspect_wasm(data)
+        click.echo(wasm.format_report(result, str(wasm_file), fmt), nl=False)
+        return wasm.exit_code(result)
+
+    _run(go)
+
+
+@main.command()
+@SPEC_OPTION
+@click.option("--docker", "mode", flag_value="docker", help="Build in the Envoy SDK image (make wasm).")
+@click.option("--local", "mode", flag_value="local", help="Build without Docker (make wasm-local).")
+@click.argument("filters", nargs=-1)
+def build(spec: Path, mode: str | None, filters: tuple[str, ...]) -> None:
+    """Build the filters that have a build: section (all, or those named)."""
+    from . import build as builder
+    from .spec import load_build_targets
+
+    def go() -> int:
+        if mode is None:
+            raise UsageError("choose --docker (make wasm) or --local (make wasm-local)")
+        targets = load_build_targets(spec, filters)
+        if not targets:
+            click.echo(f"{spec}: no filter has a build: section", err=True)
+            return 0
+        if mode == "docker":
+            return builder.run_docker_builds(targets, os.environ)
+        return builder.run_local_builds(targets, builder.local_compiler())
+
+    _run(go)

@@ -1,0 +1,163 @@
+"""The commands' logic, without click: spec -> model -> plan -> compare -> write. Returns data."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import Finding, OutputError, RenderBug
+from .output import Changes, check_paths, compare, locked, pending_commit, recover, write
+from .plan import Plan, build_plan
+from .spec import LoadedSpec, load_spec
+
+
+@dataclass(frozen=True)
+class Prepared:
+    spec: LoadedSpec
+    plan: Plan
+    out: Path
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return self.spec.warnings
+
+
+@dataclass(frozen=True)
+class RenderResult:
+    changes: Changes
+    warnings: tuple[Finding, ...]
+    recovered: bool
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    changes: Changes
+    warnings: tuple[Finding, ...]
+    interrupted: bool  # a render was killed after its commit point and is not finished
+
+    @property
+    def clean(self) -> bool:
+        return not self.interrupted and not self.changes.drift and not self.changes.hand_edited
+
+
+def validate(spec_path: Path) -> LoadedSpec:
+    return load_spec(spec_path)
+
+
+def prepare(spec_path: Path, out: Path | None) -> Prepared:
+    loaded = load_spec(spec_path)
+    out_dir = (out if out is not None else spec_path.parent)
+    plan = build_plan(loaded.filter_set, out_dir)
+    problems = _validate_output(plan)
+    if problems:
+        raise RenderBug("wasm-gitops rendered objects that fail validation (a bug in wasm-gitops, please "
+                        "report it):\n" + "\n".join(problems))
+    return Prepared(loaded, plan, out_dir)
+
+
+def _validate_output(plan: Plan) -> list[str]:
+    try:
+        from .output_validation import validate_objects
+    except ImportError:  # pragma: no cover - the module ships with the package
+        return []
+    return [str(p) for p in validate_objects(plan.objects)]
+
+
+def _guard(prepared: Prepared) -> None:
+    check_paths(prepared.plan, prepared.out, [prepared.spec.filter_set.spec_path])
+
+
+def fault_from_env(spec: str | None) -> Callable[[str], None] | None:
+    """WASM_GITOPS_KILL_AT=STEP:N kills this process at the N-th STEP of a write (stage, commit,
+    apply): the reliability tests use it to prove a SIGKILL at any point leaves the old or new tree."""
+    if not spec:
+        return None
+    step, _, nth = spec.partition(":")
+    count = {"n": 0}
+    target = int(nth or "1")
+
+    def fault(at: str) -> None:
+        if at == step:
+            count["n"] += 1
+            if count["n"] == target:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    return fault
+
+
+def render(spec_path: Path, out: Path | None = None,
+           fault: Callable[[str], None] | None = None) -> RenderResult:
+    fault = fault or fault_from_env(os.environ.get("WASM_GITOPS_KILL_AT"))
+    prepared = prepare(spec_path, out)
+    out_dir = prepared.out
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputError(f"{out_dir}: is not a directory; choose another --out")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _guard(prepared)
+    with locked(out_dir, exclusive=True):
+        recovered = recover(out_dir)
+        changes = compare(prepared.plan, out_dir)
+        _refuse_losses(out_dir, changes)
+        write(prepared.plan, out_dir, changes, fault)
+    return RenderResult(changes, prepared.warnings, recovered)
+
+
+def _refuse_losses(out: Path, changes: Changes) -> None:
+    lines = [f"{out / rel}: exists and was not written by wasm-gitops; move it away or rename it (it is "
+             "never overwritten)" for rel in changes.clashes]
+    lines += [f"{out / rel}: was generated, then edited by hand, and is no longer produced; keep your "
+              "edits elsewhere and delete it, then render again" for rel in changes.removed
+              if rel in changes.hand_edited]
+    if lines:
+        raise OutputError("\n".join(lines))
+
+
+def check(spec_path: Path, out: Path | None = None) -> CheckResult:
+    return _check(prepare(spec_path, out))
+
+
+def _check(prepared: Prepared) -> CheckResult:
+    out_dir = prepared.out
+    if not out_dir.is_dir():
+        return CheckResult(Changes(added=sorted(prepared.plan.files)), prepared.warnings, False)
+    _guard(prepared)
+    with locked(out_dir, exclusive=False):
+        interrupted = pending_commit(out_dir)
+        changes = compare(prepared.plan, out_dir)
+    return CheckResult(changes, prepared.warnings, interrupted)
+
+
+# ------------------------------------------------------------------------------------------ diff
+
+_LONG = 400  # a line longer than this (base64 of a binary) is summarised, not printed
+
+
+def _display_lines(data: bytes) -> list[str]:
+    out = []
+    for line in data.decode("utf-8", "replace").splitlines(keepends=True):
+        if len(line) > _LONG:
+            head = line[: line.find(":") + 1] if ":" in line[:120] else ""
+            digest = hashlib.sha256(line.strip().encode()).hexdigest()[:12]
+            line = f"{head} <{len(line.strip()):,} characters, sha256 {digest}...>\n"
+        out.append(line)
+    return out
+
+
+def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckResult]:
+    prepared = prepare(spec_path, out)
+    result = _check(prepared)
+    prepared_plan = prepared.plan
+    chunks: list[str] = []
+    ch = result.changes
+    for rel in sorted(ch.added + ch.changed + ch.removed):
+        old = ch.current.get(rel, b"")
+        new = prepared_plan.files.get(rel, b"")
+        a = f"a/{rel}" if rel not in ch.added else "/dev/null"
+        b = f"b/{rel}" if rel not in ch.removed else "/dev/null"
+        chunks.extend(difflib.unified_diff(_display_lines(old), _display_lines(new), a, b))
+    return "".join(chunks), result

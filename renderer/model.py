@@ -1,0 +1,109 @@
+"""The validated model of a filters.yaml: frozen, typed, and complete (every default filled in)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+OutputKind = Literal["EnvoyFilter", "WasmPlugin"]
+Context = Literal["SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"]
+
+MOUNT_DIR = "/var/local/lib/wasm-filters"
+DEFAULT_RUNTIME = "envoy.wasm.runtime.v8"
+
+
+@dataclass(frozen=True)
+class Binary:
+    """A filter's .wasm, read, hashed and encoded once however many services load it."""
+
+    sha256: str
+    size: int
+    path: Path | None = None  # None for an oci:// reference
+    oci: str | None = None
+    data: bytes = field(default=b"", compare=False, repr=False)
+
+    @property
+    def is_oci(self) -> bool:
+        return self.oci is not None
+
+
+@dataclass(frozen=True)
+class Build:
+    context: Path
+    image: str | None
+
+
+@dataclass(frozen=True)
+class HttpMessageSpec:
+    headers: tuple[tuple[str, str], ...] = ()
+    body: str | None = None
+    trailers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class TestSpec:
+    """One declared verify test, kept close to the YAML; renderer.verify turns it into a case."""
+
+    name: str
+    config: str | None  # delivered plugin configuration for this test, None = the filter's
+    request: HttpMessageSpec
+    response: HttpMessageSpec
+    expect: dict[str, Any] = field(compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Filter:
+    name: str
+    binary: Binary
+    root_id: str
+    vm_id: str
+    runtime: str
+    allow_precompiled: bool
+    fail_open: bool
+    config: str | None  # the plugin configuration as delivered (JSON text), None when absent
+    phase: str | None
+    priority: int | None
+    build: Build | None
+    tests: tuple[TestSpec, ...] = ()
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.name}.wasm"
+
+    @property
+    def mounted_path(self) -> str:
+        return f"{MOUNT_DIR}/{self.file_name}"
+
+
+@dataclass(frozen=True)
+class ServiceFilter:
+    filter: Filter
+    config: str | None  # effective configuration for this service (override or the filter's)
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    namespace: str
+    deployment: str
+    selector: tuple[tuple[str, str], ...]
+    resources: tuple[str, ...]  # as written: local paths are relative to the spec directory
+    context: Context
+    filters: tuple[ServiceFilter, ...]
+    proxy_log_level: tuple[tuple[str, str], ...]
+    output: OutputKind
+
+    @property
+    def mounts_configmaps(self) -> bool:
+        return any(not sf.filter.binary.is_oci for sf in self.filters)
+
+
+@dataclass(frozen=True)
+class FilterSet:
+    spec_path: Path
+    root: Path  # the spec's directory: every local path must stay inside it
+    istio: tuple[int, int]
+    istio_text: str
+    filters: tuple[Filter, ...]
+    services: tuple[Service, ...]

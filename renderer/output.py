@@ -1,0 +1,274 @@
+"""Compare a plan with the output tree, and write it atomically.
+
+Atomicity over many files: new contents are staged under .wasm-gitops.tmp/ (same filesystem), then a
+journal is committed with one rename. Applying the journal moves each old file aside before the new
+one takes its place, so an error rolls everything back; a process killed after the commit point is
+rolled forward by the next render (and `check` reports the unfinished render instead of a diff).
+Killed before it, the tree is untouched and the staging area is discarded.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from contextlib import contextmanager
+
+from .errors import OutputError
+from .plan import MANIFEST, Plan
+
+STAGING = ".wasm-gitops.tmp"
+COMMIT = "commit"
+JOURNAL = "journal.json"
+LOCK_WAIT_SECONDS = float(os.environ.get("WASM_GITOPS_LOCK_WAIT", "60"))
+
+
+@dataclass
+class Changes:
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # stale: generated before, not any more
+    unchanged: list[str] = field(default_factory=list)
+    hand_edited: list[str] = field(default_factory=list)  # generated, then edited by hand
+    clashes: list[str] = field(default_factory=list)  # planned paths holding files we did not write
+    current: dict[str, bytes] = field(default_factory=dict)  # what the tree holds now, for diff
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.added or self.changed or self.removed)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_manifest(out: Path) -> dict[str, str]:
+    try:
+        doc = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        raise OutputError(f"{out / MANIFEST}: unreadable or not JSON; restore it from version control "
+                          "(it records which files wasm-gitops owns)") from None
+    files = doc.get("files") if isinstance(doc, dict) and doc.get("generator") == "wasm-gitops" else None
+    if not isinstance(files, dict):
+        raise OutputError(f"{out / MANIFEST}: not a wasm-gitops manifest; restore it from version control")
+    return {str(k): str(v) for k, v in files.items()}
+
+
+def _read(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except IsADirectoryError:
+        raise OutputError(f"{path}: is a directory where wasm-gitops writes a file; move it away") from None
+    except NotADirectoryError:
+        raise OutputError(f"{path.parent}: is a file where wasm-gitops needs a directory; move it away") from None
+
+
+def check_paths(plan: Plan, out: Path, protected: list[Path]) -> None:
+    """Refuse to write through symlinks that leave the output tree, or over the spec itself."""
+    real_out = out.resolve()
+    protected_real = {p.resolve() for p in protected}
+    for rel in sorted(plan.files):
+        target = (out / rel)
+        real = target.resolve()
+        if real_out not in real.parents:
+            raise OutputError(f"{target}: resolves to {real}, outside the output directory {real_out} "
+                              "(a symlink?); remove the link")
+        if real in protected_real:
+            raise OutputError(f"{target}: is the spec itself; choose another --out")
+
+
+def compare(plan: Plan, out: Path) -> Changes:
+    ch = Changes()
+    owned = read_manifest(out)
+    for rel in sorted(plan.files):
+        content = plan.files[rel]
+        current = _read(out / rel)
+        if current is None:
+            ch.added.append(rel)
+            continue
+        ch.current[rel] = current
+        if current == content:
+            ch.unchanged.append(rel)
+        elif rel == MANIFEST or rel in owned:
+            ch.changed.append(rel)
+            if rel != MANIFEST and _sha(current) != owned.get(rel):
+                ch.hand_edited.append(rel)
+        else:
+            ch.clashes.append(rel)
+    for rel in sorted(set(owned) - set(plan.files)):
+        current = _read(out / rel)
+        if current is None:
+            continue
+        ch.current[rel] = current
+        if _sha(current) != owned[rel]:
+            ch.hand_edited.append(rel)
+        ch.removed.append(rel)
+    return ch
+
+
+# ------------------------------------------------------------------------------------------ lock
+
+@contextmanager
+def locked(out: Path, *, exclusive: bool, wait: float = LOCK_WAIT_SECONDS,
+           say: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Iterator[None]:
+    """flock on the output directory itself: no lock file to commit or to leave behind."""
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+        deadline = time.monotonic() + wait
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not told:
+                    say(f"wasm-gitops: waiting for another wasm-gitops run that holds {out} ...")
+                    told = True
+                if time.monotonic() >= deadline:
+                    raise OutputError(f"{out}: another wasm-gitops run still holds it after {wait:.0f}s; "
+                                      "let it finish, then run again") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+# ------------------------------------------------------------------------------------------ write
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def pending_commit(out: Path) -> bool:
+    return (out / STAGING / COMMIT / JOURNAL).is_file()
+
+
+def recover(out: Path) -> bool:
+    """Finish a render that was killed after its commit point; drop any uncommitted staging."""
+    staging = out / STAGING
+    done = False
+    if pending_commit(out):
+        commit = staging / COMMIT
+        journal = json.loads((commit / JOURNAL).read_text(encoding="utf-8"))
+        for op in journal["ops"]:
+            target = out / op["path"]
+            if op["op"] == "put":
+                new = commit / "new" / op["path"]
+                if new.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(new, target)
+            elif op["op"] == "delete":
+                target.unlink(missing_ok=True)
+        _prune_dirs(out, [op["path"] for op in journal["ops"] if op["op"] == "delete"])
+        done = True
+    if staging.exists():
+        shutil.rmtree(staging, ignore_errors=True)
+    return done
+
+
+def _prune_dirs(out: Path, removed: list[str]) -> None:
+    """Remove directories that removing our files left empty; a directory with anything else stays."""
+    for rel in sorted({str(Path(r).parent) for r in removed}, key=lambda p: -p.count("/")):
+        d = out / rel
+        while d != out and out in d.parents:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+            d = d.parent
+
+
+def write(plan: Plan, out: Path, changes: Changes,
+          fault: Callable[[str], None] | None = None) -> None:
+    """Apply changes.added/changed/removed atomically. `fault` lets tests fail at a named step."""
+    puts = changes.added + changes.changed
+    if not puts and not changes.removed:
+        return
+    staging = out / STAGING
+    if staging.exists():
+        shutil.rmtree(staging)
+    work = staging / f"stage-{os.getpid()}"
+    try:
+        for rel in puts:
+            _write_file(work / "new" / rel, plan.files[rel])
+            if fault:
+                fault("stage")
+        ops = [{"op": "put", "path": r} for r in puts] + [{"op": "delete", "path": r} for r in changes.removed]
+        _write_file(work / JOURNAL, json.dumps({"ops": ops}).encode("utf-8"))
+        _fsync_dir(staging)
+    except OSError as e:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"{out}: cannot write the new files ({_why(e)}); nothing was changed") from None
+    commit = staging / COMMIT
+    os.replace(work, commit)  # the commit point
+    _fsync_dir(staging)
+    if fault:
+        fault("commit")
+    moved: list[tuple[Path, Path | None]] = []  # (target, backup or None when it did not exist)
+    try:
+        for rel in puts:
+            target = out / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            backup = None
+            if target.exists():
+                backup = commit / "old" / rel
+                backup.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(target, backup)
+            moved.append((target, backup))
+            os.replace(commit / "new" / rel, target)
+            if fault:
+                fault("apply")
+        for rel in changes.removed:
+            target = out / rel
+            backup = commit / "old" / rel
+            backup.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target, backup)
+            moved.append((target, backup))
+    except OSError as e:
+        # Undo in reverse, then forget the journal so nobody rolls it forward.
+        for target, backup in reversed(moved):
+            if backup is not None and backup.exists():
+                os.replace(backup, target)
+            elif backup is None:
+                target.unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        raise OutputError(f"{out}: cannot write the new files ({_why(e)}); the tree is as it was") from None
+    (commit / JOURNAL).unlink()
+    shutil.rmtree(staging, ignore_errors=True)
+    _prune_dirs(out, changes.removed)
+
+
+def _why(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "no space left on the device"
+    if e.errno == errno.EFBIG:
+        return "file size limit exceeded"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"permission denied at {e.filename}" if e.filename else "permission denied"
+    return e.strerror or str(e)

@@ -1,0 +1,497 @@
+"""Validate every object the renderer is about to write, before anything touches the disk.
+
+A problem found here is a bug in wasm-gitops, never a user error: the user's filters.yaml was
+already validated, so anything malformed at this point came from our own templates.
+
+What validates what (the SCHEMAS table below):
+
+* Kubernetes kinds (ConfigMap, the Deployment patch) use the offline OpenAPI-derived JSON Schemas
+  that ship with the kubernetes-validate package, in their "strict" flavour (unknown fields are
+  errors). We read those files directly instead of calling kubernetes_validate.validate(), which
+  re-reads and re-parses the 1.5 MB definitions file on every call, stops at the first error and
+  compares versions as strings. The schemas do not encode the API server's own validation, so the
+  rules our output can plausibly break are added here: object names, label and annotation syntax
+  and size, ConfigMap keys, base64 and the 1 MiB ConfigMap limit, and the JSON inside Istio's
+  sidecar.istio.io/userVolume(Mount) annotations.
+* The Deployment is only ever written as a strategic-merge patch, i.e. a partial Deployment. It is
+  validated against the full Deployment schema with every `required` removed rather than against a
+  hand-written "pod template annotations" schema: that still rejects misplaced or misspelt keys
+  anywhere in the patch (strict schema) and keeps working if the patch grows beyond annotations.
+  Any object that a Kustomization in the same batch lists under `patches` is treated the same way.
+* Kustomization, EnvoyFilter and WasmPlugin use our own schemas in schemas/.
+
+Adding a kind is one entry in SCHEMAS, e.g. for Argo CD:
+    ("argoproj.io/v1alpha1", "Application"): BundledSchema("argocd-application.schema.json"),
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import json
+import posixpath
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
+from typing import Any, Final
+
+from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+__all__ = [
+    "DEFAULT_KUBERNETES_VERSION",
+    "SCHEMAS",
+    "BundledSchema",
+    "KubernetesSchema",
+    "OutputProblem",
+    "available_kubernetes_versions",
+    "validate_objects",
+]
+
+# The newest GA release kubernetes-validate 1.37 ships schemas for (it only ships x.y.0 releases).
+# Pinned rather than "latest installed" so that upgrading the package cannot change our output's
+# verdict silently; ConfigMap and apps/v1 Deployment have been stable for years anyway.
+DEFAULT_KUBERNETES_VERSION: Final = "1.37"
+
+
+@dataclass(frozen=True)
+class OutputProblem:
+    """One way a rendered object is invalid. `name` is "namespace/name" (or just "name")."""
+
+    file: str
+    kind: str
+    name: str
+    json_path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"BUG: {self.file}: {self.kind} {self.name}: {self.json_path}: {self.message}"
+
+
+@dataclass(frozen=True)
+class KubernetesSchema:
+    """Validate against kubernetes-validate's strict schema for the object's apiVersion/kind.
+
+    partial=True drops every `required` constraint, for objects written as strategic-merge patches.
+    """
+
+    partial: bool = False
+
+
+@dataclass(frozen=True)
+class BundledSchema:
+    """Validate against one of our JSON Schema (draft 2020-12) files in schemas/."""
+
+    file: str
+
+
+SchemaRef = KubernetesSchema | BundledSchema
+
+# (apiVersion, kind) -> how to validate it. An object whose pair is missing here is reported: it
+# means the renderer emits a kind nobody taught the validator about.
+SCHEMAS: Mapping[tuple[str, str], SchemaRef] = {
+    ("v1", "ConfigMap"): KubernetesSchema(),
+    ("apps/v1", "Deployment"): KubernetesSchema(partial=True),  # only ever rendered as a patch
+    ("kustomize.config.k8s.io/v1beta1", "Kustomization"): BundledSchema("kustomization.schema.json"),
+    ("networking.istio.io/v1alpha3", "EnvoyFilter"): BundledSchema("envoyfilter.schema.json"),
+    ("extensions.istio.io/v1alpha1", "WasmPlugin"): BundledSchema("wasmplugin.schema.json"),
+}
+
+_K8S_DEFINITIONS_URI: Final = "https://kubernetes.io/api/_definitions.json"
+_MAX_MESSAGE: Final = 300
+_MAX_CONFIGMAP_BYTES: Final = 1024 * 1024  # corev1.MaxSecretSize, enforced by ValidateConfigMap
+_MAX_ANNOTATIONS_BYTES: Final = 256 * 1024  # apimachinery TotalAnnotationSizeLimitB
+
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_QUALIFIED_NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+# Istio's injector reads these pod annotations as JSON: a map of name -> volume (mount), or a list.
+_ISTIO_VOLUME_ANNOTATIONS: Final = {
+    "sidecar.istio.io/userVolume": "io.k8s.api.core.v1.Volume",
+    "sidecar.istio.io/userVolumeMount": "io.k8s.api.core.v1.VolumeMount",
+}
+
+
+# ---- formats the Kubernetes schemas declare but jsonschema does not check by default ----------
+
+_FORMATS = FormatChecker(formats=())
+
+
+@_FORMATS.checks("byte", raises=(binascii.Error, ValueError))
+def _is_base64(instance: object) -> bool:
+    # ConfigMap.binaryData values: the API server rejects anything that is not padded base64.
+    if isinstance(instance, str):
+        base64.b64decode(instance, validate=True)
+    return True
+
+
+@_FORMATS.checks("int32")
+def _is_int32(instance: object) -> bool:
+    return not isinstance(instance, int) or -(2**31) <= instance < 2**31
+
+
+@_FORMATS.checks("int64")
+def _is_int64(instance: object) -> bool:
+    return not isinstance(instance, int) or -(2**63) <= instance < 2**63
+
+
+# ---- schema loading (cached: the Kubernetes definitions are 1.5 MB per version) ----------------
+
+
+def _kubernetes_schema_root() -> Traversable:
+    return resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
+
+
+@functools.cache
+def available_kubernetes_versions() -> tuple[tuple[int, int], ...]:
+    """(major, minor) of every Kubernetes release the installed kubernetes-validate has schemas for."""
+    found = set()
+    for entry in _kubernetes_schema_root().iterdir():
+        match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+-local-strict", entry.name)
+        if match:
+            found.add((int(match.group(1)), int(match.group(2))))
+    return tuple(sorted(found))
+
+
+def _resolve_kubernetes_version(text: str) -> tuple[int, int]:
+    # Like kubernetes-validate: use the newest shipped schema not newer than the request (x.y.0
+    # schemas only), but compare numerically; it compares strings, so "1.9" > "1.37" there.
+    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", text.strip())
+    if match is None:
+        raise ValueError(f"not a Kubernetes version: {text!r} (expected e.g. 1.30 or v1.30.2)")
+    wanted = (int(match.group(1)), int(match.group(2)))
+    shipped = available_kubernetes_versions()
+    usable = [v for v in shipped if v <= wanted]
+    if not usable or wanted > shipped[-1]:
+        span = f"{shipped[0][0]}.{shipped[0][1]}..{shipped[-1][0]}.{shipped[-1][1]}" if shipped else "none"
+        raise ValueError(f"kubernetes-validate has no schemas for Kubernetes {text} (it ships {span})")
+    return usable[-1]
+
+
+def _schema_dir(version: tuple[int, int]) -> Traversable:
+    return _kubernetes_schema_root().joinpath(f"v{version[0]}.{version[1]}.0-local-strict")
+
+
+def _strip_required(node: Any, *, names: bool = False) -> Any:
+    """Copy of a schema without `required` keywords.
+
+    `names` is True when node maps property (or definition) names to schemas; there a key called
+    "required" is a field name (JSONSchemaProps has one) and must stay.
+    """
+    if isinstance(node, list):
+        return [_strip_required(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    result: dict[str, Any] = {}
+    for key, value in node.items():
+        if not names and key == "required" and isinstance(value, list):
+            continue
+        result[key] = _strip_required(value, names=not names and key in ("properties", "$defs", "definitions",
+                                                                          "patternProperties", "dependentSchemas"))
+    return result
+
+
+@functools.cache
+def _kubernetes_definitions(version: tuple[int, int], partial: bool) -> dict[str, Any]:
+    text = _schema_dir(version).joinpath("_definitions.json").read_text(encoding="utf-8")
+    definitions: dict[str, Any] = json.loads(text)
+    return _strip_required(definitions) if partial else definitions
+
+
+@functools.cache
+def _kubernetes_registry(version: tuple[int, int], partial: bool) -> Registry:
+    definitions = _kubernetes_definitions(version, partial)
+    return Registry().with_resource(_K8S_DEFINITIONS_URI, Resource.from_contents(definitions))
+
+
+def _kubernetes_schema_file(api_version: str, kind: str) -> str:
+    # kubernetes-validate names files <kind>-<first label of the group>-<version>.json, or
+    # <kind>-<version>.json for the core group: "apps/v1" Deployment -> deployment-apps-v1.json.
+    if "/" in api_version:
+        group, version = api_version.split("/", 1)
+        return f"{kind.lower()}-{group.split('.')[0]}-{version}.json"
+    return f"{kind.lower()}-{api_version}.json"
+
+
+@functools.cache
+def _kubernetes_validator(api_version: str, kind: str, version: tuple[int, int], partial: bool) -> Draft202012Validator:
+    path = _schema_dir(version).joinpath(_kubernetes_schema_file(api_version, kind))
+    try:
+        schema = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise LookupError(f"kubernetes-validate has no schema for {api_version} {kind}") from None
+    if partial:
+        schema = _strip_required(schema)
+    return Draft202012Validator(schema, registry=_kubernetes_registry(version, partial), format_checker=_FORMATS)
+
+
+@functools.cache
+def _kubernetes_definition_validator(definition: str, version: tuple[int, int]) -> Draft202012Validator:
+    schema = {"$ref": f"{_K8S_DEFINITIONS_URI}#/$defs/{definition}"}
+    return Draft202012Validator(schema, registry=_kubernetes_registry(version, False), format_checker=_FORMATS)
+
+
+def _bundled_schema_text(file: str) -> str:
+    # Installed: schemas/ ships as the renderer.schemas package (see pyproject). From a checkout
+    # the package does not exist, so read the repository's schemas/ directory next to renderer/.
+    try:
+        return resources.files("renderer.schemas").joinpath(file).read_text(encoding="utf-8")
+    except (ModuleNotFoundError, FileNotFoundError):
+        return (Path(__file__).resolve().parent.parent / "schemas" / file).read_text(encoding="utf-8")
+
+
+@functools.cache
+def _bundled_validator(file: str) -> Draft202012Validator:
+    schema = json.loads(_bundled_schema_text(file))
+    return Draft202012Validator(schema, format_checker=_FORMATS)
+
+
+# ---- error reporting ----------------------------------------------------------------------------
+
+
+def _json_path(parts: Iterable[str | int]) -> str:
+    out = "$"
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif _IDENTIFIER.fullmatch(part):
+            out += f".{part}"
+        else:
+            out += "['" + part.replace("\\", "\\\\").replace("'", "\\'") + "']"
+    return out
+
+
+def _short(value: object) -> str:
+    # Instances can be megabytes of base64; a message must stay one readable line.
+    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+_JSON_TYPES: Final = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
+                      float: "number", type(None): "null"}
+
+
+def _message(error: ValidationError) -> str:
+    keyword = error.validator
+    value = error.validator_value
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    if keyword in ("not", "anyOf", "oneOf") and "description" in schema:
+        # Combinators' default messages dump the whole instance and subschema; the schema author's
+        # description says what the rule means.
+        message = f"violates: {schema['description']}"
+    elif keyword == "type":
+        message = f"expected {value}, got {_JSON_TYPES.get(type(error.instance), type(error.instance).__name__)}"
+    elif keyword == "enum":
+        message = f"{_short(error.instance)} is not one of {', '.join(map(str, value))}"
+    elif keyword == "const":
+        message = f"{_short(error.instance)} must be {value!r}"
+    elif keyword == "pattern":
+        message = f"{_short(error.instance)} does not match {value}"
+    elif keyword == "format":
+        what = "base64 (format byte)" if value == "byte" else f"{value} value"
+        message = f"{_short(error.instance)} is not valid {what}"
+    else:
+        message = error.message
+    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
+
+
+def _schema_problems(validator: Draft202012Validator, instance: Any) -> list[tuple[str, str]]:
+    found = [(_json_path(e.absolute_path), _message(e)) for e in validator.iter_errors(instance)]
+    return sorted(set(found))
+
+
+# ---- rules the OpenAPI schemas do not carry ------------------------------------------------------
+
+
+def _qualified_name_problem(key: str) -> str | None:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
+        return f"key {key!r}: prefix must be a DNS-1123 subdomain"
+    if len(name) > 63 or not _QUALIFIED_NAME_PART.fullmatch(name):
+        return f"key {key!r}: name part must be at most 63 alphanumerics, '-', '_' or '.', starting and ending alphanumeric"
+    return None
+
+
+def _metadata_problems(metadata: Any, path: tuple[str | int, ...], *, top_level: bool) -> Iterator[tuple[str, str]]:
+    if not isinstance(metadata, Mapping):
+        if top_level:
+            yield _json_path(path), "metadata is required"
+        return
+    if top_level:
+        name = metadata.get("name")
+        if not isinstance(name, str) or not name:
+            yield _json_path((*path, "name")), "metadata.name is required (kustomize identifies objects and patches by it)"
+        elif len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
+            yield _json_path((*path, "name")), f"{name!r} is not a DNS-1123 subdomain (lower-case alphanumerics, '-', '.')"
+        namespace = metadata.get("namespace")
+        if isinstance(namespace, str) and (len(namespace) > 63 or not _DNS1123_LABEL.fullmatch(namespace)):
+            yield _json_path((*path, "namespace")), f"{namespace!r} is not a DNS-1123 label"
+    labels = metadata.get("labels")
+    if isinstance(labels, Mapping):
+        for key, value in labels.items():
+            problem = _qualified_name_problem(str(key))
+            if problem:
+                yield _json_path((*path, "labels", str(key))), problem
+            if isinstance(value, str) and (len(value) > 63 or not _LABEL_VALUE.fullmatch(value)):
+                yield _json_path((*path, "labels", str(key))), f"label value {_short(value)} is not valid (at most 63 alphanumerics, '-', '_', '.')"
+    annotations = metadata.get("annotations")
+    if isinstance(annotations, Mapping):
+        total = 0
+        for key, value in annotations.items():
+            problem = _qualified_name_problem(str(key))
+            if problem:
+                yield _json_path((*path, "annotations", str(key))), problem
+            if isinstance(value, str):
+                total += len(str(key).encode()) + len(value.encode())
+        if total > _MAX_ANNOTATIONS_BYTES:
+            yield _json_path((*path, "annotations")), f"annotations total {total} bytes; the API server allows {_MAX_ANNOTATIONS_BYTES}"
+
+
+def _null_problems(node: Any, path: tuple[str | int, ...]) -> Iterator[tuple[str, str]]:
+    # The Kubernetes schemas allow null nearly everywhere, but in our output a null is always a
+    # template slip, and in a strategic-merge patch it deletes the target's field.
+    if node is None:
+        yield _json_path(path), "null value (a strategic-merge patch would delete this field)"
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _null_problems(value, (*path, str(key)))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _null_problems(value, (*path, index))
+
+
+def _configmap_problems(obj: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    data = obj.get("data")
+    binary = obj.get("binaryData")
+    data = data if isinstance(data, Mapping) else {}
+    binary = binary if isinstance(binary, Mapping) else {}
+    total = 0
+    for field, bag in (("data", data), ("binaryData", binary)):
+        for key, value in bag.items():
+            key = str(key)
+            if (len(key) > 253 or not _CONFIGMAP_KEY.fullmatch(key) or key in (".", "..") or key.startswith("..")):
+                yield _json_path((field, key)), f"{key!r} is not a valid ConfigMap key (alphanumerics, '-', '_', '.'; not '.', '..' or '..*')"
+            if field == "data" and key in binary:
+                yield _json_path((field, key)), "duplicate of a key present in binaryData"
+            if isinstance(value, str):
+                if field == "data":
+                    total += len(value.encode())
+                else:
+                    padding = len(value) - len(value.rstrip("="))
+                    total += len(value) * 3 // 4 - padding
+    if total > _MAX_CONFIGMAP_BYTES:
+        yield "$", f"ConfigMap holds {total} bytes of data; the API server rejects more than {_MAX_CONFIGMAP_BYTES} (1 MiB)"
+
+
+def _istio_volume_annotation_problems(annotations: Any, path: tuple[str | int, ...],
+                                      version: tuple[int, int]) -> Iterator[tuple[str, str]]:
+    if not isinstance(annotations, Mapping):
+        return
+    for annotation, definition in _ISTIO_VOLUME_ANNOTATIONS.items():
+        raw = annotations.get(annotation)
+        if not isinstance(raw, str):
+            continue
+        where = _json_path((*path, annotation))
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            yield where, f"not valid JSON: {exc.msg} at character {exc.pos}"
+            continue
+        if isinstance(parsed, dict):
+            # Map form: the key is the volume name (Istio's injection template writes `name: <key>`).
+            items = [(str(k), {**v, "name": k} if isinstance(v, dict) else v) for k, v in parsed.items()]
+        elif isinstance(parsed, list):
+            items = [(str(i), v) for i, v in enumerate(parsed)]
+        else:
+            yield where, "must be a JSON object (name -> spec) or array"
+            continue
+        validator = _kubernetes_definition_validator(definition, version)
+        for label, item in items:
+            for error in validator.iter_errors(item):
+                inner = _json_path(error.absolute_path)[1:]
+                yield where, f"[{label}]{inner}: {_message(error)}"
+
+
+def _kubernetes_extra_problems(obj: Mapping[str, Any], version: tuple[int, int]) -> Iterator[tuple[str, str]]:
+    yield from _null_problems(obj, ())
+    yield from _metadata_problems(obj.get("metadata"), ("metadata",), top_level=True)
+    if obj.get("kind") == "ConfigMap":
+        yield from _configmap_problems(obj)
+    spec = obj.get("spec")
+    template = spec.get("template") if isinstance(spec, Mapping) else None
+    if isinstance(template, Mapping) and isinstance(template.get("metadata"), Mapping):
+        template_path = ("spec", "template", "metadata")
+        yield from _metadata_problems(template["metadata"], template_path, top_level=False)
+        yield from _istio_volume_annotation_problems(template["metadata"].get("annotations"),
+                                                     (*template_path, "annotations"), version)
+
+
+# ---- driver ---------------------------------------------------------------------------------------
+
+
+def _display_name(obj: Mapping[str, Any]) -> str:
+    metadata = obj.get("metadata")
+    if not isinstance(metadata, Mapping) or not isinstance(metadata.get("name"), str):
+        return "<unnamed>"
+    namespace = metadata.get("namespace")
+    return f"{namespace}/{metadata['name']}" if isinstance(namespace, str) else metadata["name"]
+
+
+def _patch_files(objects: Sequence[tuple[str, Mapping[str, Any]]]) -> frozenset[str]:
+    """Files some Kustomization of this batch uses as patches: they hold partial objects."""
+    found = set()
+    for file, obj in objects:
+        if not isinstance(obj, Mapping) or obj.get("kind") != "Kustomization" or not isinstance(obj.get("patches"), list):
+            continue
+        for entry in obj["patches"]:
+            if isinstance(entry, Mapping) and isinstance(entry.get("path"), str):
+                found.add(posixpath.normpath(posixpath.join(posixpath.dirname(file), entry["path"])))
+    return frozenset(found)
+
+
+def _validate_one(file: str, obj: Any, version: tuple[int, int], patch_files: frozenset[str]) -> list[OutputProblem]:
+    if not isinstance(obj, Mapping):
+        return [OutputProblem(file, "?", "<unnamed>", "$", f"expected a mapping, got {type(obj).__name__}")]
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    name = _display_name(obj)
+    if not isinstance(api_version, str) or not isinstance(kind, str):
+        return [OutputProblem(file, str(kind or "?"), name, "$", "apiVersion and kind must be strings")]
+    ref = SCHEMAS.get((api_version, kind))
+    if ref is None:
+        return [OutputProblem(file, kind, name, "$",
+                              f"no schema registered for {api_version} {kind} (add it to output_validation.SCHEMAS)")]
+    found: list[tuple[str, str]]
+    if isinstance(ref, KubernetesSchema):
+        partial = ref.partial or posixpath.normpath(file) in patch_files
+        try:
+            validator = _kubernetes_validator(api_version, kind, version, partial)
+        except LookupError as exc:
+            return [OutputProblem(file, kind, name, "$.apiVersion", str(exc))]
+        found = _schema_problems(validator, obj)
+        found += sorted(set(_kubernetes_extra_problems(obj, version)) - set(found))
+    else:
+        found = _schema_problems(_bundled_validator(ref.file), obj)
+    return [OutputProblem(file, kind, name, path, message) for path, message in found]
+
+
+def validate_objects(objects: Sequence[tuple[str, Mapping[str, Any]]],
+                     kubernetes_version: str = DEFAULT_KUBERNETES_VERSION) -> list[OutputProblem]:
+    """Check every (output file, object) pair; an empty list means everything may be written.
+
+    Raises ValueError if kubernetes_version is not one kubernetes-validate has schemas for.
+    """
+    version = _resolve_kubernetes_version(kubernetes_version)
+    patch_files = _patch_files(objects)
+    problems: list[OutputProblem] = []
+    for file, obj in objects:
+        problems.extend(_validate_one(file, obj, version, patch_files))
+    return problems

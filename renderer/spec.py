@@ -1,0 +1,553 @@
+"""filters.yaml -> validated FilterSet: YAML with positions, the JSON Schema, then the meaning.
+
+Every problem found is collected as a Finding with file:line:col and reported at once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import jsonschema
+import jsonschema_rs
+
+from . import istio_versions
+from .build import BuildTarget
+from .errors import Finding, SpecError, UsageError
+from .model import (
+    DEFAULT_RUNTIME,
+    Binary,
+    Build,
+    Filter,
+    FilterSet,
+    HttpMessageSpec,
+    Service,
+    ServiceFilter,
+    TestSpec,
+)
+from .wasm import CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, inspect_wasm
+from .workloads import PathProblem, WorkloadReader, inside, is_remote
+from .yamlio import Document, SpecSyntaxError, json_path, load_document
+
+SCHEMA_FILE = "filters.schema.json"
+
+
+@lru_cache(maxsize=None)
+def load_schema(name: str = SCHEMA_FILE) -> dict[str, Any]:
+    return json.loads(resources.files("renderer").joinpath("schemas", name).read_text(encoding="utf-8"))
+
+
+@lru_cache(maxsize=None)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = load_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    return cls(schema)
+
+
+@dataclass(frozen=True)
+class LoadedSpec:
+    filter_set: FilterSet
+    warnings: tuple[Finding, ...]
+
+
+def read_spec_text(spec_path: Path) -> bytes:
+    try:
+        return spec_path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{spec_path}: no such file; create one with 'wasm-gitops init'") from None
+    except IsADirectoryError:
+        raise UsageError(f"{spec_path}: is a directory; pass the spec file with -f") from None
+    except OSError as e:
+        raise UsageError(f"{spec_path}: cannot read it: {e.strerror}") from None
+
+
+def parse(spec_path: Path, display: str | None = None) -> Document:
+    text = read_spec_text(spec_path)
+    try:
+        return load_document(text, display or spec_path.name)
+    except SpecSyntaxError as e:
+        raise SpecError(e.findings) from None
+
+
+# --------------------------------------------------------------------------------- schema findings
+
+def _where(path: Iterable[str | int]) -> str:
+    text = json_path(path)
+    return "the document" if text == "$" else text.removeprefix("$.")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool):
+        return f"the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a map"
+    return type(value).__name__
+
+
+_TYPE_WORDS = {"object": "a map", "array": "a list", "string": "a string", "integer": "a whole number",
+               "boolean": "true or false", "number": "a number", "null": "empty"}
+
+
+@lru_cache(maxsize=None)
+def _fast_validator() -> Any:
+    return jsonschema_rs.validator_for(load_schema())
+
+
+def _schema_findings(doc: Document) -> list[Finding]:
+    # jsonschema-rs answers "valid?" ~100x faster; only an invalid spec pays for the Python
+    # validator, whose errors carry the paths we turn into positions.
+    if _fast_validator().is_valid(doc.data):
+        return []
+    out: list[Finding] = []
+    for error in _validator().iter_errors(doc.data):
+        out.extend(_explain(doc, error))
+    return out
+
+
+def _explain(doc: Document, error: jsonschema.ValidationError) -> Iterator[Finding]:
+    path = tuple(error.absolute_path)
+    where = _where(path)
+    kind = error.validator
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    inst = error.instance
+    if kind == "additionalProperties" and isinstance(inst, dict):
+        allowed = sorted(schema.get("properties", {}))
+        for key in sorted(set(inst) - set(allowed)):
+            guess = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {guess[0]!r}?" if guess else (
+                f"allowed here: {', '.join(allowed)}" if allowed else "remove it")
+            yield doc.finding(path + (key,), f"unknown key {key!r} in {where}; {hint}", key=True)
+    elif kind == "required" and isinstance(inst, dict):
+        for key in error.validator_value:
+            if key not in inst:
+                yield doc.finding(path, f"{where} is missing the required key {key!r}; add it")
+    elif kind == "type":
+        want = error.validator_value
+        words = " or ".join(_TYPE_WORDS.get(t, t) for t in (want if isinstance(want, list) else [want]))
+        hint = ""
+        if want == "string" and isinstance(inst, (int, float, bool)) and not isinstance(inst, bool):
+            hint = f"; quote it: \"{inst}\""
+        elif want == "string" and isinstance(inst, bool):
+            hint = "; quote it"
+        yield doc.finding(path, f"{where} must be {words}, not {_describe(inst)}{hint}")
+    elif kind == "enum":
+        options = ", ".join(str(v) for v in error.validator_value)
+        yield doc.finding(path, f"{where}: {inst!r} is not allowed; use one of: {options}")
+    elif kind == "const":
+        yield doc.finding(path, f"{where} must be {error.validator_value!r}, not {inst!r}")
+    elif kind in ("pattern", "maxLength", "minLength") and "x-hint" in schema:
+        yield doc.finding(path, f"{where}: {inst!r} is not {schema['x-hint']}; fix the value")
+    elif kind == "minLength":
+        yield doc.finding(path, f"{where} must not be empty")
+    elif kind == "minItems":
+        n = error.validator_value
+        yield doc.finding(path, f"{where} must list at least {n} item{'s' if n != 1 else ''}")
+    elif kind == "minProperties":
+        yield doc.finding(path, f"{where} must not be empty; remove it or add entries")
+    elif kind == "propertyNames" and isinstance(inst, dict):
+        for sub in error.context or []:
+            name = sub.instance
+            if isinstance(name, str):
+                yield doc.finding(path + (name,), f"{name!r} is not a valid key in {where}; "
+                                  "use a Kubernetes label key (prefix/name) or a component name",
+                                  key=True)
+    elif kind == "oneOf":
+        # The two shapes of a service's filter entry: explain against the branch the user meant.
+        branch = 0 if isinstance(inst, str) else 1
+        subs = [s for s in error.context or [] if s.relative_schema_path and s.relative_schema_path[0] == branch]
+        if isinstance(inst, (str, dict)) and subs:
+            for sub in subs:
+                yield from _explain(doc, sub)
+        else:
+            yield doc.finding(path, f"{where} must be a filter name or a map with 'name' (and "
+                              f"'config'), not {_describe(inst)}")
+    elif kind in ("minimum", "maximum"):
+        yield doc.finding(path, f"{where}: {inst} is out of range ({kind} {error.validator_value})")
+    else:
+        yield doc.finding(path, f"{where}: {error.message}")
+
+
+# --------------------------------------------------------------------------------- meaning
+
+def _config_text(doc: Document, path: tuple[str | int, ...], value: Any,
+                 findings: list[Finding]) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except ValueError:
+        findings.append(doc.finding(path, f"{_where(path)} holds .inf or .nan, which JSON cannot carry; "
+                                    "use a string or a finite number"))
+        return None
+
+
+def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in (raw or {}).items())
+
+
+def _message(raw: Any) -> HttpMessageSpec:
+    raw = raw or {}
+    return HttpMessageSpec(_headers(raw.get("headers")), raw.get("body"), _headers(raw.get("trailers")))
+
+
+class _Checker:
+    def __init__(self, doc: Document, spec_path: Path, inspect: bool) -> None:
+        self.doc = doc
+        self.spec_path = spec_path
+        self.root = spec_path.parent.resolve()
+        self.inspect = inspect
+        self.errors: list[Finding] = []
+        self.warnings: list[Finding] = []
+        self.reader = WorkloadReader(self.root)
+        self.broken_filters: set[str] = set()
+
+    def error(self, path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
+        self.errors.append(self.doc.finding(path, message, key=key))
+
+    def warn(self, path: tuple[str | int, ...], message: str) -> None:
+        self.warnings.append(self.doc.finding(path, message, severity="warning"))
+
+    def run(self) -> FilterSet | None:
+        data = self.doc.data
+        istio_text: str = data["istio"]
+        version = istio_versions.parse_version(istio_text)
+        if version is None or version < (1, 5) or version[0] != 1:
+            self.error(("istio",), f"istio: {istio_text!r} has no Wasm support this tool can render "
+                       "(Wasm filters arrived in Istio 1.5); target 1.5 or later")
+            version = (1, 99)
+        top_output = (data.get("output") or {}).get("kind", "EnvoyFilter")
+        filters = self.filters(data.get("filters", []), version)
+        services = self.services(data.get("services", []), filters, version, top_output)
+        if self.errors:
+            return None
+        return FilterSet(self.spec_path, self.root, version, istio_text,
+                         tuple(filters.values()), tuple(services))
+
+    # ------------------------------------------------------------------ filters
+    def filters(self, raw_filters: list[dict[str, Any]], version: tuple[int, int]) -> dict[str, Filter]:
+        out: dict[str, Filter] = {}
+        by_path: dict[Path, str] = {}
+        for i, raw in enumerate(raw_filters):
+            p: tuple[str | int, ...] = ("filters", i)
+            name = raw["name"]
+            if name in out or name in self.broken_filters:
+                self.error(p + ("name",), f"filter name {name!r} is used twice; filter names must be unique")
+                continue
+            binary = self.binary(p, raw)
+            if binary is None:
+                self.broken_filters.add(name)  # reported once, at its wasm; not again at each use
+                continue
+            if binary.path is not None and binary.path in by_path:
+                self.warn(p + ("wasm",), f"filter {name!r} uses the same file as {by_path[binary.path]!r}; "
+                          "it gets a ConfigMap of its own")
+            if binary.path is not None:
+                by_path.setdefault(binary.path, name)
+            build = None
+            if "build" in raw:
+                try:
+                    ctx = inside(self.root, raw["build"]["context"], "build context")
+                    if not ctx.is_dir():
+                        self.error(p + ("build", "context"), f"build context {raw['build']['context']!r} is "
+                                   "not a directory; point it at the filter's source directory")
+                    build = Build(ctx, raw["build"].get("image"))
+                except PathProblem as e:
+                    self.error(p + ("build", "context"), str(e))
+            tests = self.tests(p, raw)
+            out[name] = Filter(
+                name=name,
+                binary=binary,
+                root_id=raw.get("rootId", ""),
+                vm_id=raw.get("vmId", name),
+                runtime=raw.get("runtime", DEFAULT_RUNTIME),
+                allow_precompiled=raw.get("allowPrecompiled", True),
+                fail_open=raw.get("failOpen", False),
+                config=_config_text(self.doc, p + ("config",), raw.get("config"), self.errors),
+                phase=raw.get("phase"),
+                priority=raw.get("priority"),
+                build=build,
+                tests=tests,
+            )
+        return out
+
+    def tests(self, p: tuple[str | int, ...], raw: dict[str, Any]) -> tuple[TestSpec, ...]:
+        seen: set[str] = set()
+        out: list[TestSpec] = []
+        for j, t in enumerate(raw.get("tests", [])):
+            tp = p + ("tests", j)
+            if t["name"] in seen:
+                self.error(tp + ("name",), f"test name {t['name']!r} is used twice in this filter; "
+                           "make test names unique")
+            seen.add(t["name"])
+            out.append(TestSpec(
+                name=t["name"],
+                config=_config_text(self.doc, tp + ("config",), t.get("config"), self.errors),
+                request=_message(t.get("request")),
+                response=_message(t.get("response")),
+                expect=dict(t.get("expect") or {}),
+            ))
+        return tuple(out)
+
+    def binary(self, p: tuple[str | int, ...], raw: dict[str, Any]) -> Binary | None:
+        ref: str = raw["wasm"]
+        declared = raw.get("sha256")
+        if ref.startswith("oci://"):
+            if declared is None:
+                self.error(p + ("wasm",), f"{ref!r} is an OCI reference; add 'sha256:' with the image's "
+                           "sha256 so the binary is pinned")
+                return None
+            return Binary(sha256=declared, size=0, oci=ref)
+        if "://" in ref:
+            self.error(p + ("wasm",), f"wasm {ref!r}: only local paths and oci:// references are "
+                       "supported; download the file into the repository or publish it as OCI")
+            return None
+        try:
+            path = inside(self.root, ref, "wasm")
+        except PathProblem as e:
+            self.error(p + ("wasm",), str(e))
+            return None
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            hint = " (build it with 'make wasm-local')" if "build" in raw else ""
+            self.error(p + ("wasm",), f"wasm file {ref!r} does not exist{hint}; fix the path or build it")
+            return None
+        except IsADirectoryError:
+            self.error(p + ("wasm",), f"wasm {ref!r} is a directory; point it at the .wasm file")
+            return None
+        except OSError as e:
+            self.error(p + ("wasm",), f"wasm file {ref!r} cannot be read ({e.strerror}); fix its "
+                       "permissions")
+            return None
+        digest = hashlib.sha256(data).hexdigest()
+        if declared is not None and declared != digest:
+            self.error(p + ("sha256",), f"sha256 {declared} does not match {ref!r} ({digest}); update "
+                       "one of them")
+        if len(data) > CONFIGMAP_LIMIT:
+            self.error(p + ("wasm",), f"{ref!r} is {len(data):,} bytes; a ConfigMap holds at most "
+                       f"{CONFIGMAP_LIMIT:,}: shrink the module (wasm-opt -Oz, strip) or publish it as "
+                       "oci:// with output kind WasmPlugin")
+        elif len(data) > CLIENT_SIDE_APPLY_LIMIT:
+            self.warn(p + ("wasm",), f"{ref!r} is {len(data):,} bytes, more than {CLIENT_SIDE_APPLY_LIMIT:,}: "
+                      "client-side kubectl apply cannot store it in the last-applied annotation, so its "
+                      "ConfigMap is marked for server-side apply (Argo CD ServerSideApply=true)")
+        if self.inspect:
+            report = inspect_wasm(data)
+            if not report.is_wasm:
+                self.error(p + ("wasm",), f"{ref!r} is not WebAssembly (no \\0asm header); point it at a "
+                           "compiled .wasm module")
+            elif not report.valid:
+                self.error(p + ("wasm",), f"{ref!r} is not a valid WebAssembly module ({report.error}); "
+                           "rebuild it")
+            elif not report.is_proxy_wasm:
+                self.error(p + ("wasm",), f"{ref!r} is WebAssembly but not a proxy-wasm filter (no "
+                           "proxy_abi_version_* export and no proxy_on_* callbacks); build it with a "
+                           "proxy-wasm SDK")
+        return Binary(sha256=digest, size=len(data), path=path, data=data)
+
+    # ------------------------------------------------------------------ services
+    def services(self, raw_services: list[dict[str, Any]], filters: dict[str, Filter],
+                 version: tuple[int, int], top_output: str) -> list[Service]:
+        out: list[Service] = []
+        names: set[str] = set()
+        workloads: dict[tuple[str, str], str] = {}
+        resource_owner: dict[Path, str] = {}
+        for i, raw in enumerate(raw_services):
+            p: tuple[str | int, ...] = ("services", i)
+            name = raw["name"]
+            if name in names:
+                self.error(p + ("name",), f"service name {name!r} is used twice; service names must be "
+                           "unique (each names an overlay)")
+                continue
+            names.add(name)
+            namespace = raw.get("namespace", "default")
+            deployment = raw["deployment"]
+            key = (namespace, deployment)
+            if key in workloads:
+                self.error(p + ("deployment",), f"Deployment {namespace}/{deployment} is already patched by "
+                           f"service {workloads[key]!r}; list all its filters in one service")
+            workloads.setdefault(key, name)
+            output = (raw.get("output") or {}).get("kind", top_output)
+            if output == "WasmPlugin" and not istio_versions.supports(version, "WasmPlugin"):
+                opath = p + ("output", "kind") if "output" in raw else ("output", "kind")
+                self.error(opath, f"WasmPlugin needs Istio 1.12 or later, the spec targets "
+                           f"{self.doc.data['istio']}; use output kind EnvoyFilter or raise istio")
+            service_filters = self.service_filters(p, raw, filters, output)
+            selector = self.selector(p, raw, namespace, deployment, resource_owner, name)
+            log_levels = tuple(sorted((raw.get("proxyLogLevel") or {}).items()))
+            out.append(Service(
+                name=name, namespace=namespace, deployment=deployment,
+                selector=selector or (), resources=tuple(raw["resources"]),
+                context=raw.get("context", "SIDECAR_INBOUND"), filters=service_filters,
+                proxy_log_level=log_levels, output=output,
+            ))
+        return out
+
+    def service_filters(self, p: tuple[str | int, ...], raw: dict[str, Any], filters: dict[str, Filter],
+                        output: str) -> tuple[ServiceFilter, ...]:
+        chosen: list[ServiceFilter] = []
+        seen: set[str] = set()
+        for j, entry in enumerate(raw["filters"]):
+            fp = p + ("filters", j)
+            fname = entry if isinstance(entry, str) else entry["name"]
+            npath = fp if isinstance(entry, str) else fp + ("name",)
+            if fname in self.broken_filters:
+                continue
+            if fname not in filters:
+                known = sorted(filters)
+                guess = difflib.get_close_matches(fname, known, n=1)
+                hint = f"did you mean {guess[0]!r}?" if guess else f"declared: {', '.join(known) or 'none'}"
+                self.error(npath, f"unknown filter {fname!r}; {hint}")
+                continue
+            if fname in seen:
+                self.error(npath, f"filter {fname!r} is listed twice for this service; list it once")
+                continue
+            seen.add(fname)
+            f = filters[fname]
+            if f.binary.is_oci and output != "WasmPlugin":
+                self.error(npath, f"filter {fname!r} is an oci:// image, which only WasmPlugin can load; "
+                           "set output kind WasmPlugin for this service")
+            config = f.config
+            if isinstance(entry, dict) and "config" in entry:
+                config = _config_text(self.doc, fp + ("config",), entry["config"], self.errors)
+            chosen.append(ServiceFilter(f, config))
+        return tuple(chosen)
+
+    def selector(self, p: tuple[str | int, ...], raw: dict[str, Any], namespace: str, deployment: str,
+                 owners: dict[Path, str], service: str) -> tuple[tuple[str, str], ...] | None:
+        declared = raw.get("selector")
+        local: list[Path] = []
+        remote = False
+        failed = False
+        for j, res in enumerate(raw["resources"]):
+            rp = p + ("resources", j)
+            if is_remote(res):
+                remote = True
+                continue
+            failed = True  # until this resource proves readable
+            try:
+                path = inside(self.root, res, "resource")
+            except PathProblem as e:
+                self.error(rp, str(e))
+                continue
+            if not path.exists():
+                self.error(rp, f"resource {res!r} does not exist; fix the path (relative to filters.yaml)")
+                continue
+            if not path.is_dir():
+                self.error(rp, f"resource {res!r} is a file; kustomize only loads directories from outside "
+                           "an overlay: point it at the directory with the kustomization.yaml")
+                continue
+            scan = self.reader.scan(path)
+            for problem in scan.problems:
+                self.error(rp, f"resource {res!r}: {problem}")
+            if scan.problems:
+                continue
+            failed = False
+            local.append(path)
+            for f in sorted(scan.files | {path}):
+                other = owners.get(f)
+                if other is not None and other != service:
+                    self.error(rp, f"resource {res!r} overlaps with service {other!r} (both load "
+                               f"{f.relative_to(self.root) if self.root in f.parents else f}); the root "
+                               "kustomization would hold those objects twice: give each service its own "
+                               "resources")
+                    break
+            for f in scan.files | {path}:
+                owners.setdefault(f, service)
+        if failed:
+            return tuple(sorted(declared.items())) if declared else None
+        found = [w for path in local for w in self.reader.scan(path).deployments if w.name == deployment]
+        if not found:
+            if local and not remote:
+                self.error(p + ("deployment",), f"Deployment {deployment!r} is not in the service's "
+                           "resources; fix the name or the resources")
+                return None
+            if declared is None:
+                self.error(p + ("resources",) if remote else p, "selector is required when the Deployment "
+                           "is in remote resources (it cannot be read); add the pod labels under 'selector'")
+            return tuple(sorted(declared.items())) if declared else None
+        workload = found[0]
+        if workload.namespace is not None and workload.namespace != namespace:
+            self.error(p + ("namespace",) if "namespace" in raw else p + ("deployment",),
+                       f"Deployment {deployment!r} is in namespace {workload.namespace!r}, the service says "
+                       f"{namespace!r}; make them the same")
+        pod = dict(workload.pod_labels)
+        if declared is None:
+            if not pod:
+                self.error(p + ("deployment",), f"Deployment {deployment!r} has no pod-template labels to "
+                           "select; add 'selector'")
+                return None
+            return workload.pod_labels
+        wrong = [f"{k}={v}" for k, v in sorted(declared.items()) if pod.get(k) != v]
+        if wrong:
+            have = ", ".join(f"{k}={v}" for k, v in sorted(pod.items())) or "none"
+            self.error(p + ("selector",), f"selector {', '.join(wrong)} matches no pod of Deployment "
+                       f"{deployment!r} (its pods have {have}); the EnvoyFilter would silently do nothing: "
+                       "fix the selector")
+        return tuple(sorted(declared.items()))
+
+
+def load_build_targets(spec_path: Path, names: Iterable[str] = ()) -> list[BuildTarget]:
+    """The filters with a build: section. Needs a valid spec, but not the binaries (not built yet)."""
+    doc = parse(spec_path)
+    if not isinstance(doc.data, dict):
+        raise SpecError([doc.finding((), "the document must be a map")])
+    errors = _schema_findings(doc)
+    if errors:
+        raise SpecError(errors)
+    root = spec_path.parent.resolve()
+    wanted = set(names)
+    known = {f["name"] for f in doc.data["filters"]}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise UsageError(f"no filter named {', '.join(unknown)} in {spec_path}")
+    targets: list[BuildTarget] = []
+    findings: list[Finding] = []
+    for i, raw in enumerate(doc.data["filters"]):
+        if "build" not in raw or (wanted and raw["name"] not in wanted):
+            continue
+        try:
+            context = inside(root, raw["build"]["context"], "build context")
+            wasm = inside(root, raw["wasm"], "wasm")
+        except PathProblem as e:
+            findings.append(doc.finding(("filters", i, "build"), str(e)))
+            continue
+        targets.append(BuildTarget(raw["name"], context, raw["build"].get("image"), wasm))
+    if findings:
+        raise SpecError(findings)
+    return targets
+
+
+def load_spec(spec_path: Path, *, display: str | None = None, inspect: bool = True) -> LoadedSpec:
+    """Read, validate and model a spec. Raise SpecError with every problem found."""
+    doc = parse(spec_path, display)
+    if not isinstance(doc.data, dict):
+        raise SpecError([doc.finding((), f"the document must be a map with apiVersion, kind, istio, filters "
+                                     f"and services, not {_describe(doc.data)}")])
+    schema_errors = _schema_findings(doc)
+    if schema_errors:
+        raise SpecError(schema_errors)
+    checker = _Checker(doc, spec_path, inspect)
+    model = checker.run()
+    if model is None:
+        raise SpecError(checker.errors)
+    return LoadedSpec(model, tuple(sorted(checker.warnings)))
+
+

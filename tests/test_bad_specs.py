@@ -1,0 +1,44 @@
+"""The corpus of bad specs: each gives exactly its expected `filters.yaml:LINE:COL: message` lines,
+exit code 2, no traceback, and writes nothing."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import Repo, proxy_wasm_module
+import wasmtime
+
+BAD = Path(__file__).parent / "specs" / "bad"
+UPDATE = os.environ.get("WASM_GITOPS_UPDATE_GOLDEN") == "1"
+CASES = sorted(p.stem for p in BAD.glob("*.yaml"))
+
+
+def _hostile_files(repo: Repo) -> None:
+    repo.write("filters/not-wasm.wasm", "(module)\n")  # WAT text: wasmtime would accept it as a module
+    repo.write("filters/plain.wasm", bytes(wasmtime.wat2wasm('(module (func (export "main")))')))
+    repo.write("filters/huge.wasm", proxy_wasm_module("huge", pad=1_048_576))
+    outside = repo.root.parent / "outside.wasm"
+    outside.write_bytes(proxy_wasm_module("outside"))
+    (repo.root / "filters" / "link-out.wasm").symlink_to(outside)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("command", ["validate", "render", "check"])
+def test_bad_spec(repo: Repo, case: str, command: str) -> None:
+    _hostile_files(repo)
+    repo.write("filters.yaml", (BAD / f"{case}.yaml").read_bytes())
+    before = repo.tree()
+    result = repo.cli(command)
+    expected_file = BAD / f"{case}.expected"
+    if UPDATE and command == "validate":
+        expected_file.write_text(result.output)
+    expected = expected_file.read_text()
+    assert result.exit_code == 2, result.output
+    assert result.output == expected
+    assert "Traceback" not in result.output
+    for line in result.output.splitlines():
+        assert line.startswith("filters.yaml:"), line
+    assert repo.tree() == before, "a bad spec must not write anything"

@@ -1,0 +1,173 @@
+"""Hostile input and a hostile world: kills, concurrent renders, full disks, injection attempts."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, Repo, proxy_wasm_module
+from renderer.yamlio import dump
+
+INPUTS = ("apps/", "filters/", "filters.yaml")
+
+
+def outputs(repo: Repo) -> dict[str, bytes]:
+    return {k: v for k, v in repo.tree().items() if not k.startswith(INPUTS)}
+
+
+def cli(repo: Repo, *args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "renderer", *args, "-f", str(repo.spec)],
+                          capture_output=True, text=True, env={**os.environ, **(env or {})},
+                          cwd=REPO, timeout=120, **kw)  # type: ignore[call-overload]
+
+
+def big_spec(repo: Repo, services: int, tag: str) -> None:
+    """Many services, so a render writes hundreds of files; `tag` changes every binary."""
+    repo.write("filters/example-filter.wasm", proxy_wasm_module(f"example-{tag}"))
+    repo.write("filters/other-filter.wasm", proxy_wasm_module(f"other-{tag}"))
+    lines = ["apiVersion: wasm-gitops/v1", "kind: FilterSet", 'istio: "1.22"', "filters:",
+             f"  - {{name: example-filter, wasm: filters/example-filter.wasm, rootId: {tag}}}",
+             f"  - {{name: other-filter, wasm: filters/other-filter.wasm, rootId: {tag}}}", "services:"]
+    for i in range(services):
+        if not (repo.root / f"apps/s{i}").exists():
+            repo.app(f"s{i}", f"s{i}-v1", f"s{i}", namespace=f"ns{i % 5}")
+        lines.append(f"  - {{name: s{i}, namespace: ns{i % 5}, deployment: s{i}-v1, resources: [apps/s{i}], "
+                     f"filters: [example-filter, other-filter]}}")
+    repo.write("filters.yaml", "\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("kill_at", ["stage:1", "stage:200", "commit:1", "apply:1", "apply:150", "apply:360"])
+def test_sigkill_at_any_point_leaves_the_old_or_the_new_tree(repo: Repo, kill_at: str) -> None:
+    big_spec(repo, 120, "old")
+    assert cli(repo, "render").returncode == 0
+    old = outputs(repo)
+    big_spec(repo, 120, "new")
+    killed = cli(repo, "render", env={"WASM_GITOPS_KILL_AT": kill_at})
+    assert killed.returncode == -signal.SIGKILL
+    check = cli(repo, "check")
+    if kill_at.startswith(("apply", "commit")):
+        # Past the commit point: check says so, and the next render finishes the same tree.
+        assert check.returncode == 1 and "interrupted" in check.stdout
+    else:
+        assert outputs(repo) == old or not (repo.root / ".wasm-gitops.tmp/commit").exists()
+        assert {k: v for k, v in outputs(repo).items() if not k.startswith(".wasm-gitops.tmp")} == old
+    finish = cli(repo, "render")
+    assert finish.returncode == 0, finish.stderr
+    new = outputs(repo)
+    assert cli(repo, "check").returncode == 0
+    assert not (repo.root / ".wasm-gitops.tmp").exists()
+    # And that tree is exactly what an uninterrupted render gives.
+    fresh = Repo(repo.root.parent / "fresh")
+    fresh.root.mkdir()
+    for rel, data in repo.tree().items():
+        if rel.startswith(INPUTS):
+            fresh.write(rel, data)
+    assert cli(fresh, "render").returncode == 0
+    assert outputs(fresh) == new
+
+
+def test_sigkill_at_random_moments(repo: Repo) -> None:
+    big_spec(repo, 150, "a")
+    assert cli(repo, "render").returncode == 0
+    trees = {"a": outputs(repo)}
+    for n, delay in enumerate([0.1, 0.4, 0.7]):
+        tag = f"t{n}"
+        big_spec(repo, 150, tag)
+        proc = subprocess.Popen([sys.executable, "-m", "renderer", "render", "-f", str(repo.spec)],
+                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert cli(repo, "render").returncode == 0
+        assert cli(repo, "check").returncode == 0
+
+
+def test_two_renders_do_not_interleave(repo: Repo) -> None:
+    assert cli(repo, "render").returncode == 0
+    fd = os.open(repo.root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        repo.write("filters/example-filter.wasm", proxy_wasm_module("locked"))
+        before = outputs(repo)
+        blocked = cli(repo, "render", env={"WASM_GITOPS_LOCK_WAIT": "0.5"})
+        assert blocked.returncode == 2
+        assert "waiting for another wasm-gitops run" in blocked.stderr
+        assert "another wasm-gitops run still holds it" in blocked.stderr
+        assert outputs(repo) == before
+    finally:
+        os.close(fd)
+    procs = [subprocess.Popen([sys.executable, "-m", "renderer", "render", "-f", str(repo.spec)], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], results
+    assert cli(repo, "check").returncode == 0
+
+
+def _limit_file_size() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+
+def test_a_write_failure_leaves_the_old_tree_intact(repo: Repo) -> None:
+    assert cli(repo, "render").returncode == 0
+    before = outputs(repo)
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("bigger", pad=20_000))
+    failed = cli(repo, "render", preexec_fn=_limit_file_size)
+    assert failed.returncode == 2, failed.stderr
+    assert "file size limit exceeded" in failed.stderr and "nothing was changed" in failed.stderr
+    assert "Traceback" not in failed.stderr
+    assert outputs(repo) == before
+
+
+@pytest.mark.parametrize("value", [
+    "evil\nkind: Secret",
+    "a: b",
+    "'; rm -rf / #",
+    '"quoted" and \'single\'',
+    "{{ 7 * 7 }}",
+    "---\napiVersion: v1\nkind: Secret",
+    "!!python/object/apply:os.system ['id']",
+    "tab\there",
+    "ünïcødé ✓",
+])
+def test_string_values_cannot_add_keys_documents_or_code(repo: Repo, value: str) -> None:
+    spec = yaml.safe_load(repo.spec.read_text())
+    spec["filters"][0]["rootId"] = value
+    spec["filters"][0]["vmId"] = value
+    spec["filters"][1]["config"] = {"k": value, value: [value]}
+    repo.write("filters.yaml", dump(spec))
+    result = repo.cli("render")
+    assert result.exit_code == 0, result.output
+    for rel, data in outputs(repo).items():
+        if not rel.endswith(".yaml"):
+            continue
+        docs = list(yaml.safe_load_all(data))
+        assert len(docs) == 1, f"{rel} grew a document"
+        assert "Secret" not in {d.get("kind") for d in docs if isinstance(d, dict)}
+    ef = repo.load("overlays/productpage/example-filter.envoyfilter.yaml")
+    cfg = ef["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["config"]
+    assert cfg["root_id"] == value and cfg["vm_config"]["vm_id"] == value
+    assert set(cfg) == {"name", "root_id", "vm_config", "fail_open"}
+
+
+def test_a_huge_spec_is_refused_cheaply(repo: Repo) -> None:
+    repo.write("filters.yaml", "# " + "x" * (17 * 1024 * 1024) + "\n")
+    result = cli(repo, "validate")
+    assert result.returncode == 2
+    assert result.stderr.startswith("filters.yaml:1:1: file is 17,825,795 bytes, more than the 16,777,216")
+
+
+def test_deep_nesting_is_refused(repo: Repo) -> None:
+    repo.write("filters.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n")
+    result = cli(repo, "validate")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -1,0 +1,87 @@
+"""The one emitter and the loader: round trips, and the rules that keep hostile YAML harmless."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from ruamel.yaml import YAML
+
+from renderer.yamlio import SpecSyntaxError, dump, load_document
+
+TRICKY = st.sampled_from(["yes", "no", "on", "off", "y", "n", "~", "null", "true", "1", "1.0", "0x1f", "0o7",
+                          "1:20", "2001-12-14", "-", "- a", ": x", "a: b", "#c", "a #c", "---", "...", "!!str",
+                          "&a", "*a", "@x", "`x", "%x", "'", '"', "{}", "[]", "", " ", "a ", " a", "<<", "=",
+                          ".inf", ".nan", "\t", "\n", "a\nb", "\u2028", "\x85", "\ufeff", "\U0001F600", "é"])
+SCALARS = st.none() | st.booleans() | st.integers() | st.text() | TRICKY
+DATA = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text() | TRICKY, inner, max_size=4), max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text() | TRICKY, DATA, max_size=6))
+def test_emitter_round_trips_for_yaml_1_1_and_1_2_readers(data: dict[str, Any]) -> None:
+    text = dump(data)
+    assert text == "" or text.endswith("\n")
+    assert yaml.safe_load(text) in (data, None if not data else data)  # YAML 1.1 (PyYAML, like go-yaml v2)
+    assert YAML(typ="safe", pure=True).load(text) in (data, None if not data else data)  # YAML 1.2
+
+
+def test_emitter_style_is_readable() -> None:
+    text = dump({"metadata": {"name": "x", "annotations": {"a": '{"k":"v"}'}}, "list": ["base", "overlays/a"],
+                 "@type": "type.googleapis.com/x", "empty": {}, "none": [], "n": 3, "b": False})
+    assert text == (
+        "metadata:\n"
+        "  name: x\n"
+        "  annotations:\n"
+        "    a: '{\"k\":\"v\"}'\n"
+        "list:\n"
+        "- base\n"
+        "- overlays/a\n"
+        "'@type': type.googleapis.com/x\n"
+        "empty: {}\n"
+        "none: []\n"
+        "'n': 3\n"
+        "b: false\n")
+
+
+def test_a_long_string_is_never_folded() -> None:
+    value = "A" * 100_000
+    text = dump({"k": value})
+    assert text == f"k: {value}\n"
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("a: on\nb: no\nc: 012\n", {"a": "on", "b": "no", "c": 12}),  # YAML 1.2 core: on/no are strings
+    ("a: 0o17\nb: 0x1F\nc: .inf\n", {"a": 15, "b": 31, "c": float("inf")}),
+    ("a: !!str 12\n", {"a": "12"}),
+    ("a: &x [1]\nb: *x\n", {"a": [1], "b": [1]}),
+])
+def test_loader_scalars_and_aliases(text: str, expected: dict[str, Any]) -> None:
+    assert load_document(text, "f.yaml").data == expected
+
+
+@pytest.mark.parametrize("text,message", [
+    ("a: !!binary aGVsbG8=\n", "f.yaml:1:4: YAML tag 'tag:yaml.org,2002:binary' is not allowed"),
+    ("a: !custom x\n", "f.yaml:1:4: YAML tag '!custom' is not allowed"),
+    ("? [a, b]\n: c\n", "f.yaml:1:3: key 'a collection' is not a string"),
+    ("a: !!int x\n", "f.yaml:1:4: 'x' is not a valid int"),
+    ("\x00", "f.yaml:1:1: YAML syntax error"),
+    ('a: "x\\x7fy"\n', "f.yaml:1:4: the value holds the control character U+007F"),
+    ('a: "\\ufeff"\n', "f.yaml:1:4: the value holds the control character U+FEFF"),
+])
+def test_loader_refusals(text: str, message: str) -> None:
+    with pytest.raises(SpecSyntaxError) as e:
+        load_document(text, "f.yaml")
+    assert str(e.value).startswith(message)
+
+
+def test_positions_are_kept_for_keys_and_values() -> None:
+    doc = load_document("top:\n  - name: x\n    value: [1, 2]\n", "f.yaml")
+    assert doc.position(("top", 0, "name"), key=True) == doc.position(("top", 0, "name"), key=True)
+    assert (doc.position(("top", 0, "value"), key=True).line, doc.position(("top", 0, "value"), key=True).column) == (3, 5)
+    assert (doc.position(("top", 0, "value", 1)).line, doc.position(("top", 0, "value", 1)).column) == (3, 16)
+    assert (doc.position(("top", 0, "missing")).line, doc.position(("top", 0, "missing")).column) == (2, 5)
