@@ -42,6 +42,7 @@ verify: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(WG) verify
 
 wasm: $(STAMP)
 	$(WG) build --docker

@@ -1,3 +1,3 @@
 from renderer.cli import main
 
-main()
+main(prog_name="wasm-gitops")

@@ -167,3 +167,22 @@ def build(spec: Path, mode: str | None, filters: tuple[str, ...]) -> None:
         return builder.run_local_builds(targets, builder.local_compiler())
 
     _run(go)
+
+
+@main.command()
+@SPEC_OPTION
+@_format_option(("text", "json"))
+@click.argument("filters", nargs=-1)
+def verify(spec: Path, fmt: str, filters: tuple[str, ...]) -> None:
+    """Run the filters' declared tests offline, in an embedded proxy-wasm host on wasmtime."""
+    from .verify import format_results
+
+    def go() -> int:
+        results = core.verify(spec, filters)
+        if not results:
+            click.echo(f"{spec}: no filter declares tests", err=True)
+            return 0
+        click.echo(format_results(results, fmt), nl=False)  # type: ignore[arg-type]
+        return 0 if all(r.passed for _, r in results) else 1
+
+    _run(go)

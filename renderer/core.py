@@ -8,9 +8,9 @@ import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from .errors import Finding, OutputError, RenderBug
+from .errors import Finding, OutputError, RenderBug, UsageError
 from .output import Changes, check_paths, compare, locked, pending_commit, recover, write
 from .plan import Plan, build_plan
 from .spec import LoadedSpec, load_spec
@@ -161,3 +161,63 @@ def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckRe
         b = f"b/{rel}" if rel not in ch.removed else "/dev/null"
         chunks.extend(difflib.unified_diff(_display_lines(old), _display_lines(new), a, b))
     return "".join(chunks), result
+
+
+# ------------------------------------------------------------------------------------------ verify
+
+def verify(spec_path: Path, names: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """Run the declared tests of each filter (or of those named) in the embedded proxy-wasm host."""
+    from . import verify as host  # wasmtime's import is costly: only the verify command pays it
+
+    fs = load_spec(spec_path).filter_set
+    known = {f.name for f in fs.filters}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise UsageError(f"no filter named {', '.join(unknown)} in {spec_path}")
+    results: list[tuple[str, Any]] = []
+    for f in fs.filters:
+        if (names and f.name not in names) or not f.tests:
+            continue
+        if f.binary.is_oci:
+            raise UsageError(f"filter {f.name!r} is an OCI image; verify runs local .wasm files only")
+        cases = []
+        configs = []
+        for t in f.tests:
+            cases.append(host.VerifyCase(t.name, _message(t.request), _message(t.response), _expectation(t.expect)))
+            configs.append(t.config if t.config is not None else f.config)
+        for case, config in zip(cases, configs):
+            target = host.FilterUnderTest(name=f.name, wasm=f.binary.data, root_id=f.root_id, vm_id=f.vm_id,
+                                          plugin_config=(config or "").encode("utf-8"))
+            results.append((f.name, host.run_cases(target, [case])[0]))
+    return results
+
+
+def _message(m: Any) -> Any:
+    from .verify import HttpMessage
+
+    return HttpMessage(headers=m.headers, body=m.body.encode("utf-8") if m.body is not None else None,
+                       trailers=m.trailers)
+
+
+def _expectation(raw: dict[str, Any]) -> Any:
+    from .verify import Expectation, ExpectedLocalReply
+
+    def pairs(key: str) -> tuple[tuple[str, str], ...]:
+        return tuple((str(k), str(v)) for k, v in (raw.get(key) or {}).items())
+
+    def text(key: str) -> bytes | None:
+        return raw[key].encode("utf-8") if key in raw else None
+
+    reply = raw.get("localReply")
+    return Expectation(
+        request_headers=pairs("requestHeaders"),
+        response_headers=pairs("responseHeaders"),
+        absent_request_headers=tuple(raw.get("absentRequestHeaders", ())),
+        absent_response_headers=tuple(raw.get("absentResponseHeaders", ())),
+        local_reply=ExpectedLocalReply(reply["status"], reply["body"].encode("utf-8") if "body" in reply else None)
+        if reply else None,
+        paused=raw.get("paused", "none"),
+        logs=tuple(raw.get("logs", ())),
+        request_body=text("requestBody"),
+        response_body=text("responseBody"),
+    )

@@ -173,6 +173,39 @@ def _legacy_value(f: Filter, config: str | None) -> Obj:
     return {"name": WASM_FILTER, "config": {"config": plugin}}
 
 
+_MATCH_MODE = {"SIDECAR_INBOUND": "SERVER", "SIDECAR_OUTBOUND": "CLIENT"}
+
+
+def wasm_plugin(fs: FilterSet, service: Service, index: int, sf: ServiceFilter) -> Obj:
+    """extensions.istio.io/v1alpha1 WasmPlugin (Istio >= 1.12): istio-agent loads the module from the
+    same mounted file (file://) or pulls it (oci://); fields appear only where the target has them."""
+    f = sf.filter
+    spec: Obj = {"selector": {"matchLabels": dict(service.selector)}}
+    spec["url"] = f.binary.oci if f.binary.oci else f"file://{f.mounted_path}"
+    spec["sha256"] = f.binary.sha256
+    if f.root_id:
+        spec["pluginName"] = f.root_id
+    if f.phase and f.phase != "UNSPECIFIED_PHASE":
+        # Unset means "at the end of the chain, before the router": the EnvoyFilter's place.
+        spec["phase"] = f.phase
+    # Higher priority runs first within a phase: count down so the chain follows the list.
+    spec["priority"] = f.priority if f.priority is not None else len(service.filters) - index
+    if sf.config is not None:
+        spec["pluginConfig"] = json.loads(sf.config)
+    if istio_versions.supports(fs.istio, "WasmPlugin.failStrategy"):
+        spec["failStrategy"] = "FAIL_OPEN" if f.fail_open else "FAIL_CLOSE"
+    mode = _MATCH_MODE.get(service.context)
+    if mode and istio_versions.supports(fs.istio, "WasmPlugin.match"):
+        spec["match"] = [{"mode": mode}]
+    return {
+        "apiVersion": "extensions.istio.io/v1alpha1",
+        "kind": "WasmPlugin",
+        "metadata": {"name": object_name(service, f), "namespace": service.namespace,
+                     "labels": _labels(service, f)},
+        "spec": spec,
+    }
+
+
 def kustomization(resources: list[str], *, namespace: str | None = None,
                   patches: list[Obj] | None = None) -> Obj:
     obj: Obj = {"apiVersion": KUSTOMIZE_API, "kind": "Kustomization"}

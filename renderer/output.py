@@ -9,6 +9,7 @@ Killed before it, the tree is untouched and the staging area is discarded.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import fcntl
 import hashlib
@@ -78,16 +79,21 @@ def _read(path: Path) -> bytes | None:
 
 def check_paths(plan: Plan, out: Path, protected: list[Path]) -> None:
     """Refuse to write through symlinks that leave the output tree, or over the spec itself."""
-    real_out = out.resolve()
-    protected_real = {p.resolve() for p in protected}
+    real_out = os.path.realpath(out)
+    protected_real = {os.path.realpath(p) for p in protected}
+    real_dirs: dict[str, str] = {}
     for rel in sorted(plan.files):
-        target = (out / rel)
-        real = target.resolve()
-        if real_out not in real.parents:
-            raise OutputError(f"{target}: resolves to {real}, outside the output directory {real_out} "
+        parent, _, name = rel.rpartition("/")
+        if parent not in real_dirs:  # one realpath per directory, not per file
+            real_dirs[parent] = os.path.realpath(os.path.join(out, parent))
+        real = os.path.join(real_dirs[parent], name)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+        if not real.startswith(real_out + os.sep):
+            raise OutputError(f"{out / rel}: resolves to {real}, outside the output directory {real_out} "
                               "(a symlink?); remove the link")
         if real in protected_real:
-            raise OutputError(f"{target}: is the spec itself; choose another --out")
+            raise OutputError(f"{out / rel}: is the spec itself; choose another --out")
 
 
 def compare(plan: Plan, out: Path) -> Changes:
@@ -149,6 +155,25 @@ def locked(out: Path, *, exclusive: bool, wait: float = LOCK_WAIT_SECONDS,
 
 # ------------------------------------------------------------------------------------------ write
 
+def _sync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        _syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+def _syncfs(fd: int) -> None:
+    """syncfs(2) of the filesystem holding fd (the output tree's), else a global sync."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.syncfs(fd) == 0:
+            return
+    except (OSError, AttributeError):
+        pass
+    os.sync()
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -161,8 +186,6 @@ def _write_file(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
 
 
 def pending_commit(out: Path) -> bool:
@@ -221,7 +244,9 @@ def write(plan: Plan, out: Path, changes: Changes,
                 fault("stage")
         ops = [{"op": "put", "path": r} for r in puts] + [{"op": "delete", "path": r} for r in changes.removed]
         _write_file(work / JOURNAL, json.dumps({"ops": ops}).encode("utf-8"))
-        _fsync_dir(staging)
+        # One flush of everything staged (file data and directories) before the commit point,
+        # instead of an fsync per file: the journal must never name a file that is not on disk.
+        _sync(staging)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
         raise OutputError(f"{out}: cannot write the new files ({_why(e)}); nothing was changed") from None

@@ -9,13 +9,14 @@ import difflib
 import hashlib
 import json
 import math
+import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import jsonschema
 import jsonschema_rs
 
 from . import istio_versions
@@ -45,7 +46,9 @@ def load_schema(name: str = SCHEMA_FILE) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=None)
-def _validator() -> jsonschema.protocols.Validator:
+def _validator() -> Any:
+    import jsonschema  # only an invalid spec needs it (and its import costs ~0.1 s)
+
     schema = load_schema()
     cls = jsonschema.validators.validator_for(schema)
     return cls(schema)
@@ -119,7 +122,7 @@ def _schema_findings(doc: Document) -> list[Finding]:
     return out
 
 
-def _explain(doc: Document, error: jsonschema.ValidationError) -> Iterator[Finding]:
+def _explain(doc: Document, error: Any) -> Iterator[Finding]:
     path = tuple(error.absolute_path)
     where = _where(path)
     kind = error.validator
@@ -199,6 +202,13 @@ def _config_text(doc: Document, path: tuple[str | int, ...], value: Any,
         return None
 
 
+def _is_json_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
 def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
     return tuple((str(k), str(v)) for k, v in (raw or {}).items())
 
@@ -243,6 +253,8 @@ class _Checker:
 
     # ------------------------------------------------------------------ filters
     def filters(self, raw_filters: list[dict[str, Any]], version: tuple[int, int]) -> dict[str, Filter]:
+        self.raw_filters = raw_filters
+        self.filter_index = {raw["name"]: i for i, raw in reversed(list(enumerate(raw_filters)))}
         out: dict[str, Filter] = {}
         by_path: dict[Path, str] = {}
         for i, raw in enumerate(raw_filters):
@@ -296,6 +308,12 @@ class _Checker:
                 self.error(tp + ("name",), f"test name {t['name']!r} is used twice in this filter; "
                            "make test names unique")
             seen.add(t["name"])
+            for k, pattern in enumerate((t.get("expect") or {}).get("logs", [])):
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    self.error(tp + ("expect", "logs", k), f"{pattern!r} is not a regular expression ({e}); "
+                               "fix it (Python re syntax)")
             out.append(TestSpec(
                 name=t["name"],
                 config=_config_text(self.doc, tp + ("config",), t.get("config"), self.errors),
@@ -368,7 +386,7 @@ class _Checker:
         out: list[Service] = []
         names: set[str] = set()
         workloads: dict[tuple[str, str], str] = {}
-        resource_owner: dict[Path, str] = {}
+        resource_owner: dict[str, str] = {}
         for i, raw in enumerate(raw_services):
             p: tuple[str | int, ...] = ("services", i)
             name = raw["name"]
@@ -390,6 +408,8 @@ class _Checker:
                 self.error(opath, f"WasmPlugin needs Istio 1.12 or later, the spec targets "
                            f"{self.doc.data['istio']}; use output kind EnvoyFilter or raise istio")
             service_filters = self.service_filters(p, raw, filters, output)
+            if output == "WasmPlugin":
+                self.wasm_plugin_limits(p, raw, service_filters, version)
             selector = self.selector(p, raw, namespace, deployment, resource_owner, name)
             log_levels = tuple(sorted((raw.get("proxyLogLevel") or {}).items()))
             out.append(Service(
@@ -399,6 +419,30 @@ class _Checker:
                 proxy_log_level=log_levels, output=output,
             ))
         return out
+
+    def wasm_plugin_limits(self, p: tuple[str | int, ...], raw: dict[str, Any],
+                           chosen: tuple[ServiceFilter, ...], version: tuple[int, int]) -> None:
+        """What a WasmPlugin of the target Istio cannot say is an error where the user said it."""
+        context = raw.get("context", "SIDECAR_INBOUND")
+        if context == "SIDECAR_OUTBOUND" and not istio_versions.supports(version, "WasmPlugin.match"):
+            self.error(p + ("context",), "a WasmPlugin for SIDECAR_OUTBOUND needs match.mode CLIENT, which "
+                       "arrived in Istio 1.16; raise istio or use output kind EnvoyFilter")
+        for sf in chosen:
+            f = sf.filter
+            index = self.filter_index[f.name]
+            fp: tuple[str | int, ...] = ("filters", index)
+            if f.fail_open and not istio_versions.supports(version, "WasmPlugin.failStrategy"):
+                self.error(fp + ("failOpen",), f"failOpen for a WasmPlugin needs failStrategy, which arrived "
+                           f"in Istio 1.19 (the spec targets {self.doc.data['istio']}); raise istio or use "
+                           "output kind EnvoyFilter")
+            if sf.config is not None and not _is_json_object(sf.config):
+                self.error(fp + ("config",), "a WasmPlugin's pluginConfig is a map; write config as a map "
+                           "(or use output kind EnvoyFilter, which passes any string)")
+            for key, default in (("vmId", f.name), ("runtime", "envoy.wasm.runtime.v8"),
+                                 ("allowPrecompiled", True)):
+                if key in self.raw_filters[index] and self.raw_filters[index][key] != default:
+                    self.warn(fp + (key,), f"{key} has no WasmPlugin field: istio-agent chooses it; it is "
+                              f"ignored for service {raw['name']!r}")
 
     def service_filters(self, p: tuple[str | int, ...], raw: dict[str, Any], filters: dict[str, Filter],
                         output: str) -> tuple[ServiceFilter, ...]:
@@ -431,7 +475,7 @@ class _Checker:
         return tuple(chosen)
 
     def selector(self, p: tuple[str | int, ...], raw: dict[str, Any], namespace: str, deployment: str,
-                 owners: dict[Path, str], service: str) -> tuple[tuple[str, str], ...] | None:
+                 owners: dict[str, str], service: str) -> tuple[tuple[str, str], ...] | None:
         declared = raw.get("selector")
         local: list[Path] = []
         remote = False
@@ -461,15 +505,13 @@ class _Checker:
                 continue
             failed = False
             local.append(path)
-            for f in sorted(scan.files | {path}):
-                other = owners.get(f)
-                if other is not None and other != service:
-                    self.error(rp, f"resource {res!r} overlaps with service {other!r} (both load "
-                               f"{f.relative_to(self.root) if self.root in f.parents else f}); the root "
-                               "kustomization would hold those objects twice: give each service its own "
-                               "resources")
-                    break
-            for f in scan.files | {path}:
+            loaded = scan.files | {str(path)}
+            clash = next((f for f in sorted(loaded) if owners.get(f, service) != service), None)
+            if clash is not None:
+                self.error(rp, f"resource {res!r} overlaps with service {owners[clash]!r} (both load "
+                           f"{os.path.relpath(clash, self.root)}); the root kustomization would hold those "
+                           "objects twice: give each service its own resources")
+            for f in loaded:
                 owners.setdefault(f, service)
         if failed:
             return tuple(sorted(declared.items())) if declared else None

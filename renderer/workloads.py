@@ -11,9 +11,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-from .yamlio import SpecSyntaxError, load_all_plain
+import yaml
+
+from .yamlio import SpecSyntaxError, compose_all, node_get, node_string_map, node_strings, node_text
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _REMOTE_PREFIXES = ("http://", "https://", "git::", "git@", "ssh://", "file://", "github.com/",
@@ -29,17 +31,36 @@ class PathProblem(Exception):
     pass
 
 
+def real_join(real_dir: str, relative: str) -> str:
+    """realpath(real_dir/relative) for a real_dir that is already real: one lstat per component of
+    `relative` instead of one per component of the whole path (thousands of services add up)."""
+    current = real_dir
+    for part in relative.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = os.path.dirname(current)
+            continue
+        candidate = os.path.join(current, part)
+        current = os.path.realpath(candidate) if os.path.islink(candidate) else candidate
+    return current
+
+
+def is_within(real_root: str, real_path: str) -> bool:
+    return real_path == real_root or real_path.startswith(real_root.rstrip("/") + "/")
+
+
 def inside(root: Path, relative: str, what: str) -> Path:
     """Resolve a user-given relative path, refusing anything that leaves root (.., absolute, symlinks)."""
     if os.path.isabs(relative) or relative.startswith("~"):
         raise PathProblem(f"{what} {relative!r} is absolute; write it relative to filters.yaml, "
                           "inside the repository")
-    real_root = root.resolve()
-    target = (root / relative).resolve()
-    if target != real_root and real_root not in target.parents:
+    real_root = os.path.realpath(root)
+    target = real_join(real_root, relative)
+    if not is_within(real_root, target):
         raise PathProblem(f"{what} {relative!r} leads outside the repository; keep it inside the "
                           "directory of filters.yaml (symlinks included)")
-    return target
+    return Path(target)
 
 
 @dataclass(frozen=True)
@@ -47,7 +68,7 @@ class Workload:
     name: str
     namespace: str | None
     pod_labels: tuple[tuple[str, str], ...]
-    file: Path
+    file: str
 
 
 @dataclass
@@ -55,95 +76,87 @@ class ResourceScan:
     """What a local kustomization directory contains (after following its local resources)."""
 
     deployments: list[Workload]
-    files: set[Path]
+    files: set[str]  # real paths of every file and directory it loads
     problems: list[str]
 
 
 class WorkloadReader:
     def __init__(self, root: Path) -> None:
-        self.root = root.resolve()
-        self._cache: dict[Path, ResourceScan] = {}
+        self.root = os.path.realpath(root)
+        self._cache: dict[str, ResourceScan] = {}
 
-    def scan(self, directory: Path) -> ResourceScan:
-        directory = directory.resolve()
-        if directory not in self._cache:
+    def scan(self, directory: Path | str) -> ResourceScan:
+        """Scan a directory given by its real path (as `inside` returns it)."""
+        key = str(directory)
+        if key not in self._cache:
             scan = ResourceScan([], set(), [])
-            self._cache[directory] = scan  # placed first, so a kustomization cycle ends here
-            self._scan_dir(directory, scan, depth=0)
-        return self._cache[directory]
+            self._cache[key] = scan  # placed first, so a kustomization cycle ends here
+            self._scan_dir(key, scan, depth=0)
+        return self._cache[key]
 
-    def _scan_dir(self, directory: Path, scan: ResourceScan, depth: int) -> None:
+    def _scan_dir(self, directory: str, scan: ResourceScan, depth: int) -> None:
         if depth > 20:
-            scan.problems.append(f"{directory}: kustomizations nested more than 20 deep")
+            scan.problems.append(f"{self._rel(directory)}: kustomizations nested more than 20 deep")
             return
-        kfile = next((directory / n for n in KUSTOMIZATION_NAMES if (directory / n).is_file()), None)
+        kfile = next((k for n in KUSTOMIZATION_NAMES if os.path.isfile(k := os.path.join(directory, n))), None)
         if kfile is None:
             scan.problems.append(f"{self._rel(directory)} has no kustomization.yaml; kustomize can only "
                                  "use a directory that has one")
             return
         scan.files.add(kfile)
         docs = self._load(kfile, scan)
-        kustomization = docs[0] if docs and isinstance(docs[0], dict) else {}
-        entries: list[Any] = []
+        entries: list[str] = []
         for key in ("resources", "bases"):
-            value = kustomization.get(key)
-            if isinstance(value, list):
-                entries.extend(value)
+            entries.extend(node_strings(node_get(docs[0] if docs else None, key)))
         for entry in entries:
-            if not isinstance(entry, str) or is_remote(entry):
+            if is_remote(entry) or os.path.isabs(entry):
                 continue
-            path = (directory / entry).resolve()
-            if self.root not in path.parents:
+            path = real_join(directory, entry)
+            if not is_within(self.root, path):
                 # kustomize itself allows this; we cannot vouch for what lies outside the repository.
                 continue
-            if path.is_dir():
+            if os.path.isdir(path):
                 if path in scan.files:
                     continue
                 scan.files.add(path)
                 self._scan_dir(path, scan, depth + 1)
-            elif path.is_file():
+            elif os.path.isfile(path):
                 scan.files.add(path)
                 for doc in self._load(path, scan):
                     self._collect(doc, path, scan)
 
-    def _load(self, path: Path, scan: ResourceScan) -> list[Any]:
+    def _load(self, path: str, scan: ResourceScan) -> list[yaml.Node]:
         try:
-            return load_all_plain(path.read_text(encoding="utf-8"), self._rel(path))
+            with open(path, encoding="utf-8") as fh:
+                return compose_all(fh.read(), self._rel(path))
         except (OSError, UnicodeDecodeError) as e:
             scan.problems.append(f"cannot read {self._rel(path)}: {e}")
         except SpecSyntaxError as e:
             scan.problems.extend(str(f) for f in e.findings)
         return []
 
-    def _collect(self, doc: Any, path: Path, scan: ResourceScan) -> None:
+    def _collect(self, doc: yaml.Node, path: str, scan: ResourceScan) -> None:
         for obj in _objects(doc):
-            if obj.get("kind") != "Deployment":
+            if node_text(node_get(obj, "kind")) != "Deployment":
                 continue
-            meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
-            template = (obj.get("spec") or {}).get("template") if isinstance(obj.get("spec"), dict) else None
-            labels: dict[str, Any] = {}
-            if isinstance(template, dict) and isinstance(template.get("metadata"), dict):
-                raw = template["metadata"].get("labels")
-                labels = raw if isinstance(raw, dict) else {}
+            meta = node_get(obj, "metadata")
+            template_meta = node_get(node_get(node_get(obj, "spec"), "template"), "metadata")
+            labels = node_string_map(node_get(template_meta, "labels"))
             scan.deployments.append(Workload(
-                name=str(meta.get("name", "")),
-                namespace=meta.get("namespace") if isinstance(meta.get("namespace"), str) else None,
-                pod_labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+                name=node_text(node_get(meta, "name")) or "",
+                namespace=node_text(node_get(meta, "namespace")),
+                pod_labels=tuple(sorted(labels.items())),
                 file=path,
             ))
 
-    def _rel(self, path: Path) -> str:
-        try:
-            return str(path.relative_to(self.root))
-        except ValueError:
-            return str(path)
+    def _rel(self, path: str) -> str:
+        return os.path.relpath(path, self.root) if is_within(self.root, path) else path
 
 
-def _objects(doc: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(doc, dict):
-        if doc.get("kind") == "List" and isinstance(doc.get("items"), list):
-            for item in doc["items"]:
-                if isinstance(item, dict):
-                    yield item
-        else:
-            yield doc
+def _objects(doc: yaml.Node) -> Iterator[yaml.Node]:
+    if node_text(node_get(doc, "kind")) == "List":
+        items = node_get(doc, "items")
+        if isinstance(items, yaml.SequenceNode):
+            yield from items.value
+    else:
+        yield doc

@@ -67,6 +67,15 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         return TAG + "map"
 
 
+class _RawLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+    """For reading fields out of user manifests: every scalar is text, nothing is resolved."""
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        if kind is yaml.ScalarNode:
+            return TAG + "str"
+        return TAG + ("seq" if kind is yaml.SequenceNode else "map")
+
+
 @dataclass(frozen=True)
 class Position:
     line: int  # 1-based
@@ -313,25 +322,54 @@ def load_document(text: str | bytes, file: str) -> Document:
     return doc
 
 
-def load_all_plain(text: str, file: str) -> list[Any]:
-    """Load every document of a user's Kubernetes manifest (no positions needed, same safety rules)."""
-    loader = _Loader(text)
-    docs: list[Any] = []
+def compose_all(text: str, file: str) -> list[yaml.Node]:
+    """The node trees of every document in a user's Kubernetes manifest, for reading a few fields.
+
+    libyaml composes in C; nothing is constructed in Python, so reading a Deployment's labels out of
+    a large manifest costs next to nothing. Aliases stay shared nodes (a bomb costs no memory), and
+    callers only follow the paths they need, never walking the whole tree.
+    """
+    loader = _RawLoader(text)
     try:
+        nodes = []
         while loader.check_node():
             node = loader.get_node()
-            builder = _Builder(Document(file, None))
-            data = builder.build(node, (), 0)
-            if builder.findings:
-                raise SpecSyntaxError(builder.findings)
-            docs.append(data)
+            if node is not None:
+                nodes.append(node)
+        return nodes
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise SpecSyntaxError([Finding(file, line, col, f"YAML syntax error: {e.problem}")]) from None
+    except yaml.YAMLError as e:
+        raise SpecSyntaxError([Finding(file, 1, 1, f"YAML error: {e}")]) from None
     finally:
         loader.dispose()
-    return docs
+
+
+def node_get(node: yaml.Node | None, key: str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == key:
+                return v
+    return None
+
+
+def node_text(node: yaml.Node | None) -> str | None:
+    return node.value if isinstance(node, yaml.ScalarNode) else None
+
+
+def node_strings(node: yaml.Node | None) -> list[str]:
+    if not isinstance(node, yaml.SequenceNode):
+        return []
+    return [n.value for n in node.value if isinstance(n, yaml.ScalarNode)]
+
+
+def node_string_map(node: yaml.Node | None) -> dict[str, str]:
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: v.value for k, v in node.value
+            if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)}
 
 
 # ---------------------------------------------------------------------------------------------- dump
@@ -405,28 +443,33 @@ def _scalar(value: Any) -> str:
 
 
 def _emit(value: Any, indent: str, out: list[str]) -> None:
-    """Append the lines of a map or list body at `indent`; scalars are handled by the caller."""
-    if isinstance(value, dict):
+    """Append the lines of a map or list body at `indent`; scalars are handled inline."""
+    if type(value) is dict:
         for key, item in value.items():
-            k = _scalar_text(str(key))
-            if isinstance(item, dict) and item:
+            k = _scalar_text(key if type(key) is str else str(key))
+            kind = type(item)
+            if kind is str:
+                out.append(f"{indent}{k}: {_scalar_text(item)}\n")
+            elif kind is dict and item:
                 out.append(f"{indent}{k}:\n")
                 _emit(item, indent + "  ", out)
-            elif isinstance(item, list) and item:
+            elif kind is list and item:
                 out.append(f"{indent}{k}:\n")
                 _emit(item, indent, out)  # kubectl's style: list items at the key's column
             else:
                 out.append(f"{indent}{k}: {_inline(item)}\n")
-    else:
-        for item in value:
-            if isinstance(item, (dict, list)) and item:
-                body: list[str] = []
-                _emit(item, indent + "  ", body)
-                first = body[0]
-                out.append(f"{indent}- {first[len(indent) + 2:]}")
-                out.extend(body[1:])
-            else:
-                out.append(f"{indent}- {_inline(item)}\n")
+        return
+    for item in value:
+        kind = type(item)
+        if kind is str:
+            out.append(f"{indent}- {_scalar_text(item)}\n")
+        elif (kind is dict or kind is list) and item:
+            body: list[str] = []
+            _emit(item, indent + "  ", body)
+            out.append(f"{indent}- {body[0][len(indent) + 2:]}")
+            out.extend(body[1:])
+        else:
+            out.append(f"{indent}- {_inline(item)}\n")
 
 
 def _inline(value: Any) -> str:

@@ -54,7 +54,9 @@ def test_golden_tree(repo: Repo, case: str) -> None:
 def test_every_output_builds_with_kustomize(repo: Repo, case: str) -> None:
     render_case(repo, case)
     spec = yaml.safe_load(repo.spec.read_text())
-    wasm = {f["name"]: (repo.root / f["wasm"]).read_bytes() for f in spec["filters"]}
+    top_kind = (spec.get("output") or {}).get("kind", "EnvoyFilter")
+    local = {f["name"] for f in spec["filters"] if not f["wasm"].startswith("oci://")}
+    wasm = {n: (repo.root / f["wasm"]).read_bytes() for f in spec["filters"] if (n := f["name"]) in local}
 
     base = kustomize(repo.root / "base")
     configmaps = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in base}
@@ -67,28 +69,35 @@ def test_every_output_builds_with_kustomize(repo: Repo, case: str) -> None:
         dep = deployments[0]
         namespace = service.get("namespace", "default")
         assert dep["metadata"]["namespace"] == namespace
-        ann = dep["spec"]["template"]["metadata"]["annotations"]
-        volumes = json.loads(ann["sidecar.istio.io/userVolume"])
-        mounts = json.loads(ann["sidecar.istio.io/userVolumeMount"])
-        assert mounts == {"wasm-filters": {"mountPath": "/var/local/lib/wasm-filters", "readOnly": True}}
-        sources = volumes["wasm-filters"]["projected"]["sources"]
+        ann = dep["spec"]["template"]["metadata"].get("annotations", {})
         names = [s if isinstance(s, str) else s["name"] for s in service["filters"]]
-        assert [s["configMap"]["items"][0]["path"] for s in sources] == [f"{n}.wasm" for n in names]
-        for src, fname in zip(sources, names):
-            cm = configmaps[(namespace, src["configMap"]["name"])]
-            key = src["configMap"]["items"][0]["key"]
-            assert base64.b64decode(cm["binaryData"][key]) == wasm[fname]
+        mounted = [n for n in names if n in local]
+        if mounted:
+            volumes = json.loads(ann["sidecar.istio.io/userVolume"])
+            mounts = json.loads(ann["sidecar.istio.io/userVolumeMount"])
+            assert mounts == {"wasm-filters": {"mountPath": "/var/local/lib/wasm-filters", "readOnly": True}}
+            sources = volumes["wasm-filters"]["projected"]["sources"]
+            assert [s["configMap"]["items"][0]["path"] for s in sources] == [f"{n}.wasm" for n in mounted]
+            for src, fname in zip(sources, mounted):
+                cm = configmaps[(namespace, src["configMap"]["name"])]
+                key = src["configMap"]["items"][0]["key"]
+                assert base64.b64decode(cm["binaryData"][key]) == wasm[fname]
+        else:  # only OCI images: nothing to mount, the Deployment is left alone
+            assert "sidecar.istio.io/userVolume" not in ann
         if "proxyLogLevel" in service:
             want = ",".join(f"{k}:{v}" for k, v in sorted(service["proxyLogLevel"].items()))
             assert ann["sidecar.istio.io/componentLogLevel"] == want
-        # The pods keep their own labels and the EnvoyFilters select them.
+        # The pods keep their own labels, and every filter object selects them.
         pod_labels = dep["spec"]["template"]["metadata"]["labels"]
-        efs = [o for o in objs if o["kind"] == "EnvoyFilter"]
-        assert [e["metadata"]["name"] for e in efs] == sorted(f"{service['name']}-{n}" for n in names)
-        for ef in efs:
-            selector = ef["spec"]["workloadSelector"]["labels"]
+        kind = (service.get("output") or {}).get("kind", top_kind)
+        attached = [o for o in objs if o["kind"] in ("EnvoyFilter", "WasmPlugin")]
+        assert {o["kind"] for o in attached} == {kind}
+        assert [e["metadata"]["name"] for e in attached] == sorted(f"{service['name']}-{n}" for n in names)
+        for obj in attached:
+            selector = (obj["spec"]["workloadSelector"]["labels"] if kind == "EnvoyFilter"
+                        else obj["spec"]["selector"]["matchLabels"])
             assert selector.items() <= pod_labels.items()
-            assert ef["metadata"]["namespace"] == namespace
+            assert obj["metadata"]["namespace"] == namespace
 
     root = kustomize(repo.root)
     ids = [(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in root]
