@@ -378,7 +378,22 @@ class _Checker:
                 self.error(p + ("wasm",), f"{ref!r} is WebAssembly but not a proxy-wasm filter (no "
                            "proxy_abi_version_* export and no proxy_on_* callbacks); build it with a "
                            "proxy-wasm SDK")
+            else:
+                self.module_facts(p, raw, report)
         return Binary(sha256=digest, size=len(data), path=path, data=data)
+
+    def module_facts(self, p: tuple[str | int, ...], raw: dict[str, Any], report: Any) -> None:
+        """What the binary itself says about settings next to it (what can be known without running it)."""
+        callbacks = set(report.callbacks)
+        if "config" in raw and "proxy_on_configure" not in callbacks:
+            self.warn(p + ("config",), "the module exports no proxy_on_configure, so it never reads its "
+                      "configuration; remove config or check the build")
+        if report.abi_version is None:
+            self.warn(p + ("wasm",), "the module exports no proxy_abi_version_* marker (a pre-2020 build); "
+                      "current Envoy refuses to load it: rebuild with a current SDK")
+        if "proxy_on_context_create" not in callbacks:
+            self.error(p + ("wasm",), "the module exports no proxy_on_context_create, so Envoy cannot create "
+                       "its root context; it is not a loadable filter")
 
     # ------------------------------------------------------------------ services
     def services(self, raw_services: list[dict[str, Any]], filters: dict[str, Filter],

@@ -102,3 +102,20 @@ def test_inspect_exit_codes(tmp_path: Path) -> None:
     assert run("inspect", str(text)).returncode == 2
     report = json.loads(run("inspect", str(good), "--format", "json").stdout)
     assert report["abi_version"] == "0.2.1"
+
+
+def test_settings_the_module_cannot_honour_are_reported(repo: Repo) -> None:
+    import wasmtime
+
+    legacy = bytes(wasmtime.wat2wasm(
+        '(module (memory (export "memory") 1) (func (export "malloc") (param i32) (result i32) i32.const 0) '
+        '(func (export "proxy_on_context_create") (param i32 i32)))'))
+    repo.write("filters/other-filter.wasm", legacy)
+    result = run("validate", "-f", str(repo.spec))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [
+        "filters.yaml:9:11: warning: the module exports no proxy_abi_version_* marker (a pre-2020 build); "
+        "current Envoy refuses to load it: rebuild with a current SDK",
+        "filters.yaml:10:13: warning: the module exports no proxy_on_configure, so it never reads its "
+        "configuration; remove config or check the build",
+    ]
