@@ -6,14 +6,24 @@ import difflib
 import hashlib
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .errors import Finding, OutputError, RenderBug, UsageError
-from .output import Changes, check_paths, compare, locked, pending_commit, recover, write
+from .output import (
+    Changes,
+    check_paths,
+    compare,
+    locked,
+    pending_commit,
+    recover,
+    write,
+)
 from .plan import Plan, build_plan
 from .spec import LoadedSpec, load_spec
+from .workloads import is_within
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,13 @@ def _validate_output(plan: Plan) -> list[str]:
 
 
 def _guard(prepared: Prepared) -> None:
-    check_paths(prepared.plan, prepared.out, [prepared.spec.filter_set.spec_path])
+    out = prepared.out
+    root = prepared.spec.filter_set.root
+    if out.is_symlink() and not is_within(os.path.realpath(root), os.path.realpath(out)):
+        # An explicit --out elsewhere is the user's choice; a link that silently leads there is not.
+        raise OutputError(f"{out}: is a symlink to {os.path.realpath(out)}, outside the repository of "
+                          f"{prepared.spec.filter_set.spec_path.name}; pass the real directory as --out")
+    check_paths(prepared.plan, out, [prepared.spec.filter_set.spec_path])
 
 
 def fault_from_env(spec: str | None) -> Callable[[str], None] | None:
@@ -167,7 +183,9 @@ def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckRe
 
 def verify(spec_path: Path, names: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
     """Run the declared tests of each filter (or of those named) in the embedded proxy-wasm host."""
-    from . import verify as host  # wasmtime's import is costly: only the verify command pays it
+    from . import (
+        verify as host,  # wasmtime's import is costly: only the verify command pays it
+    )
 
     fs = load_spec(spec_path).filter_set
     known = {f.name for f in fs.filters}

@@ -18,11 +18,10 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
-
-from contextlib import contextmanager
 
 from .errors import OutputError
 from .plan import MANIFEST, Plan

@@ -9,13 +9,20 @@ kustomization that rewrite pod labels are not applied; the tests build the real 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import yaml
 
-from .yamlio import SpecSyntaxError, compose_all, node_get, node_string_map, node_strings, node_text
+from .yamlio import (
+    SpecSyntaxError,
+    compose_all,
+    node_get,
+    node_string_map,
+    node_strings,
+    node_text,
+)
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _REMOTE_PREFIXES = ("http://", "https://", "git::", "git@", "ssh://", "file://", "github.com/",

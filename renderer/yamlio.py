@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -48,7 +49,7 @@ _FLOAT = re.compile(
 _NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
 
 
-class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _Loader(_BaseLoader):
     def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
         if kind is yaml.ScalarNode:
             if not implicit[0]:  # quoted: always a string
@@ -67,7 +68,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc, valid-type]
         return TAG + "map"
 
 
-class _RawLoader(_BaseLoader):  # type: ignore[misc, valid-type]
+class _RawLoader(_BaseLoader):
     """For reading fields out of user manifests: every scalar is text, nothing is resolved."""
 
     def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
@@ -202,11 +203,7 @@ class _Builder:
                     raise ValueError
                 return value.lower() == "true"
             if tag == TAG + "int":
-                if value.startswith("0o"):
-                    return int(value[2:], 8)
-                if value.startswith("0x"):
-                    return int(value[2:], 16)
-                return int(value, 10)
+                return int(value, 0) if value.startswith(("0o", "0x")) else int(value, 10)
             if tag == TAG + "float":
                 low = value.lower()
                 if low.endswith(".inf"):
@@ -286,10 +283,11 @@ def load_document(text: str | bytes, file: str) -> Document:
         raise SpecSyntaxError([Finding(file, 1, 1, f"file is {len(text):,} bytes, more than the "
                                        f"{MAX_SPEC_BYTES:,} accepted; split or shorten it")])
     if isinstance(text, bytes):
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            line = text[: e.start].count(b"\n") + 1
+            line = raw[: e.start].count(b"\n") + 1
             raise SpecSyntaxError([Finding(file, line, 1, "file is not UTF-8 text; save it as UTF-8")])
     loader = _Loader(text)
     try:

@@ -171,3 +171,62 @@ def test_deep_nesting_is_refused(repo: Repo) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real 256 KiB tmpfs: a full disk, not a simulated one. Needs root and mount(2)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount_point)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip()}); needs root with CAP_SYS_ADMIN")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def test_a_full_disk_leaves_the_old_tree_intact(tiny_disk: Path) -> None:
+    repo = Repo(tiny_disk / "repo")
+    repo.root.mkdir()
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("small"))
+    repo.write("filters/other-filter.wasm", proxy_wasm_module("other"))
+    repo.app("productpage", "productpage-v1", "productpage")
+    repo.app("details", "details-v1", "details")
+    from conftest import BASIC_SPEC
+    repo.write("filters.yaml", BASIC_SPEC)
+    assert cli(repo, "render").returncode == 0
+    before = outputs(repo)
+    # 90 KB of binary: its base64 ConfigMap cannot be staged next to the old tree in 256 KiB.
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("large", pad=90_000))
+    failed = cli(repo, "render")
+    assert failed.returncode == 2, failed.stderr
+    assert "no space left on the device" in failed.stderr and "nothing was changed" in failed.stderr
+    assert outputs(repo) == before
+    assert not (repo.root / ".wasm-gitops.tmp").exists()
+
+
+def test_a_read_only_directory_leaves_the_old_tree_intact(repo: Repo) -> None:
+    """Root ignores permission bits; without CAP_DAC_OVERRIDE (setpriv) it meets them like anyone."""
+    import shutil as sh
+
+    setpriv = sh.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv (util-linux) is not installed")
+    assert cli(repo, "render").returncode == 0
+    (repo.root / "overlays" / "details").chmod(0o555)  # a directory the render must change
+    try:
+        repo.write("filters/example-filter.wasm", proxy_wasm_module("example-v2"))
+        before = outputs(repo)
+        failed = subprocess.run(
+            [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
+             sys.executable, "-m", "renderer", "render", "-f", str(repo.spec)],
+            capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert failed.returncode == 2, failed.stdout + failed.stderr
+        assert "permission denied" in failed.stderr and "the tree is as it was" in failed.stderr
+        assert "Traceback" not in failed.stderr
+        assert outputs(repo) == before
+    finally:
+        (repo.root / "overlays" / "details").chmod(0o755)

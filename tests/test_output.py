@@ -166,3 +166,17 @@ def test_out_cannot_overwrite_the_spec(repo: Repo) -> None:
     assert result.exit_code == 2
     assert result.output == f"wasm-gitops: {spec}: is the spec itself; choose another --out\n"
     assert repo.tree() == before
+
+
+def test_out_that_is_a_symlink_out_of_the_repository_is_refused(repo: Repo, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = repo.root / "rendered"
+    link.symlink_to(elsewhere)
+    result = repo.cli("render", "--out", str(link))
+    assert result.exit_code == 2
+    assert "is a symlink to" in result.output and "outside the repository" in result.output
+    assert list(elsewhere.iterdir()) == []
+    # The real directory, named as such, is the user's explicit choice.
+    assert repo.cli("render", "--out", str(elsewhere)).exit_code == 0
+    assert (elsewhere / "kustomization.yaml").exists()
