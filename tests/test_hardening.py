@@ -230,3 +230,27 @@ def test_a_read_only_directory_leaves_the_old_tree_intact(repo: Repo) -> None:
         assert outputs(repo) == before
     finally:
         (repo.root / "overlays" / "details").chmod(0o755)
+
+
+def test_the_longest_names_still_make_valid_object_names(repo: Repo) -> None:
+    """Names are DNS-1123 labels (<= 63); every generated name stays within Kubernetes' limits:
+    <service>-<filter> <= 127 of 253, wasm-<filter>-<hash> <= 79, label values <= 63."""
+    f63 = "f" * 62 + "1"
+    s63 = "s" * 62 + "2"
+    repo.app(s63, "d" * 253, "longapp")
+    spec = {"apiVersion": "wasm-gitops/v1", "kind": "FilterSet", "istio": "1.22",
+            "filters": [{"name": f63, "wasm": "filters/example-filter.wasm"}],
+            "services": [{"name": s63, "deployment": "d" * 253, "resources": [f"apps/{s63}"], "filters": [f63]}]}
+    repo.write("filters.yaml", dump(spec))
+    result = repo.cli("render")
+    assert result.exit_code == 0, result.output
+    from conftest import kustomize
+
+    objs = kustomize(repo.root)
+    for obj in objs:
+        meta = obj["metadata"]
+        assert len(meta["name"]) <= 253
+        for value in (meta.get("labels") or {}).values():
+            assert len(value) <= 63
+    ef = next(o for o in objs if o["kind"] == "EnvoyFilter")
+    assert ef["metadata"]["name"] == f"{s63}-{f63}"
