@@ -137,14 +137,14 @@ def check(spec_path: Path, out: Path | None = None) -> CheckResult:
     return _check(prepare(spec_path, out))
 
 
-def _check(prepared: Prepared) -> CheckResult:
+def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
     out_dir = prepared.out
     if not out_dir.is_dir():
         return CheckResult(Changes(added=sorted(prepared.plan.files)), prepared.warnings, False)
     _guard(prepared)
     with locked(out_dir, exclusive=False):
         interrupted = pending_commit(out_dir)
-        changes = compare(prepared.plan, out_dir)
+        changes = compare(prepared.plan, out_dir, keep_current=keep_current)
     return CheckResult(changes, prepared.warnings, interrupted)
 
 
@@ -166,7 +166,7 @@ def _display_lines(data: bytes) -> list[str]:
 
 def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckResult]:
     prepared = prepare(spec_path, out)
-    result = _check(prepared)
+    result = _check(prepared, keep_current=True)
     prepared_plan = prepared.plan
     chunks: list[str] = []
     ch = result.changes

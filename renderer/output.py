@@ -95,7 +95,9 @@ def check_paths(plan: Plan, out: Path, protected: list[Path]) -> None:
             raise OutputError(f"{out / rel}: is the spec itself; choose another --out")
 
 
-def compare(plan: Plan, out: Path) -> Changes:
+def compare(plan: Plan, out: Path, *, keep_current: bool = False) -> Changes:
+    """What render would change. keep_current keeps the bytes on disk of every differing file (for
+    diff); otherwise they are dropped as soon as compared, so check holds one file at a time."""
     ch = Changes()
     owned = read_manifest(out)
     for rel in sorted(plan.files):
@@ -104,10 +106,12 @@ def compare(plan: Plan, out: Path) -> Changes:
         if current is None:
             ch.added.append(rel)
             continue
-        ch.current[rel] = current
         if current == content:
             ch.unchanged.append(rel)
-        elif rel == MANIFEST or rel in owned:
+            continue
+        if keep_current:
+            ch.current[rel] = current
+        if rel == MANIFEST or rel in owned:
             ch.changed.append(rel)
             if rel != MANIFEST and _sha(current) != owned.get(rel):
                 ch.hand_edited.append(rel)
@@ -117,7 +121,8 @@ def compare(plan: Plan, out: Path) -> Changes:
         current = _read(out / rel)
         if current is None:
             continue
-        ch.current[rel] = current
+        if keep_current:
+            ch.current[rel] = current
         if _sha(current) != owned[rel]:
             ch.hand_edited.append(rel)
         ch.removed.append(rel)

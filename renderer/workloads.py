@@ -129,13 +129,16 @@ class WorkloadReader:
                 self._scan_dir(path, scan, depth + 1)
             elif os.path.isfile(path):
                 scan.files.add(path)
-                for doc in self._load(path, scan):
+                for doc in self._load(path, scan, only_if="Deployment"):
                     self._collect(doc, path, scan)
 
-    def _load(self, path: str, scan: ResourceScan) -> list[yaml.Node]:
+    def _load(self, path: str, scan: ResourceScan, only_if: str = "") -> list[yaml.Node]:
         try:
             with open(path, encoding="utf-8") as fh:
-                return compose_all(fh.read(), self._rel(path))
+                text = fh.read()
+            if only_if not in text:  # a Deployment's kind is spelled out in its text: skip the rest
+                return []
+            return compose_all(text, self._rel(path))
         except (OSError, UnicodeDecodeError) as e:
             scan.problems.append(f"cannot read {self._rel(path)}: {e}")
         except SpecSyntaxError as e:
