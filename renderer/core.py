@@ -203,7 +203,7 @@ def verify(spec_path: Path, names: tuple[str, ...] = ()) -> list[tuple[str, Any]
         for t in f.tests:
             cases.append(host.VerifyCase(t.name, _message(t.request), _message(t.response), _expectation(t.expect)))
             configs.append(t.config if t.config is not None else f.config)
-        for case, config in zip(cases, configs):
+        for case, config in zip(cases, configs, strict=True):
             target = host.FilterUnderTest(name=f.name, wasm=f.binary.data, root_id=f.root_id, vm_id=f.vm_id,
                                           plugin_config=(config or "").encode("utf-8"))
             results.append((f.name, host.run_cases(target, [case])[0]))

@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 OutputKind = Literal["EnvoyFilter", "WasmPlugin"]
 Context = Literal["SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"]
+ArgoCDMode = Literal["Application", "ApplicationSet"]
+FluxMode = Literal["Kustomization", "PerService"]
+FluxSourceKind = Literal["GitRepository", "OCIRepository", "Bucket"]
 
 MOUNT_DIR = "/var/local/lib/wasm-filters"
 DEFAULT_RUNTIME = "envoy.wasm.runtime.v8"
@@ -100,6 +103,42 @@ class Service:
 
 
 @dataclass(frozen=True)
+class ArgoCD:
+    mode: ArgoCDMode
+    namespace: str  # where the Application / ApplicationSet objects live (Argo CD's namespace)
+    project: str
+    destination_server: str
+    automated: bool
+
+
+@dataclass(frozen=True)
+class FluxSourceRef:
+    kind: FluxSourceKind
+    name: str
+    namespace: str | None  # None: the Kustomization's own namespace
+
+
+@dataclass(frozen=True)
+class Flux:
+    mode: FluxMode
+    namespace: str
+    source_ref: FluxSourceRef
+    interval: str
+
+
+@dataclass(frozen=True)
+class GitOps:
+    """How Argo CD and/or Flux find the rendered tree: the objects written under gitops/."""
+
+    name: str
+    repo_url: str | None  # required with argocd; Flux reads the repository through its sourceRef
+    target_revision: str
+    path: str | None  # inside the repository, normalised; None: the output dir relative to the spec dir
+    argocd: ArgoCD | None
+    flux: Flux | None
+
+
+@dataclass(frozen=True)
 class FilterSet:
     spec_path: Path
     root: Path  # the spec's directory: every local path must stay inside it
@@ -107,3 +146,4 @@ class FilterSet:
     istio_text: str
     filters: tuple[Filter, ...]
     services: tuple[Service, ...]
+    gitops: GitOps | None = None

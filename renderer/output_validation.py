@@ -103,6 +103,9 @@ SCHEMAS: Mapping[tuple[str, str], SchemaRef] = {
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"): BundledSchema("kustomization.schema.json"),
     ("networking.istio.io/v1alpha3", "EnvoyFilter"): BundledSchema("envoyfilter.schema.json"),
     ("extensions.istio.io/v1alpha1", "WasmPlugin"): BundledSchema("wasmplugin.schema.json"),
+    ("argoproj.io/v1alpha1", "Application"): BundledSchema("argocd-application.schema.json"),
+    ("argoproj.io/v1alpha1", "ApplicationSet"): BundledSchema("argocd-applicationset.schema.json"),
+    ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): BundledSchema("flux-kustomization.schema.json"),
 }
 
 _K8S_DEFINITIONS_URI: Final = "https://kubernetes.io/api/_definitions.json"

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import objects
+from . import gitops, objects
 from .model import Filter, FilterSet
 from .workloads import is_remote
 from .yamlio import GENERATED_HEADER, dump
@@ -84,6 +84,8 @@ def build_plan(fs: FilterSet, out: Path) -> Plan:
         overlay_dirs.append(odir)
 
     plan.add("kustomization.yaml", header, objects.kustomization(["base", *overlay_dirs]))
+    for rel, obj in gitops.controller_objects(fs, out):  # beside the root, never in it
+        plan.add(rel, header, obj)
     plan.files[MANIFEST] = manifest_bytes(plan.files)
     return plan
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import math
 import os
+import posixpath
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
-from pathlib import Path
-from typing import Any, Iterable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import jsonschema_rs
 
@@ -24,10 +25,14 @@ from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
 from .model import (
     DEFAULT_RUNTIME,
+    ArgoCD,
     Binary,
     Build,
     Filter,
     FilterSet,
+    Flux,
+    FluxSourceRef,
+    GitOps,
     HttpMessageSpec,
     Service,
     ServiceFilter,
@@ -40,12 +45,12 @@ from .yamlio import Document, SpecSyntaxError, json_path, load_document
 SCHEMA_FILE = "filters.schema.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_schema(name: str = SCHEMA_FILE) -> dict[str, Any]:
     return json.loads(resources.files("renderer").joinpath("schemas", name).read_text(encoding="utf-8"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator() -> Any:
     import jsonschema  # only an invalid spec needs it (and its import costs ~0.1 s)
 
@@ -106,7 +111,7 @@ _TYPE_WORDS = {"object": "a map", "array": "a list", "string": "a string", "inte
                "boolean": "true or false", "number": "a number", "null": "empty"}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fast_validator() -> Any:
     return jsonschema_rs.validator_for(load_schema())
 
@@ -141,7 +146,7 @@ def _explain(doc: Document, error: Any) -> Iterator[Finding]:
                 yield doc.finding(path, f"{where} is missing the required key {key!r}; add it")
     elif kind == "type":
         want = error.validator_value
-        words = " or ".join(_TYPE_WORDS.get(t, t) for t in (want if isinstance(want, list) else [want]))
+        words = " or ".join(_TYPE_WORDS.get(str(t), str(t)) for t in (want if isinstance(want, list) else [want]))
         hint = ""
         if want == "string" and isinstance(inst, (int, float, bool)) and not isinstance(inst, bool):
             hint = f"; quote it: \"{inst}\""
@@ -181,6 +186,13 @@ def _explain(doc: Document, error: Any) -> Iterator[Finding]:
                               f"'config'), not {_describe(inst)}")
     elif kind in ("minimum", "maximum"):
         yield doc.finding(path, f"{where}: {inst} is out of range ({kind} {error.validator_value})")
+    elif kind == "anyOf" and "x-message" in schema:
+        yield doc.finding(path, f"{where}: {schema['x-message']}")
+    elif kind == "dependentRequired" and isinstance(inst, dict):
+        for key, needs in error.validator_value.items():
+            for need in needs if key in inst else ():
+                if need not in inst:
+                    yield doc.finding(path + (key,), f"{where}.{key} needs {need!r} in {where}; add it", key=True)
     else:
         yield doc.finding(path, f"{where}: {error.message}")
 
@@ -246,10 +258,68 @@ class _Checker:
         top_output = (data.get("output") or {}).get("kind", "EnvoyFilter")
         filters = self.filters(data.get("filters", []), version)
         services = self.services(data.get("services", []), filters, version, top_output)
+        gitops = self.gitops(data["gitops"]) if "gitops" in data else None
         if self.errors:
             return None
         return FilterSet(self.spec_path, self.root, version, istio_text,
-                         tuple(filters.values()), tuple(services))
+                         tuple(filters.values()), tuple(services), gitops=gitops)
+
+    # ------------------------------------------------------------------ gitops
+    def gitops(self, raw: dict[str, Any]) -> GitOps:
+        name = raw.get("name", "wasm-filters")
+        path = raw.get("path")
+        if path is not None:
+            parts = PurePosixPath(path).parts
+            if path.startswith("/") or ".." in parts or "\\" in path:
+                self.error(("gitops", "path"), f"gitops.path {path!r} must be a '/'-separated path relative to "
+                           "the repository root, without '..'; fix it")
+            path = posixpath.normpath(path)
+        else:
+            self.path_hint()
+        argocd = flux = None
+        per_service: list[str] = []
+        if "argocd" in raw:
+            a = raw["argocd"]
+            argocd = ArgoCD(a.get("mode", "Application"), a.get("namespace", "argocd"), a.get("project", "default"),
+                            a.get("destinationServer", "https://kubernetes.default.svc"), a.get("automated", True))
+            if argocd.mode == "ApplicationSet":
+                per_service.append("Argo CD Application")
+        if "flux" in raw:
+            f = raw["flux"]
+            ref = f.get("sourceRef", {"name": "flux-system"})
+            flux = Flux(f.get("mode", "Kustomization"), f.get("namespace", "flux-system"),
+                        FluxSourceRef(ref.get("kind", "GitRepository"), ref["name"], ref.get("namespace")),
+                        f.get("interval", "10m"))
+            if flux.mode == "PerService":
+                per_service.append("Flux Kustomization")
+        if per_service:
+            # Controllers label what they apply with their object's name (Argo CD's instance label,
+            # Flux's kustomize.toolkit.fluxcd.io/name): a label value holds 63 characters.
+            what = " and ".join(per_service)
+            if len(f"{name}-base") > 63:
+                self.error(("gitops", "name"), f"the {what} for base/ would be named {name}-base, more than 63 "
+                           "characters; shorten gitops.name")
+            for i, service in enumerate(self.doc.data.get("services", [])):
+                sname = service["name"]
+                if sname == "base":
+                    self.error(("services", i, "name"), f"service name 'base' collides with the {what} for base/ "
+                               f"({name}-base); rename the service")
+                elif len(f"{name}-{sname}") > 63:
+                    self.error(("services", i, "name"), f"the {what} for this service would be named "
+                               f"{name}-{sname}, more than 63 characters; shorten the service name or gitops.name")
+        return GitOps(name, raw.get("repoURL"), raw.get("targetRevision", "HEAD"), path, argocd, flux)
+
+    def path_hint(self) -> None:
+        """Argo CD and Flux read paths from the repository root; the default assumes filters.yaml is there."""
+        for parent in (self.root, *self.root.parents):
+            if (parent / ".git").exists():
+                if parent != self.root:
+                    inner = self.root.relative_to(parent).as_posix()
+                    self.warnings.append(self.doc.finding(
+                        ("gitops",), f"filters.yaml is in {inner}/ of the Git repository {parent}, but gitops.path "
+                        "defaults to the output directory relative to filters.yaml; set "
+                        f"path: {inner} (or where --out writes, from the repository root)", key=True, severity="warning"))
+                return
 
     # ------------------------------------------------------------------ filters
     def filters(self, raw_filters: list[dict[str, Any]], version: tuple[int, int]) -> dict[str, Filter]:

@@ -288,7 +288,7 @@ def load_document(text: str | bytes, file: str) -> Document:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
             line = raw[: e.start].count(b"\n") + 1
-            raise SpecSyntaxError([Finding(file, line, 1, "file is not UTF-8 text; save it as UTF-8")])
+            raise SpecSyntaxError([Finding(file, line, 1, "file is not UTF-8 text; save it as UTF-8")]) from None
     loader = _Loader(text)
     try:
         node = loader.get_single_node()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import wasmtime
@@ -168,7 +169,7 @@ def kubectl() -> str:
 
 def kustomize(directory: Path) -> list[dict[str, Any]]:
     proc = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, check=False)
     assert proc.returncode == 0, f"kubectl kustomize {directory} failed:\n{proc.stderr}"
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 

@@ -7,9 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-
-from conftest import Repo, proxy_wasm_module
 import wasmtime
+from conftest import Repo, proxy_wasm_module
 
 BAD = Path(__file__).parent / "specs" / "bad"
 UPDATE = os.environ.get("WASM_GITOPS_UPDATE_GOLDEN") == "1"

@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import Repo, proxy_wasm_module
+
 from renderer import core
 from renderer.errors import OutputError
 
@@ -136,7 +136,7 @@ def test_check_and_diff(repo: Repo) -> None:
     assert clean.exit_code == 0 and "up to date" in clean.output
     repo.write("filters/example-filter.wasm", proxy_wasm_module("example-v3"))
     before = repo.tree()
-    diff = repo.cli("diff")
+    diff = repo.cli("diff", "--format", "unified")
     assert diff.exit_code == 1
     assert "--- a/overlays/details/deployment-patch.yaml" in diff.output
     assert "+  name: wasm-example-filter-" in diff.output

@@ -8,12 +8,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import yaml
 from click.testing import CliRunner
+from conftest import Repo, kustomize, proxy_wasm_module
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import Repo, kustomize, proxy_wasm_module
 from renderer.cli import main
 from renderer.yamlio import dump
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import Repo, kustomize
+
 from renderer.yamlio import dump
 
 GOOD = Path(__file__).parent / "specs" / "good"
@@ -78,7 +78,7 @@ def test_every_output_builds_with_kustomize(repo: Repo, case: str) -> None:
             assert mounts == {"wasm-filters": {"mountPath": "/var/local/lib/wasm-filters", "readOnly": True}}
             sources = volumes["wasm-filters"]["projected"]["sources"]
             assert [s["configMap"]["items"][0]["path"] for s in sources] == [f"{n}.wasm" for n in mounted]
-            for src, fname in zip(sources, mounted):
+            for src, fname in zip(sources, mounted, strict=True):
                 cm = configmaps[(namespace, src["configMap"]["name"])]
                 key = src["configMap"]["items"][0]["key"]
                 assert base64.b64decode(cm["binaryData"][key]) == wasm[fname]

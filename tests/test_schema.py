@@ -4,12 +4,11 @@ the package reads and editors point at."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from importlib import resources
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
-
 from conftest import REPO
 
 SCHEMA_PATH = REPO / "schemas" / "filters.schema.json"

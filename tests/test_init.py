@@ -1,0 +1,109 @@
+"""`wasm-gitops init`: a starter spec that is valid YAML for the schema, and valid once its paths exist."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import jsonschema
+from conftest import REPO, Repo, kustomize, proxy_wasm_module
+
+from renderer.spec import load_schema
+from renderer.yamlio import load_document
+
+MODELINE = "# yaml-language-server: $schema="
+
+
+def init(directory: Path, *args: str) -> tuple[int, str, str]:
+    result = Repo(directory).run("init", str(directory), *args)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_the_starter_is_schema_valid_yaml_and_validates_once_its_paths_exist(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    code, out, _ = init(project)
+    assert code == 0, out
+    spec = project / "filters.yaml"
+    text = spec.read_text(encoding="utf-8")
+    data = load_document(text, "filters.yaml").data  # the loader the renderer itself uses
+    jsonschema.Draft202012Validator(load_schema()).validate(data)
+
+    repo = Repo(project)
+    before = repo.cli("validate")
+    assert before.exit_code == 2
+    assert "wasm file 'filters/my-filter/my-filter.wasm' does not exist" in before.output
+    assert "resource 'apps/my-app' does not exist" in before.output
+
+    repo.write("filters/my-filter/my-filter.wasm", proxy_wasm_module("mine"))
+    repo.app("my-app", "my-app", "my-app")
+    after = repo.cli("validate")
+    assert after.exit_code == 0, after.output
+    assert after.stdout.startswith(f"{spec}: valid")
+    assert repo.cli("render").exit_code == 0
+    deployment = next(o for o in kustomize(project) if o["kind"] == "Deployment")
+    assert "sidecar.istio.io/userVolume" in deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_the_commented_gitops_block_is_valid_once_uncommented(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    assert init(project)[0] == 0
+    spec = project / "filters.yaml"
+    lines = spec.read_text(encoding="utf-8").splitlines(keepends=True)
+    start = lines.index("# gitops:\n")
+    block = [line.removeprefix("# ") for line in lines[start:]]
+    assert block[0] == "gitops:\n" and all(line.startswith("  ") for line in block[1:])
+    spec.write_text("".join(lines[:start] + block), encoding="utf-8")
+    repo = Repo(project)
+    repo.write("filters/my-filter/my-filter.wasm", proxy_wasm_module("mine"))
+    repo.app("my-app", "my-app", "my-app")
+    result = repo.cli("render")
+    assert result.exit_code == 0, result.output
+    assert (project / "gitops/argocd/wasm-filters.application.yaml").is_file()
+    assert (project / "gitops/flux/wasm-filters.yaml").is_file()
+
+
+def test_init_never_overwrites_a_spec(tmp_path: Path) -> None:
+    spec = tmp_path / "filters.yaml"
+    spec.write_text("mine\n")
+    code, out, err = init(tmp_path)
+    assert code == 2
+    assert out == ""
+    assert err == (f"wasm-gitops: {spec}: already exists; init never overwrites a spec (edit it, or choose "
+                   "another directory)\n")
+    assert spec.read_text() == "mine\n"
+
+
+def test_outside_a_checkout_the_modeline_names_the_installed_schema_and_says_so(tmp_path: Path) -> None:
+    code, _, err = init(tmp_path / "p")
+    assert code == 0
+    first, second = (tmp_path / "p/filters.yaml").read_text().splitlines()[:2]
+    assert first.startswith(MODELINE)
+    target = Path(first.removeprefix(MODELINE))
+    assert target.is_absolute() and json.loads(target.read_text())["$id"] == "urn:wasm-gitops:schemas:filters:v1"
+    assert "no public URL" in second
+    assert "installed copy" in err
+
+
+def test_inside_a_checkout_the_modeline_is_relative_to_the_repository_schema(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    (checkout / "schemas").mkdir(parents=True)
+    shutil.copy(REPO / "schemas" / "filters.schema.json", checkout / "schemas" / "filters.schema.json")
+    # A schemas/filters.schema.json that is not ours, nearer to the directory, is not taken.
+    decoy = checkout / "examples" / "schemas"
+    decoy.mkdir(parents=True)
+    (decoy / "filters.schema.json").write_text('{"$id": "urn:someone-else"}')
+    code, _, err = init(checkout / "examples" / "mesh")
+    assert code == 0 and err == ""
+    text = (checkout / "examples/mesh/filters.yaml").read_text()
+    assert text.splitlines()[0] == f"{MODELINE}../../schemas/filters.schema.json"
+    assert "no public URL" not in text
+    assert ((checkout / "examples/mesh") / "../../schemas/filters.schema.json").resolve() == \
+        (checkout / "schemas/filters.schema.json").resolve()
+
+
+def test_a_file_where_the_directory_should_be_is_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "taken").write_text("")
+    result = Repo(tmp_path).run("init", str(tmp_path / "taken"))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output

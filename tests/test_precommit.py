@@ -1,0 +1,78 @@
+"""The pre-commit hook, run through pre-commit's own machinery: `pre-commit try-repo` installs this
+repository into a fresh virtualenv (as a user's pre-commit would, from PyPI) and runs the hook in a
+GitOps repository made for the test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import BASIC_SPEC, REPO, Repo, proxy_wasm_module
+
+HOOK = "wasm-gitops-check"
+# What the hook repository needs to pip-install: the package, its schemas, the build metadata.
+HOOK_REPO_FILES = ("pyproject.toml", "README.md", ".pre-commit-hooks.yaml", "renderer", "schemas")
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=wasm-gitops tests", "-c", "user.email=tests@example.invalid",
+                    "-c", "init.defaultBranch=main", "-c", "commit.gpgsign=false", *args],
+                   cwd=cwd, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def hook_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if shutil.which("git") is None:
+        pytest.fail("git is required: pre-commit runs hooks from git repositories")
+    try:
+        import pre_commit  # noqa: F401
+    except ImportError:
+        pytest.fail("pre-commit is not installed: it belongs to the test extra (pip install -e '.[test]')")
+    copy = tmp_path_factory.mktemp("hook-repo")
+    for name in HOOK_REPO_FILES:
+        src = REPO / name
+        if src.is_dir():
+            shutil.copytree(src, copy / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src, copy / name)
+    git(copy, "init", "-q")
+    git(copy, "add", "-A")
+    git(copy, "commit", "-q", "-m", "hook repository under test")
+    return copy
+
+
+def try_repo(hook_repo: Path, gitops_repo: Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PRE_COMMIT_HOME": str(cache), "PRE_COMMIT_COLOR": "never"}
+    return subprocess.run([sys.executable, "-m", "pre_commit", "try-repo", str(hook_repo), HOOK, "--all-files"],
+                          check=False, cwd=gitops_repo, env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_the_hook_passes_on_a_clean_tree_and_fails_on_drift(hook_repo: Path, tmp_path: Path) -> None:
+    repo = Repo(tmp_path / "gitops")
+    repo.root.mkdir()
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("example"))
+    repo.write("filters/other-filter.wasm", proxy_wasm_module("other"))
+    repo.app("productpage", "productpage-v1", "productpage")
+    repo.app("details", "details-v1", "details")
+    repo.write("filters.yaml", BASIC_SPEC)
+    assert repo.cli("render").exit_code == 0
+    git(repo.root, "init", "-q")
+    git(repo.root, "add", "-A")
+    cache = tmp_path / "pre-commit-cache"
+
+    clean = try_repo(hook_repo, repo.root, cache)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "wasm-gitops check" in clean.stdout and "Passed" in clean.stdout
+
+    # A new binary without a render: the committed tree no longer matches the spec.
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("example-v2"))
+    git(repo.root, "add", "-A")
+    stale = try_repo(hook_repo, repo.root, cache)
+    assert stale.returncode == 1, stale.stdout + stale.stderr
+    assert "Failed" in stale.stdout
+    assert "changed  base/default/example-filter.configmap.yaml" in stale.stdout
+    assert "out of date: " in stale.stdout and "run 'wasm-gitops render' and commit the result" in stale.stdout

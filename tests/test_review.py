@@ -1,0 +1,219 @@
+"""`wasm-gitops diff`: the reviewer's view, object by object, with the workloads that roll."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import BASIC_SPEC, REPO, Repo, proxy_wasm_module
+
+from renderer.review import FieldChange, ObjectChange, ObjectId, Review, format_review
+
+
+def rendered(repo: Repo) -> Repo:
+    result = repo.cli("render")
+    assert result.exit_code == 0, result.stdout
+    return repo
+
+
+def binary(data: bytes) -> str:
+    return f"{len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}"
+
+
+def test_a_filter_upgrade_reads_as_new_configmap_new_name_rolling_pods(repo: Repo) -> None:
+    rendered(repo)
+    old = (repo.root / "filters/example-filter.wasm").read_bytes()
+    new = proxy_wasm_module("example-v2")
+    repo.write("filters/example-filter.wasm", new)
+    before = repo.tree()
+    result = repo.cli("diff")
+    assert result.exit_code == 1
+    old_name = f"wasm-example-filter-{hashlib.sha256(old).hexdigest()[:10]}"
+    new_name = f"wasm-example-filter-{hashlib.sha256(new).hexdigest()[:10]}"
+    assert result.stdout.splitlines() == [
+        f"+ ConfigMap default/{new_name}  (base/default/example-filter.configmap.yaml)",
+        f"    replaces {old_name}",
+        "    metadata.annotations[wasm-gitops.io/sha256]:",
+        f"      - {hashlib.sha256(old).hexdigest()}",
+        f"      + {hashlib.sha256(new).hexdigest()}",
+        f"    binaryData[example-filter.wasm]: {binary(old)} -> {binary(new)}",
+        f"- ConfigMap default/{old_name}  (base/default/example-filter.configmap.yaml)",
+        f"    replaced by {new_name}",
+        "~ Deployment default/details-v1  (overlays/details/deployment-patch.yaml); pods roll",
+        ("    spec.template.metadata.annotations[sidecar.istio.io/userVolume] (JSON) "
+        "wasm-filters.projected.sources[0].configMap.name:"),
+        f"      - {old_name}",
+        f"      + {new_name}",
+        "~ Deployment default/productpage-v1  (overlays/productpage/deployment-patch.yaml); pods roll",
+        ("    spec.template.metadata.annotations[sidecar.istio.io/userVolume] (JSON) "
+        "wasm-filters.projected.sources[0].configMap.name:"),
+        f"      - {old_name}",
+        f"      + {new_name}",
+        "",
+        "1 object added, 2 changed, 1 removed; workloads that will roll: default/details-v1, default/productpage-v1",
+    ]
+    assert base64.b64encode(new).decode()[:40] not in result.stdout, "binaryData is summarised, never printed"
+    assert repo.tree() == before, "diff writes nothing"
+
+
+def test_a_configuration_change_rolls_nothing(repo: Repo) -> None:
+    rendered(repo)
+    repo.write("filters.yaml", BASIC_SPEC.replace("config: {mode: relaxed}", "config: {mode: lenient}"))
+    result = repo.cli("diff")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "~ EnvoyFilter default/productpage-other-filter  (overlays/productpage/other-filter.envoyfilter.yaml)",
+        "    spec.configPatches[0].patch.value.typed_config.config.configuration.value (JSON) mode:",
+        "      - relaxed",
+        "      + lenient",
+        "",
+        "0 objects added, 1 changed, 0 removed; workloads that will roll: none",
+    ]
+
+
+def test_a_new_service_adds_its_objects_and_rolls_its_workload(repo: Repo) -> None:
+    rendered(repo)
+    repo.write("filters.yaml", BASIC_SPEC + "  - name: reviews\n    namespace: bookinfo\n    deployment: reviews-v1\n"
+                                            "    resources: [apps/reviews]\n    filters: [example-filter]\n")
+    result = repo.cli("diff")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "4 objects added, 2 changed, 0 removed; workloads that will roll: bookinfo/reviews-v1"
+    module = (repo.root / "filters/example-filter.wasm").read_bytes()
+    digest = hashlib.sha256(module).hexdigest()
+    # Objects in a stable order: kind, then namespace/name; a kustomization.yaml is named by its file.
+    assert [line for line in lines if line[:2] in ("+ ", "~ ", "- ")] == [
+        f"+ ConfigMap bookinfo/wasm-example-filter-{digest[:10]}  (base/bookinfo/example-filter.configmap.yaml)",
+        "+ Deployment bookinfo/reviews-v1  (overlays/reviews/deployment-patch.yaml); pods roll",
+        "+ EnvoyFilter bookinfo/reviews-example-filter  (overlays/reviews/example-filter.envoyfilter.yaml)",
+        "~ Kustomization base/kustomization.yaml",
+        "~ Kustomization kustomization.yaml",
+        "+ Kustomization overlays/reviews/kustomization.yaml",
+    ]
+    assert "    + resources: overlays/reviews" in lines  # the root gains the overlay
+    assert "    + resources: bookinfo/example-filter.configmap.yaml" in lines
+    assert f"    binaryData[example-filter.wasm]: {binary(module)}" in lines
+
+
+def test_a_dropped_service_is_reported_as_leaving_the_tree_not_rolling(repo: Repo) -> None:
+    rendered(repo)
+    spec = BASIC_SPEC[:BASIC_SPEC.index("  - name: details\n")]
+    repo.write("filters.yaml", spec)
+    result = repo.cli("diff")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines == [
+        "- Deployment default/details-v1  (overlays/details/deployment-patch.yaml)",
+        "    its overlay is gone: Argo CD and Flux (prune) delete this workload unless something else manages it",
+        "- EnvoyFilter default/details-example-filter  (overlays/details/example-filter.envoyfilter.yaml)",
+        "~ Kustomization kustomization.yaml",
+        "    - resources: overlays/details",
+        "- Kustomization overlays/details/kustomization.yaml",
+        "",
+        ("0 objects added, 1 changed, 3 removed; workloads that will roll: none; workloads leaving the tree "
+        "(pruned unless managed elsewhere): default/details-v1"),
+    ]
+
+
+def test_no_change_says_so_and_exits_0(repo: Repo) -> None:
+    rendered(repo)
+    result = repo.cli("diff")
+    assert (result.exit_code, result.stdout) == (0, ("0 objects added, 0 changed, 0 removed; workloads that will "
+                                                    "roll: none\n"))
+    assert repo.cli("diff", "--format", "unified").stdout == ""
+
+
+def test_a_hand_edit_without_meaning_is_a_note_and_still_drift(repo: Repo) -> None:
+    rendered(repo)
+    path = repo.root / "overlays/details/kustomization.yaml"
+    path.write_text(path.read_text() + "# tweaked\n")
+    result = repo.cli("diff")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "note: overlays/details/kustomization.yaml was edited by hand; render overwrites it",
+        "",
+        "0 objects added, 0 changed, 0 removed; workloads that will roll: none",
+    ]
+
+
+def test_unified_stays_available_and_text_is_the_default(repo: Repo) -> None:
+    rendered(repo)
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("example-v3"))
+    text = repo.cli("diff").stdout
+    unified = repo.cli("diff", "--format", "unified").stdout
+    assert "--- a/overlays/details/deployment-patch.yaml" in unified
+    assert not text.startswith("---") and "pods roll" in text
+
+
+def test_github_format_is_one_workflow_command_per_line_summary_first(repo: Repo) -> None:
+    rendered(repo)
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("example-v4"))
+    result = repo.cli("diff", "--format", "github")
+    assert result.exit_code == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == ("::notice title=wasm-gitops diff::1 object added, 2 changed, 1 removed; workloads that "
+                        "will roll: default/details-v1, default/productpage-v1")
+    assert all(line.startswith("::notice ") for line in lines)
+    assert len(lines) == 5
+    rolls = [line for line in lines if "(pods roll)" in line]
+    assert [line.split(",title=")[0] for line in rolls] == [
+        "::notice file=overlays/details/deployment-patch.yaml",
+        "::notice file=overlays/productpage/deployment-patch.yaml"]
+    assert "::spec.template.metadata.annotations[sidecar.istio.io/userVolume] (JSON) " in rolls[0]
+    assert "%0A  - wasm-example-filter-" in rolls[0]
+
+
+def test_github_escapes_properties_and_data() -> None:
+    review = Review((ObjectChange("changed", ObjectId("EnvoyFilter", "ns", "a"), "odd,na:me.yaml",
+                                  (FieldChange("x", "50%", "1\n2"),)),), (), (), (), ())
+    lines = format_review(review, "github").splitlines()
+    assert lines[1] == "::notice file=odd%2Cna%3Ame.yaml,title=~ EnvoyFilter ns/a::x: 50%25 -> 1%0A2"
+
+
+def test_gitops_objects_show_up_as_objects(repo: Repo) -> None:
+    rendered(repo)
+    repo.write("filters.yaml", BASIC_SPEC + "gitops:\n  repoURL: https://git.example.invalid/m.git\n  argocd: {}\n")
+    lines = repo.cli("diff").stdout.splitlines()
+    assert "+ Application argocd/wasm-filters  (gitops/argocd/wasm-filters.application.yaml)" in lines
+    assert ("    spec.syncPolicy.syncOptions: ServerSideApply=true, FailOnSharedResource=true, "
+            "ApplyOutOfSyncOnly=true") in lines
+    assert lines[-1] == "1 object added, 0 changed, 0 removed; workloads that will roll: none"
+
+
+def test_the_example_ci_workflow_reviews_a_pull_request_against_its_base(repo: Repo, tmp_path: Path) -> None:
+    """Run the review step of docs/ci/github-actions.yml, as written, on a clone with a pull request."""
+    workflow = yaml.safe_load((REPO / "docs/ci/github-actions.yml").read_text())
+    steps = {s.get("name"): s for s in workflow["jobs"]["wasm-gitops"]["steps"]}
+    check = steps["The committed render matches filters.yaml"]["run"]
+    review = steps["What this pull request changes in the cluster"]["run"]
+
+    def sh(cwd: Path, script: str, **env: str) -> subprocess.CompletedProcess[str]:
+        path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+        return subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], check=False, cwd=cwd, capture_output=True,
+                              text=True, env={**os.environ, "PATH": path, **env}, timeout=300)
+
+    git = ("git -c user.name=t -c user.email=t@example.invalid -c init.defaultBranch=main "
+           "-c commit.gpgsign=false")
+    rendered(repo)
+    assert sh(repo.root, f"{git} init -q && {git} add -A && {git} commit -q -m base").returncode == 0
+    clone = tmp_path / "clone"
+    assert sh(tmp_path, f"{git} clone -q {repo.root} {clone}").returncode == 0
+    Repo(clone).write("filters/example-filter.wasm", proxy_wasm_module("example-pr"))
+    assert Repo(clone).cli("render").exit_code == 0
+    assert sh(clone, f"{git} checkout -q -b upgrade && {git} add -A && {git} commit -q -m upgrade").returncode == 0
+
+    checked = sh(clone, check)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    summary = tmp_path / "summary.md"
+    done = sh(clone, review, BASE_REF="main", GITHUB_STEP_SUMMARY=str(summary))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0] == ("::notice title=wasm-gitops diff::1 object added, 2 changed, 1 removed; "
+                                           "workloads that will roll: default/details-v1, default/productpage-v1")
+    text = summary.read_text()
+    assert text.startswith("### wasm-gitops diff\n```text\n+ ConfigMap default/wasm-example-filter-")
+    assert "workloads that will roll: default/details-v1, default/productpage-v1\n```\n" in text
