@@ -102,6 +102,9 @@ def deployment(name: str, app: str, namespace: str | None = None) -> str:
         """)
 
 
+INPUTS = ("apps/", "filters/", "filters.yaml")
+
+
 class Repo:
     """A GitOps repository in a temporary directory, driven through the real CLI."""
 
@@ -133,6 +136,10 @@ class Repo:
         cmd, *rest = args
         return self.run(cmd, "-f", str(self.spec), *rest)
 
+    def outputs(self) -> dict[str, bytes]:
+        """The tree without the inputs the tests wrote: what wasm-gitops owns or stages."""
+        return {k: v for k, v in self.tree().items() if not k.startswith(INPUTS)}
+
     def tree(self) -> dict[str, bytes]:
         """Every file under the repository except the inputs the tests wrote."""
         out = {}
@@ -145,10 +152,10 @@ class Repo:
         return yaml.safe_load((self.root / rel).read_text(encoding="utf-8"))
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Repo:
-    r = Repo(tmp_path / "repo")
-    r.root.mkdir()
+def make_repo(root: Path) -> Repo:
+    """The standard test repository: two filters, four apps, BASIC_SPEC."""
+    r = Repo(root)
+    r.root.mkdir(parents=True)
     r.write("filters/example-filter.wasm", proxy_wasm_module("example"))
     r.write("filters/other-filter.wasm", proxy_wasm_module("other"))
     r.app("productpage", "productpage-v1", "productpage")
@@ -157,6 +164,11 @@ def repo(tmp_path: Path) -> Repo:
     r.app("gateway", "istio-ingressgateway", "istio-ingressgateway")
     r.write("filters.yaml", BASIC_SPEC)
     return r
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Repo:
+    return make_repo(tmp_path / "repo")
 
 
 def kubectl() -> str:

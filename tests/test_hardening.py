@@ -13,15 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, Repo, proxy_wasm_module
+from conftest import INPUTS, REPO, Repo, make_repo, proxy_wasm_module
 
 from renderer.yamlio import dump
-
-INPUTS = ("apps/", "filters/", "filters.yaml")
-
-
-def outputs(repo: Repo) -> dict[str, bytes]:
-    return {k: v for k, v in repo.tree().items() if not k.startswith(INPUTS)}
 
 
 def cli(repo: Repo, *args: str, env: dict[str, str] | None = None, **kw: object) -> subprocess.CompletedProcess[str]:
@@ -49,7 +43,7 @@ def big_spec(repo: Repo, services: int, tag: str) -> None:
 def test_sigkill_at_any_point_leaves_the_old_or_the_new_tree(repo: Repo, kill_at: str) -> None:
     big_spec(repo, 120, "old")
     assert cli(repo, "render").returncode == 0
-    old = outputs(repo)
+    old = repo.outputs()
     big_spec(repo, 120, "new")
     killed = cli(repo, "render", env={"WASM_GITOPS_KILL_AT": kill_at})
     assert killed.returncode == -signal.SIGKILL
@@ -58,11 +52,11 @@ def test_sigkill_at_any_point_leaves_the_old_or_the_new_tree(repo: Repo, kill_at
         # Past the commit point: check says so, and the next render finishes the same tree.
         assert check.returncode == 1 and "interrupted" in check.stdout
     else:
-        assert outputs(repo) == old or not (repo.root / ".wasm-gitops.tmp/commit").exists()
-        assert {k: v for k, v in outputs(repo).items() if not k.startswith(".wasm-gitops.tmp")} == old
+        assert repo.outputs() == old or not (repo.root / ".wasm-gitops.tmp/commit").exists()
+        assert {k: v for k, v in repo.outputs().items() if not k.startswith(".wasm-gitops.tmp")} == old
     finish = cli(repo, "render")
     assert finish.returncode == 0, finish.stderr
-    new = outputs(repo)
+    new = repo.outputs()
     assert cli(repo, "check").returncode == 0
     assert not (repo.root / ".wasm-gitops.tmp").exists()
     # And that tree is exactly what an uninterrupted render gives.
@@ -72,13 +66,13 @@ def test_sigkill_at_any_point_leaves_the_old_or_the_new_tree(repo: Repo, kill_at
         if rel.startswith(INPUTS):
             fresh.write(rel, data)
     assert cli(fresh, "render").returncode == 0
-    assert outputs(fresh) == new
+    assert fresh.outputs() == new
 
 
 def test_sigkill_at_random_moments(repo: Repo) -> None:
     big_spec(repo, 150, "a")
     assert cli(repo, "render").returncode == 0
-    previous = outputs(repo)
+    previous = repo.outputs()
     for n, delay in enumerate([0.1, 0.4, 0.7]):
         big_spec(repo, 150, f"t{n}")
         proc = subprocess.Popen([sys.executable, "-m", "renderer", "render", "-f", str(repo.spec)],
@@ -88,12 +82,12 @@ def test_sigkill_at_random_moments(repo: Repo) -> None:
         proc.wait()
         committed = (repo.root / ".wasm-gitops.tmp/commit/journal.json").exists()
         if not committed:  # killed before the commit point (or after the end): old tree or new tree
-            now = {k: v for k, v in outputs(repo).items() if not k.startswith(".wasm-gitops.tmp")}
+            now = {k: v for k, v in repo.outputs().items() if not k.startswith(".wasm-gitops.tmp")}
             finished = cli(repo, "check").returncode == 0
             assert now == previous or finished
         assert cli(repo, "render").returncode == 0
         assert cli(repo, "check").returncode == 0
-        previous = outputs(repo)
+        previous = repo.outputs()
 
 
 def test_two_renders_do_not_interleave(repo: Repo) -> None:
@@ -102,12 +96,12 @@ def test_two_renders_do_not_interleave(repo: Repo) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         repo.write("filters/example-filter.wasm", proxy_wasm_module("locked"))
-        before = outputs(repo)
+        before = repo.outputs()
         blocked = cli(repo, "render", env={"WASM_GITOPS_LOCK_WAIT": "0.5"})
         assert blocked.returncode == 2
         assert "waiting for another wasm-gitops run" in blocked.stderr
         assert "another wasm-gitops run still holds it" in blocked.stderr
-        assert outputs(repo) == before
+        assert repo.outputs() == before
     finally:
         os.close(fd)
     procs = [subprocess.Popen([sys.executable, "-m", "renderer", "render", "-f", str(repo.spec)], cwd=REPO,
@@ -123,13 +117,13 @@ def _limit_file_size() -> None:
 
 def test_a_write_failure_leaves_the_old_tree_intact(repo: Repo) -> None:
     assert cli(repo, "render").returncode == 0
-    before = outputs(repo)
+    before = repo.outputs()
     repo.write("filters/example-filter.wasm", proxy_wasm_module("bigger", pad=20_000))
     failed = cli(repo, "render", preexec_fn=_limit_file_size)
     assert failed.returncode == 2, failed.stderr
     assert "file size limit exceeded" in failed.stderr and "nothing was changed" in failed.stderr
     assert "Traceback" not in failed.stderr
-    assert outputs(repo) == before
+    assert repo.outputs() == before
 
 
 @pytest.mark.parametrize("value", [
@@ -151,7 +145,7 @@ def test_string_values_cannot_add_keys_documents_or_code(repo: Repo, value: str)
     repo.write("filters.yaml", dump(spec))
     result = repo.cli("render")
     assert result.exit_code == 0, result.output
-    for rel, data in outputs(repo).items():
+    for rel, data in repo.outputs().items():
         if not rel.endswith(".yaml"):
             continue
         docs = list(yaml.safe_load_all(data))
@@ -194,22 +188,15 @@ def tiny_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 
 def test_a_full_disk_leaves_the_old_tree_intact(tiny_disk: Path) -> None:
-    repo = Repo(tiny_disk / "repo")
-    repo.root.mkdir()
-    repo.write("filters/example-filter.wasm", proxy_wasm_module("small"))
-    repo.write("filters/other-filter.wasm", proxy_wasm_module("other"))
-    repo.app("productpage", "productpage-v1", "productpage")
-    repo.app("details", "details-v1", "details")
-    from conftest import BASIC_SPEC
-    repo.write("filters.yaml", BASIC_SPEC)
+    repo = make_repo(tiny_disk / "repo")
     assert cli(repo, "render").returncode == 0
-    before = outputs(repo)
+    before = repo.outputs()
     # 90 KB of binary: its base64 ConfigMap cannot be staged next to the old tree in 256 KiB.
     repo.write("filters/example-filter.wasm", proxy_wasm_module("large", pad=90_000))
     failed = cli(repo, "render")
     assert failed.returncode == 2, failed.stderr
     assert "no space left on the device" in failed.stderr and "nothing was changed" in failed.stderr
-    assert outputs(repo) == before
+    assert repo.outputs() == before
     assert not (repo.root / ".wasm-gitops.tmp").exists()
 
 
@@ -224,7 +211,7 @@ def test_a_read_only_directory_leaves_the_old_tree_intact(repo: Repo) -> None:
     (repo.root / "overlays" / "details").chmod(0o555)  # a directory the render must change
     try:
         repo.write("filters/example-filter.wasm", proxy_wasm_module("example-v2"))
-        before = outputs(repo)
+        before = repo.outputs()
         failed = subprocess.run(
             [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-dac_override,-dac_read_search",
              sys.executable, "-m", "renderer", "render", "-f", str(repo.spec)],
@@ -232,7 +219,7 @@ def test_a_read_only_directory_leaves_the_old_tree_intact(repo: Repo) -> None:
         assert failed.returncode == 2, failed.stdout + failed.stderr
         assert "permission denied" in failed.stderr and "the tree is as it was" in failed.stderr
         assert "Traceback" not in failed.stderr
-        assert outputs(repo) == before
+        assert repo.outputs() == before
     finally:
         (repo.root / "overlays" / "details").chmod(0o755)
 

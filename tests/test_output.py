@@ -11,12 +11,6 @@ from conftest import Repo, proxy_wasm_module
 from renderer import core
 from renderer.errors import OutputError
 
-INPUTS = ("apps/", "filters/", "filters.yaml")
-
-
-def outputs(repo: Repo) -> dict[str, bytes]:
-    return {k: v for k, v in repo.tree().items() if not k.startswith(INPUTS)}
-
 
 def drop_service(repo: Repo, name: str) -> None:
     text = repo.spec.read_text()
@@ -90,7 +84,7 @@ def test_a_hand_edited_stale_file_is_not_deleted(repo: Repo) -> None:
 
 def test_unchanged_files_keep_their_mtime_and_inode(repo: Repo) -> None:
     assert repo.cli("render").exit_code == 0
-    files = sorted(outputs(repo))
+    files = sorted(repo.outputs())
     stat = {p: os.stat(repo.root / p) for p in files}
     repo.write("filters/other-filter.wasm", proxy_wasm_module("other-v2"))
     result = repo.cli("render")

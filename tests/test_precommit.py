@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import BASIC_SPEC, REPO, Repo, proxy_wasm_module
+from conftest import REPO, make_repo, proxy_wasm_module
 
 HOOK = "wasm-gitops-check"
 # What the hook repository needs to pip-install: the package, its schemas, the build metadata.
@@ -52,13 +52,7 @@ def try_repo(hook_repo: Path, gitops_repo: Path, cache: Path) -> subprocess.Comp
 
 
 def test_the_hook_passes_on_a_clean_tree_and_fails_on_drift(hook_repo: Path, tmp_path: Path) -> None:
-    repo = Repo(tmp_path / "gitops")
-    repo.root.mkdir()
-    repo.write("filters/example-filter.wasm", proxy_wasm_module("example"))
-    repo.write("filters/other-filter.wasm", proxy_wasm_module("other"))
-    repo.app("productpage", "productpage-v1", "productpage")
-    repo.app("details", "details-v1", "details")
-    repo.write("filters.yaml", BASIC_SPEC)
+    repo = make_repo(tmp_path / "gitops")
     assert repo.cli("render").exit_code == 0
     git(repo.root, "init", "-q")
     git(repo.root, "add", "-A")

@@ -18,18 +18,11 @@ from renderer.yamlio import dump
 GOOD = Path(__file__).parent / "specs" / "good"
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("WASM_GITOPS_UPDATE_GOLDEN") == "1"
-INPUTS = ("apps/", "filters/", "filters.yaml")
-
-
-def outputs(repo: Repo) -> dict[str, bytes]:
-    return {k: v for k, v in repo.tree().items() if not k.startswith(INPUTS)}
-
-
 def render_case(repo: Repo, name: str) -> dict[str, bytes]:
     repo.write("filters.yaml", (GOOD / f"{name}.yaml").read_text())
     result = repo.cli("render")
     assert result.exit_code == 0, result.output
-    return outputs(repo)
+    return repo.outputs()
 
 
 CASES = sorted(p.stem for p in GOOD.glob("*.yaml"))
@@ -155,7 +148,7 @@ def test_render_twice_is_byte_identical_and_rewrites_nothing(repo: Repo) -> None
     mtimes = {p: os.stat(repo.root / p).st_mtime_ns for p in first}
     result = repo.cli("render")
     assert "0 added, 0 changed, 0 removed" in result.output
-    assert outputs(repo) == first
+    assert repo.outputs() == first
     assert {p: os.stat(repo.root / p).st_mtime_ns for p in first} == mtimes
 
 
@@ -182,4 +175,4 @@ def test_key_order_of_the_spec_does_not_matter(repo: Repo, tmp_path: Path, seed:
             (repo.root / p).unlink()
     (repo.root / ".wasm-gitops-manifest.json").unlink()
     assert repo.cli("render").exit_code == 0
-    assert outputs(repo) == first
+    assert repo.outputs() == first
