@@ -138,11 +138,14 @@ class WorkloadReader:
                 text = fh.read()
             if only_if not in text:  # a Deployment's kind is spelled out in its text: skip the rest
                 return []
-            return compose_all(text, self._rel(path))
+            return compose_all(text, path)
+
         except (OSError, UnicodeDecodeError) as e:
             scan.problems.append(f"cannot read {self._rel(path)}: {e}")
         except SpecSyntaxError as e:
-            scan.problems.extend(str(f) for f in e.findings)
+            # Named relative to the repository only here: computing it for every file costs ~0.1 s.
+            rel = self._rel(path)
+            scan.problems.extend(str(f).replace(path, rel, 1) for f in e.findings)
         return []
 
     def _collect(self, doc: yaml.Node, path: str, scan: ResourceScan) -> None:

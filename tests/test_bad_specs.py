@@ -22,6 +22,8 @@ def _hostile_files(repo: Repo) -> None:
     outside = repo.root.parent / "outside.wasm"
     outside.write_bytes(proxy_wasm_module("outside"))
     (repo.root / "filters" / "link-out.wasm").symlink_to(outside)
+    repo.write("apps/broken/kustomization.yaml", "resources: [deployment.yaml]\n")
+    repo.write("apps/broken/deployment.yaml", "kind: Deployment\nmetadata: {name: broken-v1\n")
     repo.write("filters/no-context.wasm", bytes(wasmtime.wat2wasm(
         '(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1")) '
         '(func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 0))')))
