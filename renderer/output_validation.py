@@ -29,13 +29,13 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import importlib.util
 import json
 import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
@@ -156,8 +156,14 @@ def _formats() -> FormatChecker:
 # ---- schema loading (cached: the Kubernetes definitions are 1.5 MB per version) ----------------
 
 
-def _kubernetes_schema_root() -> Traversable:
-    return resources.files("kubernetes_validate").joinpath("kubernetes-json-schema")
+@functools.cache
+def _kubernetes_schema_root() -> Path:
+    # Locate the package's data without importing it: its __init__ imports jsonschema (~0.15 s),
+    # which only a failing object needs.
+    spec = importlib.util.find_spec("kubernetes_validate")
+    if spec is None or not spec.submodule_search_locations:
+        raise LookupError("the kubernetes-validate package is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "kubernetes-json-schema"
 
 
 @functools.cache
@@ -186,7 +192,7 @@ def _resolve_kubernetes_version(text: str) -> tuple[int, int]:
     return usable[-1]
 
 
-def _schema_dir(version: tuple[int, int]) -> Traversable:
+def _schema_dir(version: tuple[int, int]) -> Path:
     return _kubernetes_schema_root().joinpath(f"v{version[0]}.{version[1]}.0-local-strict")
 
 
@@ -211,9 +217,11 @@ def _strip_required(node: Any, *, names: bool = False) -> Any:
 
 @functools.cache
 def _kubernetes_definitions(version: tuple[int, int], partial: bool) -> dict[str, Any]:
+    if partial:  # derived from the full set, so the 1.5 MB file is read and parsed once
+        return _strip_required(_kubernetes_definitions(version, False))
     text = _schema_dir(version).joinpath("_definitions.json").read_text(encoding="utf-8")
     definitions: dict[str, Any] = json.loads(text)
-    return _strip_required(definitions) if partial else definitions
+    return definitions
 
 
 @functools.cache
