@@ -102,12 +102,14 @@ def deployment_patch(service: Service) -> Obj:
     }
 
 
-def _labels(service: Service, f: Filter) -> dict[str, str]:
-    return {**MANAGED_BY, "wasm-gitops.io/filter": f.name, "wasm-gitops.io/service": service.name}
-
-
 def object_name(service: Service, f: Filter) -> str:
     return f"{service.name}-{f.name}"
+
+
+def _filter_metadata(service: Service, f: Filter) -> Obj:
+    """Metadata of the object that attaches filter f to service (EnvoyFilter or WasmPlugin)."""
+    return {"name": object_name(service, f), "namespace": service.namespace,
+            "labels": {**MANAGED_BY, "wasm-gitops.io/filter": f.name, "wasm-gitops.io/service": service.name}}
 
 
 def envoy_filter(fs: FilterSet, service: Service, index: int, sf: ServiceFilter) -> Obj:
@@ -130,13 +132,8 @@ def envoy_filter(fs: FilterSet, service: Service, index: int, sf: ServiceFilter)
             "value": _legacy_value(f, sf.config) if legacy else _typed_value(fs, f, sf.config),
         },
     }]
-    return {
-        "apiVersion": "networking.istio.io/v1alpha3",
-        "kind": "EnvoyFilter",
-        "metadata": {"name": object_name(service, f), "namespace": service.namespace,
-                     "labels": _labels(service, f)},
-        "spec": spec,
-    }
+    return {"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+            "metadata": _filter_metadata(service, f), "spec": spec}
 
 
 def _typed_value(fs: FilterSet, f: Filter, config: str | None) -> Obj:
@@ -197,13 +194,8 @@ def wasm_plugin(fs: FilterSet, service: Service, index: int, sf: ServiceFilter) 
     mode = _MATCH_MODE.get(service.context)
     if mode and istio_versions.supports(fs.istio, "WasmPlugin.match"):
         spec["match"] = [{"mode": mode}]
-    return {
-        "apiVersion": "extensions.istio.io/v1alpha1",
-        "kind": "WasmPlugin",
-        "metadata": {"name": object_name(service, f), "namespace": service.namespace,
-                     "labels": _labels(service, f)},
-        "spec": spec,
-    }
+    return {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+            "metadata": _filter_metadata(service, f), "spec": spec}
 
 
 def kustomization(resources: list[str], *, namespace: str | None = None,
