@@ -14,6 +14,8 @@ from pathlib import Path
 
 import wasmtime
 
+from renderer.wasm import padded_to
+
 NAMESPACES = 20
 FILTERS = 5
 FILTERS_PER_SERVICE = 2
@@ -36,18 +38,6 @@ _WAT = """
 _PAIRS = list(itertools.combinations(range(FILTERS), FILTERS_PER_SERVICE))
 
 
-def _leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
-
-
 def _payload(seed: str, size: int) -> bytes:
     # Incompressible, distinct per (filter, variant): no two filters share bytes or a sha256, so the
     # renderer cannot get away with encoding one binary for all of them.
@@ -58,19 +48,8 @@ def _payload(seed: str, size: int) -> bytes:
 def wasm_module(filter_index: int, variant: int = 0, size: int = WASM_SIZE) -> bytes:
     """A valid proxy-wasm module of exactly `size` bytes, padded with a custom section (id 0)."""
     core = bytes(wasmtime.wat2wasm(_WAT))
-    name = b"bench-padding"
-    head = _leb(len(name)) + name
-    # The section's length prefix is itself part of the total, and its LEB128 width depends on the
-    # length: try the widths until one adds up exactly.
-    for width in range(1, 6):
-        content_len = size - len(core) - 1 - width
-        payload_len = content_len - len(head)
-        if payload_len >= 0 and len(_leb(content_len)) == width:
-            seed = f"filter-{filter_index}-variant-{variant}"
-            module = core + b"\x00" + _leb(content_len) + head + _payload(seed, payload_len)
-            assert len(module) == size
-            return module
-    raise ValueError(f"cannot pad a module to {size} bytes")
+    seed = f"filter-{filter_index}-variant-{variant}"
+    return padded_to(core, size, name="bench-padding", fill=lambda n: _payload(seed, n))
 
 
 def filter_name(index: int) -> str:

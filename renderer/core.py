@@ -21,6 +21,7 @@ from .output import (
     recover,
     write,
 )
+from .output_validation import validate_objects
 from .plan import Plan, build_plan
 from .spec import LoadedSpec, load_spec
 from .workloads import is_within
@@ -71,10 +72,6 @@ def prepare(spec_path: Path, out: Path | None) -> Prepared:
 
 
 def _validate_output(plan: Plan) -> list[str]:
-    try:
-        from .output_validation import validate_objects
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return []
     return [str(p) for p in validate_objects(plan.objects)]
 
 
@@ -113,8 +110,8 @@ def render(spec_path: Path, out: Path | None = None,
     out_dir = prepared.out
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: is not a directory; choose another --out")
+    _guard(prepared)  # before the mkdir: a refused --out gets nothing, not even a directory
     out_dir.mkdir(parents=True, exist_ok=True)
-    _guard(prepared)
     with locked(out_dir, exclusive=True):
         recovered = recover(out_dir)
         changes = compare(prepared.plan, out_dir)
@@ -198,15 +195,14 @@ def verify(spec_path: Path, names: tuple[str, ...] = ()) -> list[tuple[str, Any]
             continue
         if f.binary.is_oci:
             raise UsageError(f"filter {f.name!r} is an OCI image; verify runs local .wasm files only")
-        cases = []
-        configs = []
         for t in f.tests:
-            cases.append(host.VerifyCase(t.name, _message(t.request), _message(t.response), _expectation(t.expect)))
-            configs.append(t.config if t.config is not None else f.config)
-        for case, config in zip(cases, configs, strict=True):
+            # A test may carry its own plugin configuration, so each runs as its own plugin (the host
+            # compiles a module once and caches it by sha256).
+            config = t.config if t.config is not None else f.config
             target = host.FilterUnderTest(name=f.name, wasm=f.binary.data, root_id=f.root_id, vm_id=f.vm_id,
                                           plugin_config=(config or "").encode("utf-8"))
-            results.append((f.name, host.run_cases(target, [case])[0]))
+            case = host.VerifyCase(t.name, _message(t.request), _message(t.response), _expectation(t.expect))
+            results.append((f.name, host.run_case(target, case)))
     return results
 
 

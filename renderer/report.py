@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from .errors import Finding
 from .output import Changes
@@ -36,7 +36,7 @@ def changes_summary(ch: Changes) -> str:
 def drift(ch: Changes, fmt: str, *, interrupted: bool = False, out_label: str = ".") -> str:
     rows: list[tuple[str, str]] = [("added", p) for p in ch.added] + [("changed", p) for p in ch.changed]
     rows += [("stale", p) for p in ch.removed]
-    edited = [p for p in ch.hand_edited]
+    edited = ch.hand_edited
     if fmt == "json":
         return json.dumps({"clean": not rows and not edited and not interrupted,
                            "interrupted_render": interrupted,
@@ -67,7 +67,3 @@ def drift(ch: Changes, fmt: str, *, interrupted: bool = False, out_label: str = 
 def _advice(state: str) -> str:
     return {"added": "render would create this file", "changed": "render would change this file",
             "stale": "render would remove this file"}[state]
-
-
-def lines(items: Iterable[str]) -> str:
-    return "".join(f"{i}\n" for i in items)

@@ -240,6 +240,9 @@ class _Checker:
         self.warnings: list[Finding] = []
         self.reader = WorkloadReader(self.root)
         self.broken_filters: set[str] = set()
+        self.raw_filters: list[dict[str, Any]] = doc.data.get("filters", [])
+        # First declaration wins, as in filters(): later duplicates are reported there.
+        self.filter_index = {raw["name"]: i for i, raw in reversed(list(enumerate(self.raw_filters)))}
 
     def error(self, path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
         self.errors.append(self.doc.finding(path, message, key=key))
@@ -323,8 +326,6 @@ class _Checker:
 
     # ------------------------------------------------------------------ filters
     def filters(self, raw_filters: list[dict[str, Any]], version: tuple[int, int]) -> dict[str, Filter]:
-        self.raw_filters = raw_filters
-        self.filter_index = {raw["name"]: i for i, raw in reversed(list(enumerate(raw_filters)))}
         out: dict[str, Filter] = {}
         by_path: dict[Path, str] = {}
         for i, raw in enumerate(raw_filters):

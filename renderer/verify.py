@@ -339,18 +339,10 @@ def _summary(results: Sequence[tuple[str, CaseResult]]) -> dict[str, int]:
 def _explain(result: CaseResult) -> list[str]:
     exp = result.expected
     out = [f"  - {failure}" for failure in result.failures]
-    out.append("  request headers after the filter:")
-    out += _header_lines(result.request_headers)
-    if exp.request_headers or exp.absent_request_headers:
-        out.append("  expected request headers:")
-        out += [f"    {k.lower()}: {v}" for k, v in exp.request_headers]
-        out += [f"    {k.lower()}: (absent)" for k in exp.absent_request_headers]
-    out.append("  response headers seen by the client:")
-    out += _header_lines(result.response_headers)
-    if exp.response_headers or exp.absent_response_headers:
-        out.append("  expected response headers:")
-        out += [f"    {k.lower()}: {v}" for k, v in exp.response_headers]
-        out += [f"    {k.lower()}: (absent)" for k in exp.absent_response_headers]
+    out += _seen_and_expected("request headers after the filter", result.request_headers,
+                              "request", exp.request_headers, exp.absent_request_headers)
+    out += _seen_and_expected("response headers seen by the client", result.response_headers,
+                              "response", exp.response_headers, exp.absent_response_headers)
     if result.local_reply is not None:
         out.append(f"  local reply: {result.local_reply.status} {_quote(result.local_reply.body)}")
     if result.paused != "none":
@@ -358,6 +350,16 @@ def _explain(result: CaseResult) -> list[str]:
     if result.logs:
         out.append("  logs:")
         out += [f"    {line}" for line in result.logs]
+    return out
+
+
+def _seen_and_expected(seen_title: str, seen: Sequence[tuple[str, str]], side: str,
+                       expected: Sequence[tuple[str, str]], absent: Sequence[str]) -> list[str]:
+    out = [f"  {seen_title}:", *_header_lines(seen)]
+    if expected or absent:
+        out.append(f"  expected {side} headers:")
+        out += [f"    {k.lower()}: {v}" for k, v in expected]
+        out += [f"    {k.lower()}: (absent)" for k in absent]
     return out
 
 

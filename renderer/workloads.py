@@ -58,11 +58,13 @@ def is_within(real_root: str, real_path: str) -> bool:
 
 
 def inside(root: Path, relative: str, what: str) -> Path:
-    """Resolve a user-given relative path, refusing anything that leaves root (.., absolute, symlinks)."""
+    """Resolve a user-given relative path, refusing anything that leaves root (.., absolute, symlinks).
+
+    `root` must already be a real path (the spec's directory, resolved once per run)."""
     if os.path.isabs(relative) or relative.startswith("~"):
         raise PathProblem(f"{what} {relative!r} is absolute; write it relative to filters.yaml, "
                           "inside the repository")
-    real_root = os.path.realpath(root)
+    real_root = os.fspath(root)
     target = real_join(real_root, relative)
     if not is_within(real_root, target):
         raise PathProblem(f"{what} {relative!r} leads outside the repository; keep it inside the "

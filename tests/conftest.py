@@ -15,6 +15,7 @@ import yaml
 from click.testing import CliRunner, Result
 
 from renderer.cli import main
+from renderer.wasm import with_custom_section
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -33,24 +34,7 @@ def proxy_wasm_module(tag: str = "v1", abi: str = "0_2_1", pad: int = 0) -> byte
       (data (i32.const 16) "{data}"))
     """
     module = bytes(wasmtime.wat2wasm(wat))
-    if pad:
-        # A custom section (id 0) of `pad` bytes: valid wasm, just bigger.
-        name = b"\x04pad_"
-        payload = name + b"\0" * pad
-        module += b"\x00" + _leb(len(payload)) + payload
-    return module
-
-
-def _leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
+    return with_custom_section(module, "pad_", bytes(pad)) if pad else module
 
 
 BASIC_SPEC = """\

@@ -17,32 +17,13 @@ from renderer.wasm import (
     exit_code,
     format_report,
     inspect_wasm,
+    padded_to,
+    uleb128,
 )
 
 
 def module(body: str) -> bytes:
     return bytes(wasmtime.wat2wasm(f"(module {body})"))
-
-
-def leb(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
-def padded_to(data: bytes, total: int) -> bytes:
-    """`data` plus one custom section, so that the result is exactly `total` bytes long."""
-    name = b"\x03pad"
-    for length_bytes in range(1, 6):
-        payload_len = total - len(data) - 1 - length_bytes
-        if payload_len >= len(name) and len(leb(payload_len)) == length_bytes:
-            out = data + b"\x00" + leb(payload_len) + name + b"\0" * (payload_len - len(name))
-            assert len(out) == total
-            return out
-    raise AssertionError(f"cannot pad {len(data)} bytes to {total}")
 
 
 CALLBACKS = """
@@ -345,3 +326,18 @@ def test_one_megabyte_module_inspects_fast() -> None:
     assert report.import_modules == ("env",)
     # Measured at about 0.01 s on 2 cores (Cranelift compilation takes about 0.8 s).
     assert elapsed < 0.25, f"inspecting {len(data)} bytes took {elapsed:.3f} s"
+
+
+@pytest.mark.parametrize("extra", [1, 127, 128, 129, 16_383, 16_384, 16_390, 2_100_000])
+def test_padding_gives_exactly_the_size_asked_and_a_valid_module(extra: int) -> None:
+    # Sizes around the points where the section's LEB128 length prefix grows a byte.
+    base = abi_module("0_2_1")
+    total = len(base) + extra + 6
+    padded = padded_to(base, total)
+    assert len(padded) == total
+    report = inspect_wasm(padded)
+    assert report.valid and report.abi_version == "0.2.1"
+
+
+def test_uleb128_round_numbers() -> None:
+    assert [uleb128(n) for n in (0, 127, 128, 624485)] == [b"\x00", b"\x7f", b"\x80\x01", b"\xe5\x8e\x26"]

@@ -81,7 +81,9 @@ def test_loader_refusals(text: str, message: str) -> None:
 
 def test_positions_are_kept_for_keys_and_values() -> None:
     doc = load_document("top:\n  - name: x\n    value: [1, 2]\n", "f.yaml")
-    assert doc.position(("top", 0, "name"), key=True) == doc.position(("top", 0, "name"), key=True)
+    name_key = doc.position(("top", 0, "name"), key=True)
+    name_value = doc.position(("top", 0, "name"))
+    assert (name_key.line, name_key.column, name_value.line, name_value.column) == (2, 5, 2, 11)
     assert (doc.position(("top", 0, "value"), key=True).line, doc.position(("top", 0, "value"), key=True).column) == (3, 5)
     assert (doc.position(("top", 0, "value", 1)).line, doc.position(("top", 0, "value", 1)).column) == (3, 16)
     assert (doc.position(("top", 0, "missing")).line, doc.position(("top", 0, "missing")).column) == (2, 5)
