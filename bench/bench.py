@@ -57,9 +57,10 @@ ROWS = (
     ("render_nochange", "render (nothing changed)"),
     ("render_changed", "render (1 binary changed)"),
     ("check", "check"),
+    ("check_serial", "check, one process (JOBS=1)"),
     ("kustomize", "kubectl kustomize"),
 )
-RENDERER_ROWS = ("validate", "render_full", "render_nochange", "render_changed", "check")
+RENDERER_ROWS = ("validate", "render_full", "render_nochange", "render_changed", "check", "check_serial")
 
 
 class CommandFailed(Exception):
@@ -162,13 +163,25 @@ class Renderer:
     env: dict[str, str] | None = None
 
 
-def installed_renderer() -> Renderer:
+def bytecode_env(workdir: Path) -> dict[str, str]:
+    """The environment of every measured Python process: bytecode cached, as after `pip install`.
+
+    An installed wheel gets its .pyc files at install time; an editable install writes them on first
+    import, unless PYTHONDONTWRITEBYTECODE is set (it is on some machines, this one included), and then
+    every run recompiles the renderer's sources (~0.1 s). The cache goes to a directory of the run's
+    own (PYTHONPYCACHEPREFIX), never into the repository, and a warm-up run fills it before timing."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["PYTHONPYCACHEPREFIX"] = str(workdir / "pycache")
+    return env
+
+
+def installed_renderer(workdir: Path) -> Renderer:
     # The console script next to this interpreter (make bench runs .venv/bin/python): what users run.
     script = Path(sys.executable).parent / "wasm-gitops"
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "renderer"]
     spec = importlib.util.find_spec("renderer")
     pkg = Path(spec.origin).parent if spec and spec.origin else REPO / "renderer"
-    return Renderer(cmd, pkg)
+    return Renderer(cmd, pkg, bytecode_env(workdir))
 
 
 def snapshot_renderer(workdir: Path) -> Renderer:
@@ -177,9 +190,9 @@ def snapshot_renderer(workdir: Path) -> Renderer:
     PYTHONPATH is searched before the editable finder, which setuptools appends to sys.meta_path."""
     src = workdir / "renderer-snapshot"
     # symlinks=False: renderer/schemas links to ../schemas, which the copy must hold as files.
-    shutil.copytree(installed_renderer().pkg, src / "renderer", symlinks=False,
+    shutil.copytree(installed_renderer(workdir).pkg, src / "renderer", symlinks=False,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    env = dict(os.environ, PYTHONPATH=str(src))
+    env = dict(bytecode_env(workdir), PYTHONPATH=str(src))
     return Renderer([sys.executable, "-m", "renderer"], src / "renderer", env)
 
 
@@ -216,6 +229,7 @@ def bench_size(n: int, workdir: Path, args: argparse.Namespace, renderer: Render
     meshgen.generate(root, n)
     # Other work on the machine inflates wall time (cpu time much less): keep the load with the numbers.
     run_.facts["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    steal_before = steal_seconds()
     say(f"\n== {n:,} services: generated in {time.perf_counter() - t0:.1f}s at {root}, load average "
         + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     wg = renderer.cmd
@@ -233,8 +247,11 @@ def bench_size(n: int, workdir: Path, args: argparse.Namespace, renderer: Render
             f"{len(r.samples)} runs)")
 
     try:
+        # Warm-up, not timed: fills the bytecode cache (bytecode_env) and the page cache.
+        run([*wg, "render"], root, env=renderer.env)
+        clear_output(root)
         for _ in range(reps):
-            timed("python", [sys.executable, "-c", "pass"])
+            timed("python", [sys.executable, "-c", "pass"], env=renderer.env)
         progress("python")
         for _ in range(reps):
             timed("cli", [*wg, "--version"], env=renderer.env)
@@ -269,6 +286,13 @@ def bench_size(n: int, workdir: Path, args: argparse.Namespace, renderer: Render
             written += touched(before, snapshot(root))
         run_.facts["check_written"] = sorted(set(written))
         progress("check")
+
+        # The same check in one process (parallel.py forks a second one for the per-service work):
+        # what the second core buys, and what a one-core machine gets.
+        serial_env = dict(renderer.env or os.environ, WASM_GITOPS_JOBS="1")
+        for _ in range(reps):
+            timed("check_serial", [*wg, "check"], env=serial_env)
+        progress("check_serial")
 
         # One filter gets new bytes (same size) before each run: its ConfigMaps are renamed, so every
         # Deployment patch that mounts it changes too. Variants 1, 2, 3...: each run sees a real change.
@@ -316,6 +340,12 @@ def bench_size(n: int, workdir: Path, args: argparse.Namespace, renderer: Render
         run_.error = str(e)
         say(f"  FAILED: {e}")
     finally:
+        steal_after = steal_seconds()
+        if steal_before is not None and steal_after is not None:
+            # On a VM, time the host gave this machine's vCPUs to someone else: wall time the
+            # commands lost that neither they nor the load average show.
+            run_.facts["cpu_steal_seconds"] = round(steal_after - steal_before, 2)
+            say(f"  CPU time stolen by the host while measuring: {steal_after - steal_before:.2f} s")
         if renderer_fingerprint(renderer.pkg) != run_.facts["renderer"]:
             run_.facts["renderer_changed_during_run"] = True
             say(f"  WARNING: renderer/ changed while {n:,} services were measured; these numbers mix versions")
@@ -423,6 +453,16 @@ def targets(runs: dict[int, SizeRun], grow: dict[str, dict[str, float]]) -> list
     return found
 
 
+def steal_seconds() -> float | None:
+    """Total CPU steal time of this machine so far (Linux /proc/stat), or None where unknown."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = fh.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def renderer_fingerprint(pkg: Path) -> str:
     """A hash of the renderer's sources. The package is installed editable and is edited while the
     benchmark runs; sizes measured on different code must not be compared as if they were one."""
@@ -503,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tempfile.mkdtemp(prefix="wasm-gitops-bench-", dir=args.workdir))
     else:
         workdir = Path(tempfile.mkdtemp(prefix="wasm-gitops-bench-"))
-    renderer = snapshot_renderer(workdir) if args.snapshot else installed_renderer()
+    renderer = snapshot_renderer(workdir) if args.snapshot else installed_renderer(workdir)
     meta = {
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(),
@@ -525,8 +565,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{meta['cpus']} CPUs, "
         f"Python {meta['python']}, {meta['filesystem']} at {workdir}")
     say(f"kubectl: {meta['kubectl']}")
-    say(f"measuring: {meta['renderer_command']}" + (f" with PYTHONPATH={renderer.env['PYTHONPATH']}"
-                                                    if renderer.env else ""))
+    pythonpath = (renderer.env or {}).get("PYTHONPATH")
+    say(f"measuring: {meta['renderer_command']}" + (f" with PYTHONPATH={pythonpath}" if pythonpath else "")
+        + f"; bytecode cached under {workdir / 'pycache'}")
 
     runs: dict[int, SizeRun] = {}
     try:

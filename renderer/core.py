@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import Finding, OutputError, RenderBug, UsageError
+from .files import is_within
 from .output import (
     Changes,
     check_paths,
@@ -21,10 +22,8 @@ from .output import (
     recover,
     write,
 )
-from .output_validation import validate_objects
 from .plan import Plan, build_plan
 from .spec import LoadedSpec, load_spec
-from .workloads import is_within
 
 
 @dataclass(frozen=True)
@@ -60,19 +59,14 @@ def validate(spec_path: Path) -> LoadedSpec:
     return load_spec(spec_path)
 
 
-def prepare(spec_path: Path, out: Path | None) -> Prepared:
+def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False) -> Prepared:
     loaded = load_spec(spec_path)
     out_dir = (out if out is not None else spec_path.parent)
-    plan = build_plan(loaded.filter_set, out_dir)
-    problems = _validate_output(plan)
-    if problems:
+    plan = build_plan(loaded.filter_set, out_dir, keep_objects=keep_objects)
+    if plan.problems:
         raise RenderBug("wasm-gitops rendered objects that fail validation (a bug in wasm-gitops, please "
-                        "report it):\n" + "\n".join(problems))
+                        "report it):\n" + "\n".join(str(p) for p in plan.problems))
     return Prepared(loaded, plan, out_dir)
-
-
-def _validate_output(plan: Plan) -> list[str]:
-    return [str(p) for p in validate_objects(plan.objects)]
 
 
 def _guard(prepared: Prepared) -> None:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import OutputError
+from .files import read_file, real_join
 from .plan import MANIFEST, Plan
 
 STAGING = ".wasm-gitops.tmp"
@@ -65,27 +66,33 @@ def read_manifest(out: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in files.items()}
 
 
-def _read(path: Path) -> bytes | None:
+def _read(path: str) -> bytes | None:
     try:
-        return path.read_bytes()
+        return read_file(path)
     except FileNotFoundError:
         return None
     except IsADirectoryError:
         raise OutputError(f"{path}: is a directory where wasm-gitops writes a file; move it away") from None
     except NotADirectoryError:
-        raise OutputError(f"{path.parent}: is a file where wasm-gitops needs a directory; move it away") from None
+        raise OutputError(f"{os.path.dirname(path)}: is a file where wasm-gitops needs a directory; move it "
+                          "away") from None
 
 
 def check_paths(plan: Plan, out: Path, protected: list[Path]) -> None:
     """Refuse to write through symlinks that leave the output tree, or over the spec itself."""
     real_out = os.path.realpath(out)
     protected_real = {os.path.realpath(p) for p in protected}
-    real_dirs: dict[str, str] = {}
+    real_dirs: dict[str, str] = {"": real_out}
+
+    def real_dir(rel_dir: str) -> str:  # one lstat per directory, from its (already real) parent
+        if rel_dir not in real_dirs:
+            parent, _, name = rel_dir.rpartition("/")
+            real_dirs[rel_dir] = real_join(real_dir(parent), name)
+        return real_dirs[rel_dir]
+
     for rel in sorted(plan.files):
         parent, _, name = rel.rpartition("/")
-        if parent not in real_dirs:  # one realpath per directory, not per file
-            real_dirs[parent] = os.path.realpath(os.path.join(out, parent))
-        real = os.path.join(real_dirs[parent], name)
+        real = os.path.join(real_dir(parent), name)
         if os.path.islink(real):
             real = os.path.realpath(real)
         if not real.startswith(real_out + os.sep):
@@ -100,9 +107,10 @@ def compare(plan: Plan, out: Path, *, keep_current: bool = False) -> Changes:
     diff); otherwise they are dropped as soon as compared, so check holds one file at a time."""
     ch = Changes()
     owned = read_manifest(out)
+    root = os.fspath(out)
     for rel in sorted(plan.files):
         content = plan.files[rel]
-        current = _read(out / rel)
+        current = _read(os.path.join(root, rel))
         if current is None:
             ch.added.append(rel)
             continue
@@ -118,7 +126,7 @@ def compare(plan: Plan, out: Path, *, keep_current: bool = False) -> Changes:
         else:
             ch.clashes.append(rel)
     for rel in sorted(set(owned) - set(plan.files)):
-        current = _read(out / rel)
+        current = _read(os.path.join(root, rel))
         if current is None:
             continue
         if keep_current:

@@ -86,7 +86,7 @@ class Review:
 
 
 def review_diff(spec_path: Path, out: Path | None = None) -> tuple[Review, CheckResult]:
-    prepared = prepare(spec_path, out)
+    prepared = prepare(spec_path, out, keep_objects=True)
     result = _check(prepared, keep_current=True)  # the check's own comparison, on the plan just built
     return build_review(result.changes, prepared.plan), result
 

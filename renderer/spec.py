@@ -11,6 +11,7 @@ import json
 import os
 import posixpath
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -39,7 +40,7 @@ from .model import (
     TestSpec,
 )
 from .wasm import CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, inspect_wasm
-from .workloads import PathProblem, WorkloadReader, inside, is_remote
+from .workloads import PathProblem, WorkloadReader, inside, inside_stat, is_remote
 from .yamlio import Document, SpecSyntaxError, json_path, load_document
 
 SCHEMA_FILE = "filters.schema.json"
@@ -239,6 +240,7 @@ class _Checker:
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
         self.reader = WorkloadReader(self.root)
+        self.resource_dirs: dict[str, Path | str | None] = {}
         self.broken_filters: set[str] = set()
         self.raw_filters: list[dict[str, Any]] = doc.data.get("filters", [])
         # First declaration wins, as in filters(): later duplicates are reported there.
@@ -473,6 +475,8 @@ class _Checker:
         names: set[str] = set()
         workloads: dict[tuple[str, str], str] = {}
         resource_owner: dict[str, str] = {}
+        self.reader.prefetch([path for raw in raw_services for res in raw["resources"]
+                              if isinstance(path := self.resource_dir(res), Path)])
         for i, raw in enumerate(raw_services):
             p: tuple[str | int, ...] = ("services", i)
             name = raw["name"]
@@ -560,6 +564,26 @@ class _Checker:
             chosen.append(ServiceFilter(f, config))
         return tuple(chosen)
 
+    def resource_dir(self, res: str) -> Path | str | None:
+        """The real directory a service resource names, or what is wrong with it; None if remote."""
+        if res not in self.resource_dirs:
+            self.resource_dirs[res] = self._resource_dir(res)
+        return self.resource_dirs[res]
+
+    def _resource_dir(self, res: str) -> Path | str | None:
+        if is_remote(res):
+            return None
+        try:
+            path, mode = inside_stat(self.root, res, "resource")
+        except PathProblem as e:
+            return str(e)
+        if mode is None:
+            return f"resource {res!r} does not exist; fix the path (relative to filters.yaml)"
+        if mode != stat.S_IFDIR:
+            return (f"resource {res!r} is a file; kustomize only loads directories from outside an overlay: "
+                    "point it at the directory with the kustomization.yaml")
+        return path
+
     def selector(self, p: tuple[str | int, ...], raw: dict[str, Any], namespace: str, deployment: str,
                  owners: dict[str, str], service: str) -> tuple[tuple[str, str], ...] | None:
         declared = raw.get("selector")
@@ -568,21 +592,13 @@ class _Checker:
         failed = False
         for j, res in enumerate(raw["resources"]):
             rp = p + ("resources", j)
-            if is_remote(res):
+            path = self.resource_dir(res)
+            if path is None:
                 remote = True
                 continue
             failed = True  # until this resource proves readable
-            try:
-                path = inside(self.root, res, "resource")
-            except PathProblem as e:
-                self.error(rp, str(e))
-                continue
-            if not path.exists():
-                self.error(rp, f"resource {res!r} does not exist; fix the path (relative to filters.yaml)")
-                continue
-            if not path.is_dir():
-                self.error(rp, f"resource {res!r} is a file; kustomize only loads directories from outside "
-                           "an overlay: point it at the directory with the kustomization.yaml")
+            if isinstance(path, str):
+                self.error(rp, path)
                 continue
             scan = self.reader.scan(path)
             for problem in scan.problems:

@@ -102,8 +102,11 @@ class WasmReport:
 @functools.lru_cache(maxsize=1)
 def _engine() -> wasmtime.Engine:
     # Created on first use and shared: an Engine sets up a compiler and its caches, which costs
-    # far more than inspecting a small module.
-    return wasmtime.Engine()
+    # far more than inspecting a small module. No parallel compilation: validating a module would
+    # otherwise start a pool of threads, and a multi-threaded process cannot safely fork (parallel.py).
+    config = wasmtime.Config()
+    config.parallel_compilation = False
+    return wasmtime.Engine(config)
 
 
 class _UnknownEncoding(Exception):

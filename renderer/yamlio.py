@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -85,24 +85,33 @@ class Position:
 
 @dataclass
 class Document:
-    """Plain data plus where each key and value stood in the file."""
+    """Plain data, and the composed node tree it was built from, where positions are looked up.
+
+    Positions are found on demand, by walking the tree along a path: only a problem needs one, and
+    recording two per node up front cost more than the rest of the parse at mesh scale.
+    """
 
     file: str
     data: Any
-    key_positions: dict[Path, Position] = field(default_factory=dict)
-    value_positions: dict[Path, Position] = field(default_factory=dict)
+    root: yaml.Node | None = None
 
     def position(self, path: Iterable[str | int], *, key: bool = False) -> Position:
         """Position of the key (or value) at path; the nearest enclosing one if the path is not there."""
-        p: Path = tuple(path)
-        table = self.key_positions if key else self.value_positions
-        while p:
-            if p in table:
-                return table[p]
-            if not key and p in self.key_positions:
-                return self.key_positions[p]
-            p = p[:-1]
-        return self.value_positions.get((), Position(1, 1))
+        steps: list[tuple[yaml.Node | None, yaml.Node]] = []  # (key node or None for an index, value)
+        node = self.root
+        for part in path:
+            step = _child(node, part)
+            if step is None:
+                break
+            steps.append(step)
+            node = step[1]
+        if key:
+            for key_node, _ in reversed(steps):
+                if key_node is not None:
+                    return _mark(key_node)
+        elif steps:
+            return _mark(steps[-1][1])
+        return _mark(self.root) if self.root is not None else Position(1, 1)
 
     def finding(self, path: Iterable[str | int], message: str, *, key: bool = False,
                 severity: str = "error") -> Finding:
@@ -110,6 +119,21 @@ class Document:
         pos = self.position(p, key=key)
         return Finding(self.file, pos.line, pos.column, message, severity,  # type: ignore[arg-type]
                        json_path(p))
+
+
+def _is_data_key(key_node: yaml.Node) -> bool:
+    """A key the builder keeps: a string, and not a merge key (those are refused)."""
+    return (isinstance(key_node, yaml.ScalarNode) and key_node.tag == TAG + "str"
+            and not (key_node.value == "<<" and not key_node.style))
+
+
+def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node | None, yaml.Node] | None:
+    if isinstance(node, yaml.MappingNode) and isinstance(part, str):
+        # The first of duplicate keys, as the builder keeps the first.
+        return next(((k, v) for k, v in node.value if _is_data_key(k) and k.value == part), None)
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+        return None, node.value[part]
+    return None
 
 
 def json_path(path: Iterable[str | int]) -> str:
@@ -134,7 +158,7 @@ class _Builder:
         pos = _mark(node)
         self.findings.append(Finding(self.doc.file, pos.line, pos.column, message))
 
-    def build(self, node: yaml.Node, path: Path, depth: int) -> Any:
+    def build(self, node: yaml.Node, depth: int) -> Any:
         self.expanded += 1
         if self.expanded > MAX_EXPANDED_NODES:
             if not self.too_big:
@@ -145,7 +169,6 @@ class _Builder:
         if depth > MAX_DEPTH:
             self.fail(node, f"nesting deeper than {MAX_DEPTH} levels; flatten the document")
             return None
-        self.doc.value_positions.setdefault(path, _mark(node))
         tag = node.tag
         if tag not in _ALLOWED_TAGS:
             self.fail(node, f"YAML tag {tag!r} is not allowed; remove the tag (only plain YAML data is "
@@ -157,7 +180,7 @@ class _Builder:
             if tag != TAG + "seq":
                 self.fail(node, f"tag {tag!r} does not fit a sequence; remove it")
                 return None
-            return [self.build(item, path + (i,), depth + 1) for i, item in enumerate(node.value)]
+            return [self.build(item, depth + 1) for item in node.value]
         assert isinstance(node, yaml.MappingNode)
         if tag != TAG + "map":
             self.fail(node, f"tag {tag!r} does not fit a mapping; remove it")
@@ -174,12 +197,11 @@ class _Builder:
                 continue
             key = key_node.value
             if key in out:
-                first = self.doc.key_positions.get(path + (key,))
-                where = f" (first at line {first.line})" if first else ""
+                first = _child(node, key)
+                where = f" (first at line {_mark(first[0]).line})" if first and first[0] else ""
                 self.fail(key_node, f"duplicate key {key!r}{where}; keep one of them")
                 continue
-            self.doc.key_positions[path + (key,)] = _mark(key_node)
-            out[key] = self.build(value_node, path + (key,), depth + 1)
+            out[key] = self.build(value_node, depth + 1)
         return out
 
     def scalar(self, node: yaml.ScalarNode) -> Any:
@@ -309,12 +331,13 @@ def load_document(text: str | bytes, file: str) -> Document:
                                        "flatten the document")]) from None
     finally:
         loader.dispose()
-    doc = Document(file, None)
+    doc = Document(file, None, node)
     if node is None:
         raise SpecSyntaxError([Finding(file, 1, 1, "file is empty; start from 'wasm-gitops init'")])
-    _refuse_bombs(node, file)
+    if "*" in text:  # without an alias nothing is expanded: the tree is as big as the text says
+        _refuse_bombs(node, file)
     builder = _Builder(doc)
-    doc.data = builder.build(node, (), 0)
+    doc.data = builder.build(node, 0)
     if builder.findings:
         raise SpecSyntaxError(builder.findings)
     return doc

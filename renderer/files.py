@@ -1,0 +1,73 @@
+"""Reading files and resolving paths with as few system calls as the answer needs.
+
+A render at mesh scale reads some 7,000 files (the workloads' manifests, then every output file to
+compare) and resolves thousands of paths. Python's open().read() costs eight system calls per file
+(openat, two fstat, ioctl, two lseek, two read, close) and os.path.realpath one lstat per component of
+the whole path; on a virtual machine a system call costs microseconds, and these were a quarter of
+the time of a `check` (strace -c: 82,000 calls for 1,000 services).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+
+
+def read_file(path: str) -> bytes:
+    """The whole file: openat, fstat, read, close. Raises like open() (FileNotFoundError,
+    IsADirectoryError, NotADirectoryError, PermissionError)."""
+    fd = os.open(path, _FLAGS)
+    try:
+        size = os.fstat(fd).st_size
+        data = os.read(fd, size + 1)  # one byte more than fstat said, to learn that the file ended
+        if len(data) == size:  # a regular file reads in full: this is all of it
+            return data
+        chunks = [data]  # it grew, or a short read (not on local filesystems): read to the end
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def is_within(real_root: str, real_path: str) -> bool:
+    return real_path == real_root or real_path.startswith(real_root.rstrip("/") + "/")
+
+
+def real_join(real_dir: str, relative: str) -> str:
+    """realpath(real_dir/relative) for a real_dir that is already real: one lstat per component of
+    `relative` instead of one per component of the whole path."""
+    return real_join_stat(real_dir, relative)[0]
+
+
+def real_join_stat(real_dir: str, relative: str) -> tuple[str, int | None]:
+    """real_join, and the file type bits (stat.S_IFMT) of the result, None if it does not exist: the
+    lstat that looks for links already says what the last component is, unless it is a link."""
+    current = real_dir
+    mode: int | None = None
+    for part in relative.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            current = os.path.dirname(current)
+            mode = None
+            continue
+        candidate = os.path.join(current, part)
+        try:
+            mode = os.lstat(candidate).st_mode
+        except OSError:  # missing (or unreadable): realpath leaves such a component as it is
+            current, mode = candidate, None
+            continue
+        if stat.S_ISLNK(mode):
+            current = os.path.realpath(candidate)
+            mode = None
+        else:
+            current = candidate
+    if mode is None:
+        try:
+            mode = os.stat(current).st_mode
+        except OSError:
+            return current, None
+    return current, stat.S_IFMT(mode)

@@ -1,0 +1,177 @@
+"""The forked second worker (renderer/parallel.py): same results as serial work, and never trusted.
+
+Where the forks happen in a render (workload reading, building and validating overlays) is covered
+end to end: a mesh above the fork threshold renders byte for byte the same tree with and without it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from conftest import Repo, make_repo
+
+from renderer import parallel
+
+# The split cases run in a fresh interpreter: parallel.py never forks a process that runs threads,
+# and by the time this file runs, earlier tests have started some in this one (wasmtime's compiler
+# pool, for one). Each case is a function of this file, run as `python tests/test_parallel.py CASE`.
+
+def _isolated(case: str, env: dict[str, str] | None = None) -> None:
+    if parallel._cores() < 2:
+        pytest.skip("one usable core: parallel.split works serially here")
+    proc = subprocess.run([sys.executable, __file__, case], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, parallel.JOBS_ENV: "auto", **(env or {})}, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == f"{case} ok"
+
+
+def squares(part: Sequence[int]) -> list[int]:
+    return [n * n for n in part]
+
+
+def case_split_equals_the_serial_result_and_order() -> None:
+    items = list(range(parallel.MIN_ITEMS * 3 + 1))  # odd: the halves differ in length
+    assert parallel.split(squares, items) == squares(items)
+
+
+def case_the_child_really_computes_the_second_half() -> None:
+    parent = os.getpid()
+    items = list(range(parallel.MIN_ITEMS * 2))
+    pids = parallel.split(lambda part: [os.getpid() for _ in part], items)
+    assert pids[: len(items) // 2] == [parent] * (len(items) // 2)
+    assert len(set(pids[len(items) // 2:])) == 1 and pids[-1] != parent
+
+
+def case_a_failing_child_is_replaced_by_the_parent() -> None:
+    parent = os.getpid()
+
+    def work(part: Sequence[int]) -> list[int]:
+        if os.getpid() != parent:
+            raise RuntimeError("the child breaks")
+        return squares(part)
+
+    items = list(range(parallel.MIN_ITEMS * 2))
+    assert parallel.split(work, items) == squares(items)
+
+
+def case_a_child_killed_by_a_signal_is_replaced_by_the_parent() -> None:
+    parent = os.getpid()
+
+    def work(part: Sequence[int]) -> list[int]:
+        if os.getpid() != parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return squares(part)
+
+    items = list(range(parallel.MIN_ITEMS * 2))
+    assert parallel.split(work, items) == squares(items)
+
+
+def case_an_error_in_the_parents_half_propagates_and_leaves_no_child() -> None:
+    parent = os.getpid()
+
+    def work(part: Sequence[int]) -> list[int]:
+        if os.getpid() == parent:
+            raise ValueError("bad item")
+        return squares(part)
+
+    try:
+        parallel.split(work, list(range(parallel.MIN_ITEMS * 2)))
+    except ValueError as e:
+        assert str(e) == "bad item"
+    else:
+        raise AssertionError("the parent's error was swallowed")
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pass  # reaped: nothing left to wait for
+    else:
+        raise AssertionError("a child was left behind")
+
+
+def case_serial_below_the_threshold_when_asked_and_when_threaded() -> None:
+    parent = os.getpid()
+    where = lambda part: [os.getpid() for _ in part]  # noqa: E731
+    assert parallel.enabled(parallel.MIN_ITEMS)  # the cases above did fork
+    assert set(parallel.split(where, list(range(parallel.MIN_ITEMS - 1)))) == {parent}
+    os.environ[parallel.JOBS_ENV] = "1"
+    assert set(parallel.split(where, list(range(parallel.MIN_ITEMS * 2)))) == {parent}
+    os.environ[parallel.JOBS_ENV] = "auto"
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait)
+    thread.start()
+    try:  # fork would copy only this thread: a threaded process never forks
+        assert not parallel._single_threaded()
+        assert set(parallel.split(where, list(range(parallel.MIN_ITEMS * 2)))) == {parent}
+    finally:
+        stop.set()
+        thread.join()
+
+
+CASES = [name for name in dict(globals()) if name.startswith("case_")]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_split(case: str) -> None:
+    _isolated(case)
+
+
+def _mesh(root: Path, services: int) -> Repo:
+    repo = make_repo(root)
+    entries = []
+    for i in range(services):
+        name = f"svc-{i:03d}"
+        repo.app(name, f"{name}-v1", name, namespace=f"ns-{i % 3}")
+        filters = "[example-filter, other-filter]" if i % 2 else "[other-filter]"
+        entries.append(f"  - name: {name}\n    namespace: ns-{i % 3}\n    deployment: {name}-v1\n"
+                       f"    resources: [apps/{name}]\n    filters: {filters}\n")
+    spec = repo.spec.read_text(encoding="utf-8")
+    repo.write("filters.yaml", spec[: spec.index("services:")] + "services:\n" + "".join(entries))
+    return repo
+
+
+def _render(repo: Repo, jobs: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "renderer", "render", "-f", str(repo.spec)],
+                          capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, parallel.JOBS_ENV: jobs})
+
+
+def test_a_mesh_renders_the_same_tree_with_and_without_the_second_worker(tmp_path: Path) -> None:
+    if parallel._cores() < 2:
+        pytest.skip("one usable core: parallel.split works serially here")
+    trees = {}
+    for jobs in ("1", "auto"):
+        repo = _mesh(tmp_path / f"jobs-{jobs}", parallel.MIN_ITEMS * 2 + 1)
+        proc = _render(repo, jobs)
+        assert proc.returncode == 0, proc.stderr
+        trees[jobs] = repo.outputs()
+    assert len(trees["1"]) > parallel.MIN_ITEMS * 6
+    assert trees["1"] == trees["auto"]
+
+
+def test_problems_found_by_the_child_are_reported_like_the_parents(tmp_path: Path) -> None:
+    if parallel._cores() < 2:
+        pytest.skip("one usable core: parallel.split works serially here")
+    outputs = {}
+    for jobs in ("1", "auto"):
+        repo = _mesh(tmp_path / f"jobs-{jobs}", parallel.MIN_ITEMS * 2)
+        # A broken workload early and late in the list: one is read by each process.
+        for name in ("svc-001", f"svc-{parallel.MIN_ITEMS * 2 - 2:03d}"):
+            repo.write(f"apps/{name}/deployment.yaml", "kind: Deployment\nmetadata: {name: [unclosed\n")
+        proc = _render(repo, jobs)
+        assert proc.returncode == 2, proc.stderr
+        assert not (repo.root / "base").exists()
+        outputs[jobs] = proc.stderr.replace(str(repo.root), "<repo>")
+    assert outputs["1"] == outputs["auto"]
+    assert outputs["1"].count("YAML syntax error") == 2
+
+
+if __name__ == "__main__":  # a case in a fresh interpreter (see _isolated)
+    globals()[sys.argv[1]]()
+    print(f"{sys.argv[1]} ok")
