@@ -1,3 +1,3 @@
-from renderer.cli import main
+from renderer.cli import entry
 
-main(prog_name="wasm-gitops")
+entry()

@@ -9,6 +9,7 @@ Killed before it, the tree is untouched and the staging area is discarded.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
@@ -194,14 +195,45 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh:
-        fh.write(data)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+
+
+def _create(path: str, data: bytes) -> None:
+    """A new file: openat, write, close (open() adds fstat, ioctl and lseek calls to each)."""
+    fd = os.open(path, _CREATE, 0o666)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
+def _ensure_dir(path: str, known: set[str], created: list[str]) -> None:
+    """mkdir -p, one system call per directory per run: `known` remembers what exists already, and
+    `created` lists what this run made (in order), so that a rollback can remove it again."""
+    if path in known:
+        return
+    try:
+        os.mkdir(path)
+        created.append(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise NotADirectoryError(errno.ENOTDIR, "not a directory", path) from None
+    except FileNotFoundError:
+        _ensure_dir(os.path.dirname(path), known, created)
+        os.mkdir(path)
+        created.append(path)
+    known.add(path)
 
 
 def pending_commit(out: Path) -> bool:
     return (out / STAGING / COMMIT / JOURNAL).is_file()
+
+
+def _staged(commit: Path, op: dict[str, str]) -> Path:
+    # Staged files are numbered in one flat directory; journals of older versions mirrored the tree.
+    return commit / "new" / op.get("staged", op["path"])
 
 
 def recover(out: Path) -> bool:
@@ -214,7 +246,7 @@ def recover(out: Path) -> bool:
         for op in journal["ops"]:
             target = out / op["path"]
             if op["op"] == "put":
-                new = commit / "new" / op["path"]
+                new = _staged(commit, op)
                 if new.exists():
                     target.parent.mkdir(parents=True, exist_ok=True)
                     os.replace(new, target)
@@ -241,21 +273,31 @@ def _prune_dirs(out: Path, removed: list[str]) -> None:
 
 def write(plan: Plan, out: Path, changes: Changes,
           fault: Callable[[str], None] | None = None) -> None:
-    """Apply changes.added/changed/removed atomically. `fault` lets tests fail at a named step."""
+    """Apply changes.added/changed/removed atomically. `fault` lets tests fail at a named step.
+
+    Creating files and directories is what a render from scratch spends its time on (on the VMs
+    measured, ~0.2 ms of system time each), so each is created once: staged files go into one flat
+    directory under numbers (no staging tree to build and tear down), each output directory gets one
+    mkdir, and whether a target exists is known from the comparison, not asked again.
+    """
     puts = changes.added + changes.changed
     if not puts and not changes.removed:
         return
+    existing = set(changes.changed)
     staging = out / STAGING
     if staging.exists():
         shutil.rmtree(staging)
     work = staging / f"stage-{os.getpid()}"
     try:
-        for rel in puts:
-            _write_file(work / "new" / rel, plan.files[rel])
+        os.makedirs(work / "new")
+        new_dir = os.fspath(work / "new")
+        for index, rel in enumerate(puts):
+            _create(os.path.join(new_dir, str(index)), plan.files[rel])
             if fault:
                 fault("stage")
-        ops = [{"op": "put", "path": r} for r in puts] + [{"op": "delete", "path": r} for r in changes.removed]
-        _write_file(work / JOURNAL, json.dumps({"ops": ops}).encode("utf-8"))
+        ops = ([{"op": "put", "path": rel, "staged": str(index)} for index, rel in enumerate(puts)]
+               + [{"op": "delete", "path": rel} for rel in changes.removed])
+        _create(os.fspath(work / JOURNAL), json.dumps({"ops": ops}).encode("utf-8"))
         # One flush of everything staged (file data and directories) before the commit point,
         # instead of an fsync per file: the journal must never name a file that is not on disk.
         _sync(staging)
@@ -267,33 +309,43 @@ def write(plan: Plan, out: Path, changes: Changes,
     _fsync_dir(staging)
     if fault:
         fault("commit")
-    moved: list[tuple[Path, Path | None]] = []  # (target, backup or None when it did not exist)
+    root, new_dir, old_dir = os.fspath(out), os.fspath(commit / "new"), os.fspath(commit / "old")
+    known_dirs = {root}
+    created_dirs: list[str] = []
+    moved: list[tuple[str, str | None]] = []  # (target, backup or None when it did not exist)
     try:
-        for rel in puts:
-            target = out / rel
-            target.parent.mkdir(parents=True, exist_ok=True)
+        for index, rel in enumerate(puts):
+            target = os.path.join(root, rel)
+            _ensure_dir(os.path.dirname(target), known_dirs, created_dirs)
             backup = None
-            if target.exists():
-                backup = commit / "old" / rel
-                backup.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(target, backup)
+            if rel in existing:
+                _ensure_dir(old_dir, known_dirs, created_dirs)
+                backup = os.path.join(old_dir, str(index))
+                try:
+                    os.replace(target, backup)
+                except FileNotFoundError:  # removed by someone since the comparison: nothing to keep
+                    backup = None
             moved.append((target, backup))
-            os.replace(commit / "new" / rel, target)
+            os.replace(os.path.join(new_dir, str(index)), target)
             if fault:
                 fault("apply")
-        for rel in changes.removed:
-            target = out / rel
-            backup = commit / "old" / rel
-            backup.parent.mkdir(parents=True, exist_ok=True)
+        for index, rel in enumerate(changes.removed):
+            target = os.path.join(root, rel)
+            _ensure_dir(old_dir, known_dirs, created_dirs)
+            backup = os.path.join(old_dir, f"removed-{index}")
             os.replace(target, backup)
             moved.append((target, backup))
     except OSError as e:
         # Undo in reverse, then forget the journal so nobody rolls it forward.
         for target, backup in reversed(moved):
-            if backup is not None and backup.exists():
+            if backup is not None and os.path.exists(backup):
                 os.replace(backup, target)
             elif backup is None:
-                target.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(target)
+        for directory in reversed(created_dirs):  # only if empty: never anything a person put there
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
         shutil.rmtree(staging, ignore_errors=True)
         raise OutputError(f"{out}: cannot write the new files ({_why(e)}); the tree is as it was") from None
     (commit / JOURNAL).unlink()

@@ -121,6 +121,32 @@ def test_an_error_mid_write_leaves_the_tree_exactly_as_before(repo: Repo, step: 
         assert repo.tree() == before
 
 
+def _dirs(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_dir()}
+
+
+def test_a_failed_apply_removes_the_directories_it_made(repo: Repo) -> None:
+    assert repo.cli("render").exit_code == 0
+    repo.write("filters.yaml", repo.spec.read_text(encoding="utf-8") + (
+        "  - name: reviews\n    namespace: bookinfo\n    deployment: reviews-v1\n"
+        "    resources: [apps/reviews]\n    filters: [example-filter]\n"))
+    before, before_dirs = repo.tree(), _dirs(repo.root)
+    applied = {"n": 0}
+
+    def fault(at: str) -> None:
+        if at == "apply":
+            applied["n"] += 1
+            if applied["n"] == 3:  # after overlays/reviews/ was made for the new service's first file
+                raise OSError(28, "No space left on device")
+
+    with pytest.raises(OutputError):
+        core.render(repo.spec, None, fault=fault)
+    assert repo.tree() == before
+    assert _dirs(repo.root) == before_dirs
+    assert "overlays" in before_dirs and "overlays/reviews" not in before_dirs  # it was new
+    assert repo.cli("render").exit_code == 0 and (repo.root / "overlays/reviews").is_dir()
+
+
 def test_check_and_diff(repo: Repo) -> None:
     result = repo.cli("check")
     assert result.exit_code == 1

@@ -24,4 +24,4 @@ def test_the_wheel_ships_every_schema_and_subpackage(tmp_path: Path) -> None:
     for module in ("renderer/cli.py", "renderer/__main__.py", "renderer/proxywasm/host.py", "renderer/verify.py"):
         assert module in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "wasm-gitops = renderer.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "wasm-gitops = renderer.cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()
