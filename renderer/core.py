@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import os
 import signal
@@ -156,6 +155,8 @@ def _display_lines(data: bytes) -> list[str]:
 
 
 def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckResult]:
+    from difflib import unified_diff as unified  # only diff needs it: not imported by every command
+
     prepared = prepare(spec_path, out)
     result = _check(prepared, keep_current=True)
     prepared_plan = prepared.plan
@@ -166,7 +167,7 @@ def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckRe
         new = prepared_plan.files.get(rel, b"")
         a = f"a/{rel}" if rel not in ch.added else "/dev/null"
         b = f"b/{rel}" if rel not in ch.removed else "/dev/null"
-        chunks.extend(difflib.unified_diff(_display_lines(old), _display_lines(new), a, b))
+        chunks.extend(unified(_display_lines(old), _display_lines(new), a, b))
     return "".join(chunks), result
 
 

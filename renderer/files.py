@@ -71,3 +71,13 @@ def real_join_stat(real_dir: str, relative: str) -> tuple[str, int | None]:
         except OSError:
             return current, None
     return current, stat.S_IFMT(mode)
+
+
+_SCHEMAS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
+
+
+def schema_text(name: str) -> str:
+    """One of our JSON Schemas. renderer/schemas is the repository's schemas/ (a symlink in a
+    checkout, a package directory in the wheel); read as a file, not through importlib.resources,
+    whose import alone costs more than reading every schema."""
+    return read_file(os.path.join(_SCHEMAS, name)).decode("utf-8")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import json
 from typing import Any
 
@@ -82,6 +83,7 @@ def user_volume(service: Service) -> str:
     return _compact({VOLUME_NAME: {"projected": {"sources": sources}}})
 
 
+@functools.cache  # the same for every service: encode it once
 def user_volume_mount() -> str:
     return _compact({VOLUME_NAME: {"mountPath": MOUNT_DIR, "readOnly": True}})
 

@@ -10,7 +10,6 @@ Killed before it, the tree is untouched and the staging area is discarded.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
 import fcntl
 import hashlib
@@ -179,6 +178,8 @@ def _sync(path: Path) -> None:
 def _syncfs(fd: int) -> None:
     """syncfs(2) of the filesystem holding fd (the output tree's), else a global sync."""
     try:
+        import ctypes  # here: only a write needs it, and its import is a cost on every check
+
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.syncfs(fd) == 0:
             return

@@ -35,11 +35,12 @@ import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import jsonschema_rs
+
+from .files import schema_text
 
 if TYPE_CHECKING:  # the Python validator is imported only when an object fails (it costs ~0.1 s)
     from jsonschema import Draft202012Validator, FormatChecker
@@ -318,12 +319,7 @@ def _kubernetes_definition_validator(definition: str, version: tuple[int, int]) 
 
 
 def _bundled_schema_text(file: str) -> str:
-    # Installed: schemas/ ships as the renderer.schemas package (see pyproject). From a checkout
-    # the package does not exist, so read the repository's schemas/ directory next to renderer/.
-    try:
-        return resources.files("renderer.schemas").joinpath(file).read_text(encoding="utf-8")
-    except (ModuleNotFoundError, FileNotFoundError):
-        return (Path(__file__).resolve().parent.parent / "schemas" / file).read_text(encoding="utf-8")
+    return schema_text(file)
 
 
 @functools.cache

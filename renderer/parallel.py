@@ -20,6 +20,7 @@ from typing import TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
+A = TypeVar("A")
 
 JOBS_ENV = "WASM_GITOPS_JOBS"  # 1 forces serial work (debugging, profiling); unset: use the cores
 # Below this many items a fork (a few ms for a process of ~100 MB) costs more than half the work saves.
@@ -62,8 +63,18 @@ def split(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]
     Equal to work(items) for any work whose result for a sequence is the concatenation of its
     results for the parts (a map, or a filter): same items, same order.
     """
+    return split_and(work, items, _nothing)[0]
+
+
+def _nothing() -> None:
+    return None
+
+
+def split_and(work: Callable[[Sequence[T]], list[R]], items: Sequence[T],
+              also: Callable[[], A]) -> tuple[list[R], A]:
+    """split(work, items), and also() computed here while the child is still at its half."""
     if not enabled(len(items)):
-        return work(items)
+        return work(items), also()
     middle = (len(items) + 1) // 2
     head, tail = items[:middle], items[middle:]
     read_end, write_end = os.pipe()
@@ -84,6 +95,7 @@ def split(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]
     with open(read_end, "rb") as pipe:
         try:
             first = work(head)
+            extra = also()
         except BaseException:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
@@ -93,7 +105,7 @@ def split(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]
     if status == 0 and payload:
         try:
             second: list[R] = pickle.loads(payload)
-            return first + second
+            return first + second, extra
         except Exception:  # a corrupt payload is treated like a failed child
             pass
-    return first + work(tail)
+    return first + work(tail), extra

@@ -67,8 +67,10 @@ def build_plan(fs: FilterSet, out: Path, *, keep_objects: bool = False) -> Plan:
     out = out.resolve()
     services = sorted(fs.services, key=lambda s: s.name)
     overlays = _Overlays(fs, out, header, keep_objects)
-    parts = [_base(fs, header).validated(keep_objects),
-             *parallel.split(overlays.build, services),
+    # base/ (100 ConfigMaps of 270 KB at mesh scale) is built here while the child finishes.
+    built, base = parallel.split_and(overlays.build, services,
+                                     lambda: _base(fs, header).validated(keep_objects))
+    parts = [base, *built,
              _root(fs, out, header, [f"overlays/{s.name}" for s in services]).validated(keep_objects)]
     plan = Plan()
     for part in parts:

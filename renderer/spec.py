@@ -15,7 +15,6 @@ import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -24,6 +23,7 @@ import jsonschema_rs
 from . import istio_versions
 from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
+from .files import schema_text
 from .model import (
     DEFAULT_RUNTIME,
     ArgoCD,
@@ -48,7 +48,7 @@ SCHEMA_FILE = "filters.schema.json"
 
 @cache
 def load_schema(name: str = SCHEMA_FILE) -> dict[str, Any]:
-    return json.loads(resources.files("renderer").joinpath("schemas", name).read_text(encoding="utf-8"))
+    return json.loads(schema_text(name))
 
 
 @cache
