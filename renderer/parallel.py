@@ -77,8 +77,16 @@ def split_and(work: Callable[[Sequence[T]], list[R]], items: Sequence[T],
         return work(items), also()
     middle = (len(items) + 1) // 2
     head, tail = items[:middle], items[middle:]
-    read_end, write_end = os.pipe()
-    pid = os.fork()
+    try:
+        read_end, write_end = os.pipe()
+    except OSError:  # out of file descriptors: the work is still there to do, here
+        return work(items), also()
+    try:
+        pid = os.fork()
+    except OSError:  # out of processes (RLIMIT_NPROC) or memory: the same
+        os.close(read_end)
+        os.close(write_end)
+        return work(items), also()
     if pid == 0:  # the child: compute, send, and leave without running anything of the parent's
         status = 1
         try:
@@ -92,15 +100,15 @@ def split_and(work: Callable[[Sequence[T]], list[R]], items: Sequence[T],
         finally:
             os._exit(status)
     os.close(write_end)
-    with open(read_end, "rb") as pipe:
-        try:
+    try:
+        with open(read_end, "rb") as pipe:
             first = work(head)
             extra = also()
-        except BaseException:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise
-        payload = pipe.read()  # the child blocks on a full pipe until here: read before waiting
+            payload = pipe.read()  # the child blocks on a full pipe until here: read before waiting
+    except BaseException:  # an error (or ^C) here: the child's half is no longer wanted
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     _, status = os.waitpid(pid, 0)
     if status == 0 and payload:
         try:

@@ -114,6 +114,48 @@ def case_serial_below_the_threshold_when_asked_and_when_threaded() -> None:
         thread.join()
 
 
+def case_no_file_descriptor_for_the_pipe_means_serial_work() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    held = []
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+    try:
+        while True:  # take every descriptor left but one, so that pipe() fails for real (EMFILE)
+            try:
+                held.append(os.open(os.devnull, os.O_RDONLY))
+            except OSError:
+                break
+        os.close(held.pop())
+        assert parallel._single_threaded()  # the one left lets this look; the pipe needs two
+        try:
+            os.close(os.pipe()[0])
+        except OSError:
+            pass
+        else:
+            raise AssertionError("pipe() should have failed")
+        parent = os.getpid()
+        pids = parallel.split(lambda part: [os.getpid() for _ in part], list(range(parallel.MIN_ITEMS * 2)))
+        assert set(pids) == {parent}
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def case_a_refused_fork_means_serial_work() -> None:
+    # The kernel refuses fork() past RLIMIT_NPROC or the cgroup's pids.max, but never for root, who
+    # runs these tests: the refusal is stood in for with the error the kernel gives.
+    def refused() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    os.fork = refused
+    items = list(range(parallel.MIN_ITEMS * 2))
+    descriptors = len(os.listdir("/proc/self/fd"))
+    assert parallel.split(squares, items) == squares(items)
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # the pipe was closed again
+
+
 CASES = [name for name in dict(globals()) if name.startswith("case_")]
 
 
