@@ -46,7 +46,9 @@ _FLOAT = re.compile(
 
 
 # Outside YAML's printable set (tab, LF and CR are fine); go-yaml also refuses the BOM inside text.
-_NOT_PRINTABLE = re.compile("[^\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+# Spelled as the characters refused rather than the complement of those allowed: the same set (checked
+# over every code point in test_yamlio), but it compiles in under a millisecond instead of ten.
+_NOT_PRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ud800-\udfff\ufeff\ufffe\uffff]")
 
 
 class _Loader(_BaseLoader):

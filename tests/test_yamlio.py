@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
+from renderer import yamlio
 from renderer.yamlio import SpecSyntaxError, dump, load_document
 
 TRICKY = st.sampled_from(["yes", "no", "on", "off", "y", "n", "~", "null", "true", "1", "1.0", "0x1f", "0o7",
@@ -87,3 +89,11 @@ def test_positions_are_kept_for_keys_and_values() -> None:
     assert (doc.position(("top", 0, "value"), key=True).line, doc.position(("top", 0, "value"), key=True).column) == (3, 5)
     assert (doc.position(("top", 0, "value", 1)).line, doc.position(("top", 0, "value", 1)).column) == (3, 16)
     assert (doc.position(("top", 0, "missing")).line, doc.position(("top", 0, "missing")).column) == (2, 5)
+
+
+def test_the_refused_characters_are_exactly_those_outside_yamls_printable_set() -> None:
+    # YAML 1.2 section 5.1: c-printable, less the BOM, which go-yaml refuses inside text.
+    printable = re.compile("[\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
+    disagree = [hex(c) for c in range(0x110000)
+                if bool(yamlio._NOT_PRINTABLE.match(chr(c))) == bool(printable.match(chr(c)))]
+    assert disagree == []
