@@ -18,11 +18,12 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import parallel
 from .errors import OutputError
 from .files import read_file, real_join
 from .plan import MANIFEST, Plan
@@ -102,29 +103,50 @@ def check_paths(plan: Plan, out: Path, protected: list[Path]) -> None:
             raise OutputError(f"{out / rel}: is the spec itself; choose another --out")
 
 
+# What one planned file is on disk: added, unchanged, changed, hand_edited (changed, and not what we
+# last wrote) or clash (not ours); with the bytes on disk when the caller keeps them.
+_Status = tuple[str, str, bytes | None]
+
+
 def compare(plan: Plan, out: Path, *, keep_current: bool = False) -> Changes:
     """What render would change. keep_current keeps the bytes on disk of every differing file (for
-    diff); otherwise they are dropped as soon as compared, so check holds one file at a time."""
+    diff); otherwise they are dropped as soon as compared, so check holds one file at a time.
+
+    Reading every output file back (46 MB at 1,000 services) is split over two processes."""
     ch = Changes()
     owned = read_manifest(out)
     root = os.fspath(out)
-    for rel in sorted(plan.files):
-        content = plan.files[rel]
-        current = _read(os.path.join(root, rel))
-        if current is None:
-            ch.added.append(rel)
-            continue
-        if current == content:
-            ch.unchanged.append(rel)
-            continue
-        if keep_current:
+
+    def statuses(rels: Sequence[str]) -> list[_Status]:
+        found: list[_Status] = []
+        for rel in rels:
+            current = _read(os.path.join(root, rel))
+            if current is None:
+                found.append((rel, "added", None))
+            elif current == plan.files[rel]:
+                found.append((rel, "unchanged", None))
+            else:
+                if rel == MANIFEST or rel in owned:
+                    edited = rel != MANIFEST and _sha(current) != owned.get(rel)
+                    status = "hand_edited" if edited else "changed"
+                else:
+                    status = "clash"
+                found.append((rel, status, current if keep_current else None))
+        return found
+
+    for rel, status, current in parallel.split(statuses, sorted(plan.files)):
+        if current is not None:
             ch.current[rel] = current
-        if rel == MANIFEST or rel in owned:
-            ch.changed.append(rel)
-            if rel != MANIFEST and _sha(current) != owned.get(rel):
-                ch.hand_edited.append(rel)
-        else:
+        if status == "added":
+            ch.added.append(rel)
+        elif status == "unchanged":
+            ch.unchanged.append(rel)
+        elif status == "clash":
             ch.clashes.append(rel)
+        else:
+            ch.changed.append(rel)
+            if status == "hand_edited":
+                ch.hand_edited.append(rel)
     for rel in sorted(set(owned) - set(plan.files)):
         current = _read(os.path.join(root, rel))
         if current is None:

@@ -16,7 +16,7 @@ import os
 import pickle
 import signal
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -45,7 +45,13 @@ def _single_threaded() -> bool:
 
 
 def enabled(count: int) -> bool:
-    if count < MIN_ITEMS or not hasattr(os, "fork"):
+    if count < MIN_ITEMS:
+        return False
+    return _may_fork()
+
+
+def _may_fork() -> bool:
+    if not hasattr(os, "fork"):
         return False
     wanted = os.environ.get(JOBS_ENV, "").strip()
     if wanted and wanted != "auto":
@@ -117,3 +123,72 @@ def split_and(work: Callable[[Sequence[T]], list[R]], items: Sequence[T],
         except Exception:  # a corrupt payload is treated like a failed child
             pass
     return first + work(tail), extra
+
+
+class Pending(Generic[T]):
+    """fn(), computed in a forked child while the caller goes on; result() collects it.
+
+    Like split: the child is never trusted. If it cannot be started, or fails, result() computes
+    fn() here. cancel() (or result()) must be called: it reaps the child."""
+
+    def __init__(self, fn: Callable[[], T]) -> None:
+        self._fn = fn
+        self._pid: int | None = None
+        self._read_end = -1
+        if not _may_fork():
+            return
+        try:
+            self._read_end, write_end = os.pipe()
+        except OSError:
+            return
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(self._read_end)
+            os.close(write_end)
+            return
+        if pid == 0:
+            status = 1
+            try:
+                os.close(self._read_end)
+                payload = pickle.dumps(fn(), protocol=pickle.HIGHEST_PROTOCOL)
+                with open(write_end, "wb") as pipe:
+                    pipe.write(payload)
+                status = 0
+            except BaseException:  # any failure means "parent, do it yourself"
+                pass
+            finally:
+                os._exit(status)
+        os.close(write_end)
+        self._pid = pid
+
+    def result(self) -> T:
+        if self._pid is None:
+            return self._fn()
+        pid, self._pid = self._pid, None
+        try:
+            with open(self._read_end, "rb") as pipe:
+                payload = pipe.read()
+        except BaseException:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise
+        _, status = os.waitpid(pid, 0)
+        if status == 0 and payload:
+            try:
+                value: T = pickle.loads(payload)
+                return value
+            except Exception:  # a corrupt payload is treated like a failed child
+                pass
+        return self._fn()
+
+    def cancel(self) -> None:
+        if self._pid is not None:
+            pid, self._pid = self._pid, None
+            os.close(self._read_end)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+
+def submit(fn: Callable[[], T]) -> Pending[T]:
+    return Pending(fn)

@@ -21,9 +21,11 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import wasmtime
+if TYPE_CHECKING:
+    import wasmtime
+
 
 # A ConfigMap (like any object) must stay under etcd's 1 MiB request limit.
 CONFIGMAP_LIMIT = 1_048_576
@@ -99,14 +101,24 @@ class WasmReport:
         }
 
 
+def _wasmtime() -> Any:
+    # Imported on first use: its ctypes bindings take ~50 ms to load, which a render pays in a
+    # helper process (spec.py inspects binaries there) rather than on its own critical path.
+    import wasmtime
+
+    return wasmtime
+
+
 @functools.lru_cache(maxsize=1)
 def _engine() -> wasmtime.Engine:
     # Created on first use and shared: an Engine sets up a compiler and its caches, which costs
     # far more than inspecting a small module. No parallel compilation: validating a module would
     # otherwise start a pool of threads, and a multi-threaded process cannot safely fork (parallel.py).
-    config = wasmtime.Config()
+    wt = _wasmtime()
+    config = wt.Config()
     config.parallel_compilation = False
-    return wasmtime.Engine(config)
+    engine: wasmtime.Engine = wt.Engine(config)
+    return engine
 
 
 class _UnknownEncoding(Exception):
@@ -236,7 +248,8 @@ def _read_sections(data: bytes) -> tuple[list[tuple[str, str]], list[tuple[str, 
 
 def _compiled_sections(module: wasmtime.Module) -> tuple[list[tuple[str, str]], list[tuple[str, int]]]:
     imports = [(i.module, i.name or "") for i in module.imports]
-    exports = [(e.name, _EXPORT_KIND_FUNC if isinstance(e.type, wasmtime.FuncType) else -1) for e in module.exports]
+    func_type = _wasmtime().FuncType
+    exports = [(e.name, _EXPORT_KIND_FUNC if isinstance(e.type, func_type) else -1) for e in module.exports]
     return imports, exports
 
 
@@ -285,30 +298,31 @@ def inspect_wasm(data: bytes, *, compile: bool = False) -> WasmReport:
             exported_functions=tuple(functions),
         )
 
-    # Checked before wasmtime sees the bytes: wasmtime.Module accepts WAT text and would
+    # Checked before wasmtime sees the bytes: wt.Module accepts WAT text and would
     # happily report a text file as a valid module.
     if data[:4] != WASM_MAGIC:
         return report(is_wasm=False, error=_not_wasm_error(data))
 
+    wt = _wasmtime()
     engine = _engine()
     if compile:
         try:
-            module = wasmtime.Module(engine, data)
-        except wasmtime.WasmtimeError as e:
+            module = wt.Module(engine, data)
+        except wt.WasmtimeError as e:
             return report(is_wasm=True, error=_one_line(e))
         imports, exports = _compiled_sections(module)
         return report(is_wasm=True, error=None, imports=imports, exports=exports)
 
     try:
-        wasmtime.Module.validate(engine, data)
-    except wasmtime.WasmtimeError as e:
+        wt.Module.validate(engine, data)
+    except wt.WasmtimeError as e:
         return report(is_wasm=True, error=_one_line(e))
     try:
         imports, exports = _read_sections(data)
     except (_UnknownEncoding, UnicodeDecodeError):
         try:
-            imports, exports = _compiled_sections(wasmtime.Module(engine, data))
-        except wasmtime.WasmtimeError as e:
+            imports, exports = _compiled_sections(wt.Module(engine, data))
+        except wt.WasmtimeError as e:
             return report(is_wasm=True, error=_one_line(e))
     return report(is_wasm=True, error=None, imports=imports, exports=exports)
 

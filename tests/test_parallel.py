@@ -11,11 +11,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import Repo, make_repo
+from conftest import REPO, Repo, make_repo
 
 from renderer import parallel
 
@@ -156,12 +157,43 @@ def case_a_refused_fork_means_serial_work() -> None:
     assert len(os.listdir("/proc/self/fd")) == descriptors  # the pipe was closed again
 
 
+def case_submit_computes_in_a_child_and_falls_back_here() -> None:
+    parent = os.getpid()
+    pending = parallel.submit(lambda: ("pid", os.getpid()))
+    assert pending.result()[1] != parent
+    failing = parallel.submit(lambda: (_ for _ in ()).throw(RuntimeError("boom")) if os.getpid() != parent
+                              else ("pid", os.getpid()))
+    assert failing.result() == ("pid", parent)  # the child failed: computed here instead
+    slow = parallel.submit(lambda: time.sleep(60))
+    slow.cancel()  # killed and reaped at once
+    try:
+        os.waitpid(-1, os.WNOHANG)
+    except ChildProcessError:
+        pass
+    else:
+        raise AssertionError("a child was left behind")
+    os.environ[parallel.JOBS_ENV] = "1"
+    assert parallel.submit(lambda: os.getpid()).result() == parent
+
+
 CASES = [name for name in dict(globals()) if name.startswith("case_")]
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_split(case: str) -> None:
     _isolated(case)
+
+
+def test_a_check_keeps_wasmtime_out_of_its_own_process() -> None:
+    # Validating the binaries is the helper's job: wasmtime's import (~50 ms) is not on the check's path.
+    if parallel._cores() < 2:
+        pytest.skip("one usable core: parallel.split works serially here")
+    code = ("import sys; from pathlib import Path; from renderer import core; "
+            f"r = core.check(Path({str(REPO / 'filters.yaml')!r})); "
+            "print(r.clean, 'wasmtime' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, parallel.JOBS_ENV: "auto"}, check=False)
+    assert proc.stdout.split() == ["True", "False"], proc.stdout + proc.stderr
 
 
 def _mesh(root: Path, services: int) -> Repo:
