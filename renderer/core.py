@@ -21,6 +21,7 @@ from .output import (
     recover,
     write,
 )
+from .output_validation import warm_up
 from .plan import Plan, build_plan
 from .spec import LoadedSpec, load_spec
 
@@ -59,7 +60,7 @@ def validate(spec_path: Path) -> LoadedSpec:
 
 
 def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False) -> Prepared:
-    loaded = load_spec(spec_path)
+    loaded = load_spec(spec_path, meanwhile=warm_up)
     out_dir = (out if out is not None else spec_path.parent)
     plan = build_plan(loaded.filter_set, out_dir, keep_objects=keep_objects)
     if plan.problems:

@@ -1,11 +1,12 @@
-"""Put the second core to work on the per-service stages (reading workloads, planning and validating
-overlays, comparing files): at mesh scale they are most of a render, and the design target is a 2-core
-machine.
+"""Put the second core to work: split() for the per-service stages (reading workloads, planning and
+validating overlays, comparing files), which at mesh scale are most of a render; submit() for one job
+nothing waits on at once (validating the binaries with wasmtime, whose import alone is ~50 ms). The
+design target is a 2-core machine.
 
 fork(2), not multiprocessing or a pool: the child starts with everything the parent has loaded and
 computed (copy-on-write), nothing is imported, spawned or pickled on the way in, and only its results
 travel back, pickled through a pipe. The child is an accelerator, never an authority: if it fails in any
-way (an exception, a signal, a short payload), the parent computes that half itself, so results and
+way (an exception, a signal, a short payload), the parent computes its part itself, so results and
 errors are exactly those of a serial run. Work functions must therefore be pure: no printing, no
 writing, no state the parent would need afterwards.
 """
@@ -23,7 +24,7 @@ R = TypeVar("R")
 A = TypeVar("A")
 
 JOBS_ENV = "WASM_GITOPS_JOBS"  # 1 forces serial work (debugging, profiling); unset: use the cores
-# Below this many items a fork (a few ms for a process of ~100 MB) costs more than half the work saves.
+# Below this many items a fork (a few ms for a process of ~100 MB) costs more than sharing the work saves.
 MIN_ITEMS = 64
 
 
@@ -64,7 +65,7 @@ def _may_fork() -> bool:
 
 
 def split(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
-    """work(items), computed as work(first half) here and work(second half) in a forked child.
+    """work(items), computed by this process and a forked child together.
 
     Equal to work(items) for any work whose result for a sequence is the concatenation of its
     results for the parts (a map, or a filter): same items, same order.
@@ -76,53 +77,75 @@ def _nothing() -> None:
     return None
 
 
+# The items go out in chunks through a queue both processes take from, so that neither waits for the
+# other: the two vCPUs of a busy VM rarely run at the same speed, and the parent may have other work
+# (`also`) first. A chunk number is one byte, so a queue holds at most 255; chunks of at least 8 items
+# keep the cost of taking one (a read, a call of work) small.
+_MAX_CHUNKS = 255
+_MIN_CHUNK = 8
+
+
+def _chunks(count: int) -> list[tuple[int, int]]:
+    n = max(2, min(_MAX_CHUNKS, count // _MIN_CHUNK))
+    bounds = [count * i // n for i in range(n + 1)]
+    return list(zip(bounds, bounds[1:], strict=False))
+
+
+def _drain(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], chunks: list[tuple[int, int]],
+           queue: int, failed: dict[int, Exception] | None = None) -> dict[int, list[R]]:
+    """Take chunks off the queue until it is empty. A pipe hands each byte to one reader only.
+
+    With `failed`, a chunk whose work raises is recorded there and taking stops; without, it raises."""
+    done: dict[int, list[R]] = {}
+    while taken := os.read(queue, 1):
+        start, stop = chunks[taken[0]]
+        try:
+            done[taken[0]] = work(items[start:stop])
+        except Exception as e:
+            if failed is None:
+                raise
+            failed[taken[0]] = e
+            break
+    return done
+
+
 def split_and(work: Callable[[Sequence[T]], list[R]], items: Sequence[T],
               also: Callable[[], A]) -> tuple[list[R], A]:
-    """split(work, items), and also() computed here while the child is still at its half."""
+    """split(work, items), and also() computed here first, while the child has started on the items."""
     if not enabled(len(items)):
         return work(items), also()
-    middle = (len(items) + 1) // 2
-    head, tail = items[:middle], items[middle:]
+    chunks = _chunks(len(items))
     try:
-        read_end, write_end = os.pipe()
+        queue, filler = os.pipe()
     except OSError:  # out of file descriptors: the work is still there to do, here
         return work(items), also()
     try:
-        pid = os.fork()
-    except OSError:  # out of processes (RLIMIT_NPROC) or memory: the same
-        os.close(read_end)
-        os.close(write_end)
-        return work(items), also()
-    if pid == 0:  # the child: compute, send, and leave without running anything of the parent's
-        status = 1
-        try:
-            os.close(read_end)
-            payload = pickle.dumps(work(tail), protocol=pickle.HIGHEST_PROTOCOL)
-            with open(write_end, "wb") as pipe:
-                pipe.write(payload)
-            status = 0
-        except BaseException:  # any failure means "parent, do it yourself"
-            pass
-        finally:
-            os._exit(status)
-    os.close(write_end)
+        os.write(filler, bytes(range(len(chunks))))  # at most 255 bytes: one atomic write, never blocks
+    finally:
+        os.close(filler)  # once empty, the queue reads as its end
+    failed: dict[int, Exception] = {}
     try:
-        with open(read_end, "rb") as pipe:
-            first = work(head)
-            extra = also()
-            payload = pipe.read()  # the child blocks on a full pipe until here: read before waiting
-    except BaseException:  # an error (or ^C) here: the child's half is no longer wanted
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        raise
-    _, status = os.waitpid(pid, 0)
-    if status == 0 and payload:
+        theirs = Pending(lambda: _drain(work, items, chunks, queue))
         try:
-            second: list[R] = pickle.loads(payload)
-            return first + second, extra
-        except Exception:  # a corrupt payload is treated like a failed child
-            pass
-    return first + work(tail), extra
+            extra = also()
+            mine = _drain(work, items, chunks, queue, failed)
+        except BaseException:  # an error in also(), or ^C: the child's chunks are no longer wanted
+            theirs.cancel()
+            raise
+        done = {**mine, **theirs.result()}  # a failed child: result() finds the queue empty
+    finally:
+        os.close(queue)
+    # In chunk order, as serial work would go: a chunk nobody delivered (the child failed, or the
+    # parent stopped at an error) is computed here, and the first error in that order is raised.
+    results: list[R] = []
+    for number, (start, stop) in enumerate(chunks):
+        if number in done:
+            results.extend(done[number])
+        elif number in failed:
+            raise failed[number]
+        else:
+            results.extend(work(items[start:stop]))
+    return results, extra
 
 
 class Pending(Generic[T]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,10 @@ from .yamlio import (
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _REMOTE_PREFIXES = ("http://", "https://", "git::", "git@", "ssh://", "file://", "github.com/",
                     "gitlab.com/", "bitbucket.org/")
+
+
+def _nothing() -> None:
+    return None
 
 
 def is_remote(resource: str) -> bool:
@@ -92,11 +96,13 @@ class WorkloadReader:
             self._scan_dir(key, scan, depth=0)
         return self._cache[key]
 
-    def prefetch(self, directories: Iterable[Path | str]) -> None:
-        """Scan many directories at once, half of them in a forked child (parallel.py), so that
-        scan() finds them cached. At mesh scale this is thousands of small files to read and parse."""
+    def prefetch(self, directories: Iterable[Path | str], meanwhile: Callable[[], None] | None = None) -> None:
+        """Scan many directories at once, shared with a forked child (parallel.py), so that scan()
+        finds them cached. At mesh scale this is thousands of small files to read and parse.
+        `meanwhile` runs in this process first, while the child has started."""
         todo = sorted({str(d) for d in directories} - self._cache.keys())
-        for directory, scan in zip(todo, parallel.split(self._scan_many, todo), strict=True):
+        scans, _ = parallel.split_and(self._scan_many, todo, meanwhile or _nothing)
+        for directory, scan in zip(todo, scans, strict=True):
             self._cache.setdefault(directory, scan)
 
     def _scan_many(self, directories: Sequence[str]) -> list[ResourceScan]:

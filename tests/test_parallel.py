@@ -42,12 +42,38 @@ def case_split_equals_the_serial_result_and_order() -> None:
     assert parallel.split(squares, items) == squares(items)
 
 
-def case_the_child_really_computes_the_second_half() -> None:
+def case_both_processes_take_chunks_and_the_order_holds() -> None:
     parent = os.getpid()
     items = list(range(parallel.MIN_ITEMS * 2))
-    pids = parallel.split(lambda part: [os.getpid() for _ in part], items)
-    assert pids[: len(items) // 2] == [parent] * (len(items) // 2)
-    assert len(set(pids[len(items) // 2:])) == 1 and pids[-1] != parent
+
+    def work(part: Sequence[int]) -> list[tuple[int, int]]:
+        time.sleep(0.001 * len(part))  # long enough that the child, a fork away, gets its share
+        return [(n, os.getpid()) for n in part]
+
+    done = parallel.split(work, items)
+    assert [n for n, _ in done] == items
+    assert len({pid for _, pid in done}) == 2 and parent in {pid for _, pid in done}
+
+
+def case_the_child_works_while_the_parent_does_its_own_work_first() -> None:
+    parent = os.getpid()
+    marker = f"/tmp/wasm-gitops-parallel-{parent}"
+
+    def work(part: Sequence[int]) -> list[int]:
+        if os.getpid() != parent:
+            open(marker, "w").close()  # noqa: SIM115 - a marker, closed at once
+        return squares(part)
+
+    def also() -> str:
+        deadline = time.monotonic() + 30
+        while not os.path.exists(marker):  # busy with "its own work" until the child has taken one
+            assert time.monotonic() < deadline, "the child never took a chunk"
+            time.sleep(0.01)
+        os.unlink(marker)
+        return "also"
+
+    items = list(range(parallel.MIN_ITEMS * 2))
+    assert parallel.split_and(work, items, also) == (squares(items), "also")
 
 
 def case_a_failing_child_is_replaced_by_the_parent() -> None:
