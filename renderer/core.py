@@ -70,13 +70,21 @@ def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False) ->
 
 
 def _guard(prepared: Prepared) -> None:
+    _guard_out(prepared)
+    _guard_paths(prepared)
+
+
+def _guard_out(prepared: Prepared) -> None:
     out = prepared.out
     root = prepared.spec.filter_set.root
     if out.is_symlink() and not is_within(os.path.realpath(root), os.path.realpath(out)):
         # An explicit --out elsewhere is the user's choice; a link that silently leads there is not.
         raise OutputError(f"{out}: is a symlink to {os.path.realpath(out)}, outside the repository of "
                           f"{prepared.spec.filter_set.spec_path.name}; pass the real directory as --out")
-    check_paths(prepared.plan, out, [prepared.spec.filter_set.spec_path])
+
+
+def _guard_paths(prepared: Prepared) -> None:
+    check_paths(prepared.plan, prepared.out, [prepared.spec.filter_set.spec_path])
 
 
 def fault_from_env(spec: str | None) -> Callable[[str], None] | None:
@@ -132,10 +140,13 @@ def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
     out_dir = prepared.out
     if not out_dir.is_dir():
         return CheckResult(Changes(added=sorted(prepared.plan.files)), prepared.warnings, False)
-    _guard(prepared)
+    _guard_out(prepared)  # before the lock: never lock a directory a stray link leads to
     with locked(out_dir, exclusive=False):
         interrupted = pending_commit(out_dir)
-        changes = compare(prepared.plan, out_dir, keep_current=keep_current)
+        # The per-file symlink guard runs while the helper starts comparing: check writes nothing, so
+        # reading a file through a link before the guard refuses it does no harm.
+        changes = compare(prepared.plan, out_dir, keep_current=keep_current,
+                          first=lambda: _guard_paths(prepared))
     return CheckResult(changes, prepared.warnings, interrupted)
 
 

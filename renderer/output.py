@@ -49,6 +49,10 @@ class Changes:
         return bool(self.added or self.changed or self.removed)
 
 
+def _nothing() -> None:
+    return None
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -108,11 +112,13 @@ def check_paths(plan: Plan, out: Path, protected: list[Path]) -> None:
 _Status = tuple[str, str, bytes | None]
 
 
-def compare(plan: Plan, out: Path, *, keep_current: bool = False) -> Changes:
+def compare(plan: Plan, out: Path, *, keep_current: bool = False,
+            first: Callable[[], None] | None = None) -> Changes:
     """What render would change. keep_current keeps the bytes on disk of every differing file (for
     diff); otherwise they are dropped as soon as compared, so check holds one file at a time.
 
-    Reading every output file back (46 MB at 1,000 services) is split over two processes."""
+    Reading every output file back (46 MB at 1,000 services) is shared with a forked helper; `first`
+    runs in this process meanwhile, and an error it raises ends the comparison."""
     ch = Changes()
     owned = read_manifest(out)
     root = os.fspath(out)
@@ -134,7 +140,8 @@ def compare(plan: Plan, out: Path, *, keep_current: bool = False) -> Changes:
                 found.append((rel, status, current if keep_current else None))
         return found
 
-    for rel, status, current in parallel.split(statuses, sorted(plan.files)):
+    found, _ = parallel.split_and(statuses, sorted(plan.files), first or _nothing)
+    for rel, status, current in found:
         if current is not None:
             ch.current[rel] = current
         if status == "added":

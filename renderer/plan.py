@@ -36,10 +36,14 @@ class _Part:
     files: list[tuple[str, bytes]] = field(default_factory=list)
     objects: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     problems: list[OutputProblem] = field(default_factory=list)
+    digests: list[str] = field(default_factory=list)  # sha256 of each file, for the manifest
 
     def add(self, path: str, header: str, obj: dict[str, Any]) -> None:
-        self.files.append((path, (header + dump(obj)).encode("utf-8")))
+        content = (header + dump(obj)).encode("utf-8")
+        self.files.append((path, content))
         self.objects.append((path, obj))
+        # Hashed here, where the part is built (in either process), not in one pass at the end.
+        self.digests.append(hashlib.sha256(content).hexdigest())
 
     def validated(self, keep_objects: bool) -> _Part:
         self.problems = validate_objects(self.objects)
@@ -73,11 +77,13 @@ def build_plan(fs: FilterSet, out: Path, *, keep_objects: bool = False) -> Plan:
     parts = [base, *built,
              _root(fs, out, header, [f"overlays/{s.name}" for s in services]).validated(keep_objects)]
     plan = Plan()
+    digests: dict[str, str] = {}
     for part in parts:
         plan.files.update(part.files)
         plan.objects.extend(part.objects)
         plan.problems.extend(part.problems)
-    plan.files[MANIFEST] = manifest_bytes(plan.files)
+        digests.update(zip((path for path, _ in part.files), part.digests, strict=True))
+    plan.files[MANIFEST] = manifest_bytes(digests)
     return plan
 
 
@@ -152,9 +158,9 @@ def _root(fs: FilterSet, out: Path, header: str, overlay_dirs: list[str]) -> _Pa
     return part
 
 
-def manifest_bytes(files: dict[str, bytes]) -> bytes:
+def manifest_bytes(digests: dict[str, str]) -> bytes:
     """The list of generated files and their hashes: what the tool owns, and how it left each one."""
-    listing = {p: hashlib.sha256(c).hexdigest() for p, c in sorted(files.items()) if p != MANIFEST}
+    listing = {p: digests[p] for p in sorted(digests) if p != MANIFEST}
     doc = {"generator": "wasm-gitops", "note": "Files wasm-gitops generated here; it removes or "
            "overwrites no other file.", "files": listing}
     return (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode("utf-8")
