@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import signal
@@ -69,11 +70,6 @@ def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False) ->
     return Prepared(loaded, plan, out_dir)
 
 
-def _guard(prepared: Prepared) -> None:
-    _guard_out(prepared)
-    _guard_paths(prepared)
-
-
 def _guard_out(prepared: Prepared) -> None:
     out = prepared.out
     root = prepared.spec.filter_set.root
@@ -112,11 +108,21 @@ def render(spec_path: Path, out: Path | None = None,
     out_dir = prepared.out
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: is not a directory; choose another --out")
-    _guard(prepared)  # before the mkdir: a refused --out gets nothing, not even a directory
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _guard_out(prepared)
+    guard: Callable[[], None] | None = None
+    if out_dir.is_dir():
+        # The per-file guard runs while the helper starts comparing; it ends before compare()
+        # returns, so before anything is written.
+        guard = functools.partial(_guard_paths, prepared)
+    else:
+        _guard_paths(prepared)  # before the mkdir: a refused --out gets nothing, not even a directory
+        out_dir.mkdir(parents=True, exist_ok=True)
     with locked(out_dir, exclusive=True):
+        if guard is not None and pending_commit(out_dir):
+            guard()  # finishing an interrupted render writes: the guard comes first
+            guard = None
         recovered = recover(out_dir)
-        changes = compare(prepared.plan, out_dir)
+        changes = compare(prepared.plan, out_dir, first=guard)
         _refuse_losses(out_dir, changes)
         write(prepared.plan, out_dir, changes, fault)
     return RenderResult(changes, prepared.warnings, recovered)
@@ -146,7 +152,7 @@ def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
         # The per-file symlink guard runs while the helper starts comparing: check writes nothing, so
         # reading a file through a link before the guard refuses it does no harm.
         changes = compare(prepared.plan, out_dir, keep_current=keep_current,
-                          first=lambda: _guard_paths(prepared))
+                          first=functools.partial(_guard_paths, prepared))
     return CheckResult(changes, prepared.warnings, interrupted)
 
 

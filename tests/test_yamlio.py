@@ -97,3 +97,15 @@ def test_the_refused_characters_are_exactly_those_outside_yamls_printable_set() 
     disagree = [hex(c) for c in range(0x110000)
                 if bool(yamlio._NOT_PRINTABLE.match(chr(c))) == bool(printable.match(chr(c)))]
     assert disagree == []
+
+
+@pytest.mark.parametrize("value", ["_", "+_", "-_", "1_000", "1.2.3", "._", "_1e5"])
+def test_numberish_strings_are_quoted_so_every_reader_keeps_them_strings(value: str) -> None:
+    # Found by the round-trip property: ruamel.yaml (YAML 1.2) resolves a plain "+_" as an integer.
+    text = dump({value: value})
+    assert YAML(typ="safe", pure=True).load(text) == {value: value}
+    assert yaml.safe_load(text) == {value: value}
+
+
+def test_a_lone_dot_stays_plain() -> None:
+    assert dump({"path": "."}) == "path: .\n"  # Argo CD's usual spelling; no reader takes it for a number
