@@ -51,7 +51,7 @@ wasm-local: $(STAMP)
 	$(WG) build --local
 
 bench: $(STAMP)
-	$(BIN)/python bench/bench.py
+	$(BIN)/python bench/bench.py --snapshot
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt ruff mypy
