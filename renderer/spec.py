@@ -455,7 +455,7 @@ class _Checker:
 
     def inspect_binaries(self) -> parallel.Pending[list[WasmReport]] | None:
         """Start validating every binary read, in a helper process: wasmtime's import alone (~50 ms)
-        is a tenth of a check at mesh scale, and nothing else waits for the answer."""
+        is a twentieth of a check at mesh scale, and nothing but the findings waits for the answer."""
         if not self.to_inspect:
             return None
         data = tuple(entry[3] for entry in self.to_inspect)
