@@ -49,10 +49,6 @@ class Changes:
         return bool(self.added or self.changed or self.removed)
 
 
-def _nothing() -> None:
-    return None
-
-
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -140,7 +136,7 @@ def compare(plan: Plan, out: Path, *, keep_current: bool = False,
                 found.append((rel, status, current if keep_current else None))
         return found
 
-    found, _ = parallel.split_and(statuses, sorted(plan.files), first or _nothing)
+    found, _ = parallel.split_and(statuses, sorted(plan.files), first or parallel.nothing)
     for rel, status, current in found:
         if current is not None:
             ch.current[rel] = current

@@ -70,10 +70,11 @@ def split(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]
     Equal to work(items) for any work whose result for a sequence is the concatenation of its
     results for the parts (a map, or a filter): same items, same order.
     """
-    return split_and(work, items, _nothing)[0]
+    return split_and(work, items, nothing)[0]
 
 
-def _nothing() -> None:
+def nothing() -> None:
+    """The `also` of a split that has nothing else to do."""
     return None
 
 

@@ -32,10 +32,6 @@ _REMOTE_PREFIXES = ("http://", "https://", "git::", "git@", "ssh://", "file://",
                     "gitlab.com/", "bitbucket.org/")
 
 
-def _nothing() -> None:
-    return None
-
-
 def is_remote(resource: str) -> bool:
     """kustomize's remote forms: URLs, git:: and scp-like addresses, and bare hosting-site paths."""
     return resource.startswith(_REMOTE_PREFIXES) or "://" in resource
@@ -101,7 +97,7 @@ class WorkloadReader:
         finds them cached. At mesh scale this is thousands of small files to read and parse.
         `meanwhile` runs in this process first, while the child has started."""
         todo = sorted({str(d) for d in directories} - self._cache.keys())
-        scans, _ = parallel.split_and(self._scan_many, todo, meanwhile or _nothing)
+        scans, _ = parallel.split_and(self._scan_many, todo, meanwhile or parallel.nothing)
         for directory, scan in zip(todo, scans, strict=True):
             self._cache.setdefault(directory, scan)
 

@@ -76,28 +76,24 @@ def case_the_child_works_while_the_parent_does_its_own_work_first() -> None:
     assert parallel.split_and(work, items, also) == (squares(items), "also")
 
 
-def case_a_failing_child_is_replaced_by_the_parent() -> None:
+def case_a_child_that_fails_or_is_killed_is_replaced_by_the_parent() -> None:
     parent = os.getpid()
-
-    def work(part: Sequence[int]) -> list[int]:
-        if os.getpid() != parent:
-            raise RuntimeError("the child breaks")
-        return squares(part)
-
     items = list(range(parallel.MIN_ITEMS * 2))
-    assert parallel.split(work, items) == squares(items)
+    for failure in ("raises", "is killed"):
+        marker = f"/tmp/wasm-gitops-parallel-{parent}"
 
+        def work(part: Sequence[int], failure: str = failure, marker: str = marker) -> list[int]:
+            if os.getpid() != parent:
+                open(marker, "w").close()  # noqa: SIM115 - proof that the child took a chunk
+                if failure == "raises":
+                    raise RuntimeError("the child breaks")
+                os.kill(os.getpid(), signal.SIGKILL)
+            time.sleep(0.001 * len(part))  # slow enough that the child, a fork away, gets a chunk
+            return squares(part)
 
-def case_a_child_killed_by_a_signal_is_replaced_by_the_parent() -> None:
-    parent = os.getpid()
-
-    def work(part: Sequence[int]) -> list[int]:
-        if os.getpid() != parent:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return squares(part)
-
-    items = list(range(parallel.MIN_ITEMS * 2))
-    assert parallel.split(work, items) == squares(items)
+        assert parallel.split(work, items) == squares(items), failure
+        assert os.path.exists(marker), f"the child never took a chunk (when it {failure})"
+        os.unlink(marker)
 
 
 def case_an_error_in_the_parents_half_propagates_and_leaves_no_child() -> None:
@@ -173,14 +169,18 @@ def case_no_file_descriptor_for_the_pipe_means_serial_work() -> None:
 def case_a_refused_fork_means_serial_work() -> None:
     # The kernel refuses fork() past RLIMIT_NPROC or the cgroup's pids.max, but never for root, who
     # runs these tests: the refusal is stood in for with the error the kernel gives.
+    asked = []
+
     def refused() -> int:
+        asked.append(1)
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
     os.fork = refused
     items = list(range(parallel.MIN_ITEMS * 2))
     descriptors = len(os.listdir("/proc/self/fd"))
     assert parallel.split(squares, items) == squares(items)
-    assert len(os.listdir("/proc/self/fd")) == descriptors  # the pipe was closed again
+    assert asked == [1]  # a fork was asked for, and refused
+    assert len(os.listdir("/proc/self/fd")) == descriptors  # the pipes were closed again
 
 
 def case_submit_computes_in_a_child_and_falls_back_here() -> None:
