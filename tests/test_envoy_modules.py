@@ -28,11 +28,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import wasm_sources
 import wasmtime
+from wasm_sources import MODULES, WasmBuilder
 
 from renderer.envoy import process
 from renderer.envoy.binary import EnvoyBinary, EnvoyNotFound, find_envoy
-from wasm_sources import MODULES, WasmBuilder
 
 LISTENER = "probe"
 UPSTREAM_CLUSTER = "upstream"
@@ -182,7 +183,9 @@ class Upstream:
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="upstream", daemon=True)
+        # A short poll: shutdown() waits for the serving loop to look, 0.5 s by default.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
+                                        name="upstream", daemon=True)
         self._thread.start()
         return self
 
@@ -190,6 +193,7 @@ class Upstream:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(10)
+        assert not self._thread.is_alive(), "the upstream did not stop"
 
     def paths(self) -> list[str]:
         return [r.path for r in self.received]
@@ -300,11 +304,10 @@ def start_envoy(envoy: EnvoyBinary, tmp_path: Path) -> Iterator[StartEnvoy]:
     with contextlib.ExitStack() as stack:
         counter = iter(range(1000))
 
-        def start(filters: Callable[[Upstream], Sequence[dict[str, Any]]] | Sequence[dict[str, Any]], *,
+        def start(chain: Sequence[dict[str, Any]], *,
                   extra_clusters: Callable[[Upstream], Iterable[dict[str, Any]]] = lambda up: (),
                   wasm_log_level: str = "info") -> Running:
             upstream = stack.enter_context(Upstream())
-            chain = filters(upstream) if callable(filters) else filters
             workdir = tmp_path / f"envoy-{next(counter)}"
             workdir.mkdir()
             config = bootstrap(chain, upstream.port, extra_clusters(upstream))
@@ -352,6 +355,13 @@ def test_nothing_built_lands_in_the_repository(builder: WasmBuilder) -> None:
         assert built.read_bytes()[:4] == b"\0asm"
         assert MODULES.parent not in built.parents
     assert sorted(p.name for p in (MODULES.parent / "filters").rglob("*.wasm")) == []
+
+
+def test_a_missing_toolchain_skips_and_names_the_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(wasm_sources, "RUSTC", tmp_path / "no-rustc")
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install -y rustc libstd-rust-dev-wasm32"):
+        WasmBuilder(tmp_path).path("rust_probe")
+    assert list(tmp_path.iterdir()) == []
 
 
 # ---------------------------------------------------------------------------------------------- refused modules
@@ -422,3 +432,273 @@ def test_wat_module_in_envoy(envoy: EnvoyBinary, builder: WasmBuilder, tmp_path:
     else:
         assert not result.ok
         assert expected in result.log
+
+
+# ---------------------------------------------------------------------------------------------- bodies
+
+
+def cpp_probe(builder: WasmBuilder, configuration: str = "", **kwargs: Any) -> list[dict[str, Any]]:
+    return [wasm_filter(builder.path("cpp_probe"), name="cpp_probe", configuration=configuration, **kwargs)]
+
+
+def test_request_body_arrives_in_several_calls_the_last_empty(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    pieces = [b"first piece, " * 3, b"second piece, " * 3, b"last"]
+    envoy = start_envoy(cpp_probe(builder, "upper"))
+    response = envoy.get("/upload", method="POST", body=slow_chunks(pieces))
+    assert response.status == 200
+    seen = calls(response.headers["x-probe-request-body"])
+    assert len(seen) >= 3, seen
+    assert seen[-1] == (0, True)
+    assert not any(eos for _, eos in seen[:-1])
+    assert sum(size for size, _ in seen) == sum(map(len, pieces))
+    # Each chunk rewritten in its own callback reaches the upstream.
+    assert envoy.upstream.received[-1].body == b"".join(pieces).upper()
+
+
+def test_a_body_with_content_length_also_ends_with_an_empty_call(builder: WasmBuilder,
+                                                                  start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder, "upper"))
+    response = envoy.get("/upload", method="POST", body=b"hello world")
+    seen = calls(response.headers["x-probe-request-body"])
+    assert seen[-1] == (0, True) and len(seen) >= 2
+    received = envoy.upstream.received[-1]
+    assert received.headers["content-length"] == "11"
+    assert received.body == b"HELLO WORLD"
+
+
+def test_response_body_arrives_in_several_calls(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder))
+    mark = envoy.server.log_size()
+    response = envoy.get("/chunks/3")
+    assert response.body == CHUNK * 3
+    [line] = envoy.wait_for_log(r"wasm log .*cpp_probe stream \d+: ", mark)
+    seen = calls(line.rsplit("response body calls ", 1)[1])
+    assert len(seen) >= 2, line
+    assert seen[-1] == (0, True)
+    assert sum(size for size, _ in seen) == len(CHUNK) * 3
+
+
+def test_a_buffered_rewrite_reaches_the_client_without_the_old_length(builder: WasmBuilder,
+                                                                      start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder, "rewrite"))
+    mark = envoy.server.log_size()
+    response = envoy.get("/chunks/3")
+    assert response.body == f"rewritten by cpp_probe: the upstream sent {len(CHUNK) * 3} bytes\n".encode()
+    assert "content-length" not in response.headers
+    assert response.headers["transfer-encoding"] == "chunked"
+    # Paused body callbacks see the buffer grow; the last one, with end_of_stream, sees all of it.
+    [line] = envoy.wait_for_log(r"cpp_probe stream \d+: ", mark)
+    seen = calls(line.rsplit("response body calls ", 1)[1])
+    sizes = [size for size, _ in seen]
+    assert sizes == sorted(sizes) and len(sizes) >= 3
+    assert seen[-1] == (len(CHUNK) * 3, True)
+
+    fixed = envoy.get("/fixed")
+    assert fixed.body == f"rewritten by cpp_probe: the upstream sent {len(FIXED_BODY)} bytes\n".encode()
+
+
+def test_a_rewrite_that_keeps_content_length_is_truncated(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder, "rewrite keep-length"))
+    response = envoy.get("/fixed")
+    rewritten = f"rewritten by cpp_probe: the upstream sent {len(FIXED_BODY)} bytes\n".encode()
+    assert len(rewritten) > len(FIXED_BODY)
+    assert response.headers["content-length"] == str(len(FIXED_BODY))
+    assert response.body == rewritten[:len(FIXED_BODY)]
+
+
+# ---------------------------------------------------------------------------------------------- headers
+
+
+def test_envoy_adds_request_headers_before_the_filter_and_server_date_after(builder: WasmBuilder,
+                                                                            start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder))
+    response = envoy.get("/fixed")
+    request_id = response.headers["x-probe-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", request_id)
+    assert response.headers["x-probe-forwarded-proto"] == "http"
+    received = envoy.upstream.received[-1]
+    assert received.headers["x-request-id"] == request_id
+    assert received.headers["x-forwarded-proto"] == "http"
+    # The upstream sends neither; the filter does not see them; the client gets both.
+    assert response.headers["x-probe-saw-server"] == "no"
+    assert response.headers["x-probe-saw-date"] == "no"
+    assert response.headers["server"] == "envoy"
+    assert "GMT" in response.headers["date"]
+    assert envoy.get("/fixed").headers["x-probe-request-id"] != request_id
+
+
+# ---------------------------------------------------------------------------------------------- the C++ probe's calls
+
+
+def test_http_call_to_an_unknown_cluster_is_a_bad_argument(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder, "call=no_such_cluster"))
+    response = envoy.get("/fixed")
+    assert response.status == 200
+    assert response.headers["x-probe-call"] == "refused 2"  # BAD_ARGUMENT
+    assert envoy.upstream.paths() == ["/fixed"]
+
+
+def test_http_call_to_a_cluster_is_made_and_answered(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder, "call=side"), extra_clusters=lambda up: [cluster("side", up.port)])
+    response = envoy.get("/fixed")
+    answer = f"status 200 body {SIDE_CALL_BODY.decode()}"
+    assert response.headers["x-probe-call"] == answer
+    # The request waited for the call: the side call came first, and its answer went upstream with it.
+    assert envoy.upstream.paths() == ["/side-call", "/fixed"]
+    assert envoy.upstream.received[0].headers["host"] == "side"
+    assert envoy.upstream.received[1].headers["x-probe-side-call"] == answer
+
+
+CRASH = "Function: proxy_on_request_headers failed: Uncaught RuntimeError: unreachable"
+
+
+def test_a_crashing_filter_failing_closed_answers_503(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder, "crash", fail_open=False))
+    mark = envoy.server.log_size()
+    first, second = envoy.get("/fixed"), envoy.get("/fixed")
+    assert (first.status, second.status) == (503, 503)
+    assert first.body == b""
+    assert envoy.upstream.received == []
+    assert envoy.wait_for_log(re.escape(CRASH), mark)
+
+
+def test_a_crashing_filter_failing_open_is_skipped(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder, "crash", fail_open=True))
+    mark = envoy.server.log_size()
+    first, second = envoy.get("/fixed"), envoy.get("/fixed")
+    assert (first.status, second.status) == (200, 200)
+    assert first.body == FIXED_BODY
+    assert not [h for h in first.headers if h.startswith("x-probe-")]
+    assert envoy.upstream.paths() == ["/fixed", "/fixed"]
+    assert envoy.wait_for_log(re.escape(CRASH), mark)
+
+
+# ---------------------------------------------------------------------------------------------- rejected configuration
+
+_REJECTING = [
+    # module, a configuration it rejects, one it accepts, the filter's own log line when it rejects
+    ("cpp_probe", "reject", "", "cpp_probe: configuration rejected"),
+    ("rust_probe", "reject", "tick", "rust_probe: configuration rejected"),
+    ("example_filter", "not json", '{"header": "x-name", "value": "v"}',
+     "example-filter: rejecting plugin configuration: expected a JSON object"),
+]
+
+
+@pytest.mark.parametrize(("name", "rejected", "accepted", "line"), _REJECTING, ids=[r[0] for r in _REJECTING])
+def test_a_rejected_configuration_refuses_the_listener(envoy: EnvoyBinary, builder: WasmBuilder, tmp_path: Path,
+                                                       name: str, rejected: str, accepted: str, line: str) -> None:
+    refused = validate(envoy, tmp_path, [wasm_filter(builder.path(name), name=name, configuration=rejected)])
+    assert not refused.ok
+    assert line in refused.log
+    assert "Failed to configure base Wasm plugin" in refused.log
+    assert f"Unable to create Wasm plugin {name}" in refused.log
+    assert line in refused_to_start(envoy, tmp_path,
+                                    [wasm_filter(builder.path(name), name=name, configuration=rejected)])
+    accepted_result = validate(envoy, tmp_path, [wasm_filter(builder.path(name), name=name, configuration=accepted)])
+    assert accepted_result.ok, accepted_result.log
+
+
+def test_the_example_filter_built_from_source_adds_its_header(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    module = builder.path("example_filter")
+    envoy = start_envoy([wasm_filter(module, name="example", root_id="my_root_id"),
+                         wasm_filter(module, name="named", root_id="my_root_id",
+                                     configuration='{"header": "x-name", "value": "v"}')])
+    response = envoy.get("/productpage")
+    assert response.headers["resp-header-demo"] == "added by our filter"
+    assert response.headers["x-name"] == "v"
+
+
+# ---------------------------------------------------------------------------------------------- the Rust probe
+
+_LEVELS = ["trace", "debug", "info", "warn", "error", "critical"]
+
+
+def rust_probe(builder: WasmBuilder, configuration: str = "") -> list[dict[str, Any]]:
+    return [wasm_filter(builder.path("rust_probe"), name="rust_probe", root_id="rust_root", vm_id="rust_vm",
+                        configuration=configuration)]
+
+
+@pytest.mark.parametrize(("envoy_level", "abi_level"), [("trace", 0), ("debug", 1), ("info", 2), ("warning", 3),
+                                                        ("error", 4)])
+def test_log_lines_and_the_log_level_follow_envoys_wasm_level(builder: WasmBuilder, start_envoy: StartEnvoy,
+                                                              envoy_level: str, abi_level: int) -> None:
+    envoy = start_envoy(rust_probe(builder), wasm_log_level=envoy_level)
+    mark = envoy.server.log_size()
+    response = envoy.get("/fixed")
+    assert response.headers["x-rust-log-level"] == str(abi_level)
+    stream = response.headers["x-rust-context"].split("/")[0]
+    expected = _LEVELS[abi_level:]
+    lines = envoy.wait_for_log(rf"rust_probe \w+ line of stream {stream}$", mark, count=len(expected))
+    time.sleep(0.1)  # and nothing more arrives
+    lines = envoy.wait_for_log(rf"rust_probe \w+ line of stream {stream}$", mark, count=len(expected))
+    assert [re.search(r"rust_probe (\w+) line", ln).group(1) for ln in lines] == expected  # type: ignore[union-attr]
+    assert all("wasm log rust_probe rust_root rust_vm: " in ln for ln in lines)
+
+
+def test_context_ids(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(rust_probe(builder))
+    ids = [envoy.get("/fixed").headers["x-rust-context"] for _ in range(3)]
+    streams = [int(i.split("/")[0]) for i in ids]
+    roots = {int(i.split("/")[1]) for i in ids}
+    assert len(roots) == 1
+    [root] = roots
+    assert root not in streams
+    assert streams == sorted(set(streams)), ids
+
+
+def test_xds_and_plugin_properties(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(rust_probe(builder))
+    headers = envoy.get("/fixed").headers
+    assert headers["x-rust-cluster"] == UPSTREAM_CLUSTER
+    assert headers["x-rust-route"] == ROUTE
+    assert headers["x-rust-plugin"] == "rust_probe"
+    assert headers["x-rust-node-id"] == NODE_ID
+
+
+def test_a_timer_ticks_without_any_request(builder: WasmBuilder, start_envoy: StartEnvoy) -> None:
+    ticking = start_envoy(rust_probe(builder, "tick"))
+    lines = ticking.wait_for_log(r"rust_probe tick \d+$", count=6)
+    assert ticking.upstream.received == []
+    # Each thread has its own VM, root context and timer, even with --concurrency 1: the main thread's
+    # and the worker's ticks are counted apart.
+    by_thread: dict[str, list[int]] = {}
+    for line in lines:
+        thread = line.split("][")[1]
+        by_thread.setdefault(thread, []).append(int(line.rsplit(" ", 1)[1]))
+    assert len(by_thread) == 2, lines
+    assert all(ticks[:3] == [1, 2, 3] for ticks in by_thread.values() if len(ticks) >= 3), by_thread
+    assert int(ticking.get("/fixed").headers["x-rust-ticks"]) >= 3
+
+    quiet = start_envoy(rust_probe(builder))
+    time.sleep(0.2)
+    assert quiet.get("/fixed").headers["x-rust-ticks"] == "0"
+    assert quiet.wait_for_log(r"rust_probe tick", timeout=0) == []
+
+
+# ---------------------------------------------------------------------------------------------- SDK shapes
+
+_GO_START = ("_initialize random_get 0 clock_time_get 0 args_sizes_get 0 environ_sizes_get 0 poll_oneoff 0 "
+             "fd_fdstat_get 0 fd_prestat_get 8 init")
+_SHAPES = [
+    # module, what runs before the first callback, the allocator Envoy uses
+    ("tinygo_wasi_command", "_start main", "malloc"),
+    ("go124_wasip1_reactor", _GO_START, "proxy_on_memory_allocate"),
+]
+
+
+@pytest.mark.parametrize(("name", "start", "allocator"), _SHAPES, ids=[s[0] for s in _SHAPES])
+def test_sdk_shaped_module_call_order(builder: WasmBuilder, start_envoy: StartEnvoy,
+                                      name: str, start: str, allocator: str) -> None:
+    envoy = start_envoy([wasm_filter(builder.path(name), name=name, configuration="some configuration")])
+    first = envoy.get("/fixed")
+    assert first.status == 200
+    assert first.headers["x-call-order"] == (f"{start} root_context_create vm_start configure "
+                                             "stream_context_create request_headers response_headers")
+    # Envoy calls malloc when the module exports it, proxy_on_memory_allocate only otherwise.
+    assert first.headers["x-alloc"] == allocator
+    second = envoy.get("/fixed", method="POST", body=b"abc")
+    trace = second.headers["x-call-order"].removeprefix(first.headers["x-call-order"]).split()
+    collapsed = [event for i, event in enumerate(trace) if i == 0 or trace[i - 1] != event]
+    # How the first stream ended: its body, then proxy_on_log before proxy_on_done and proxy_on_delete.
+    assert collapsed == ["response_body", "log", "done", "delete",
+                         "stream_context_create", "request_headers", "request_body", "response_headers"]

@@ -14,7 +14,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,41 +104,40 @@ class WasmBuilder:
     def bytes(self, name: str) -> bytes:
         return self.path(name).read_bytes()
 
-    def _key(self, source: Source, command: list[str]) -> str:
+    def _command(self, source: Source, out: Path) -> list[str]:
+        if source.kind == "cpp":
+            return _cpp_command(source.path, out)
+        if source.kind == "rust":
+            return _rust_command(source.path, out)
+        if source.kind == "c-make":
+            # The filter's own Makefile, with zig's clang as its WASM_CC (as `make wasm-local` runs it).
+            return ["make", "-C", os.fspath(out.parent / f"{out.stem}-src"),
+                    f"WASM_CC={sys.executable} -m ziglang cc"]
+        return []  # WAT: wasmtime's wat2wasm, in process
+
+    def _key(self, source: Source) -> str:
+        """The sha256 of the source files and of the command that builds them (output path aside)."""
         h = hashlib.sha256()
         files = sorted(source.path.iterdir()) if source.path.is_dir() else [source.path]
         for f in files:
-            if f.is_file():
+            if f.is_file() and f.suffix != ".wasm":
                 h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-        h.update("\0".join(command).encode())
+        h.update("\0".join(self._command(source, Path("out.wasm"))).encode())
         return h.hexdigest()[:16]
 
     def _build(self, name: str, source: Source) -> Path:
-        placeholder = self.root / "placeholder.wasm"
-        command = {"cpp": lambda: _cpp_command(source.path, placeholder),
-                   "rust": lambda: _rust_command(source.path, placeholder),
-                   "c-make": lambda: ["make", "WASM_CC=" + f"{sys.executable} -m ziglang cc"],
-                   "wat": lambda: ["wat2wasm"]}[source.kind]()
-        out = self.root / f"{name}-{self._key(source, command)}.wasm"
+        out = self.root / f"{name}-{self._key(source)}.wasm"
         if out.is_file():
             return out
         if source.kind == "wat":
             out.write_bytes(bytes(wasmtime.wat2wasm(source.path.read_text(encoding="utf-8"))))
         elif source.kind == "c-make":
             # The Makefile writes next to its sources: build in a copy, never in the checkout.
-            work = self.root / f"{name}-src"
+            work = self.root / f"{out.stem}-src"
             shutil.rmtree(work, ignore_errors=True)
             shutil.copytree(source.path, work, ignore=shutil.ignore_patterns("*.wasm"))
-            _run(["make", "-C", os.fspath(work), command[1]])
+            _run(self._command(source, out))
             (work / f"{source.path.name}.wasm").replace(out)
         else:
-            command = [os.fspath(out) if part == os.fspath(placeholder) else part for part in command]
-            _run(command, cwd=self.root)
+            _run(self._command(source, out), cwd=self.root)
         return out
-
-
-def wasm_builder(tmp_path_factory: pytest.TempPathFactory) -> WasmBuilder:
-    return WasmBuilder(tmp_path_factory.mktemp("wasm-modules"))
-
-
-BuildWasm = Callable[[str], Path]
