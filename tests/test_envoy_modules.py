@@ -506,6 +506,18 @@ def test_a_rewrite_that_keeps_content_length_is_truncated(builder: WasmBuilder, 
     assert response.body == rewritten[:len(FIXED_BODY)]
 
 
+def test_a_rewrite_at_end_of_stream_without_buffering_misses_the_body(builder: WasmBuilder,
+                                                                      start_envoy: StartEnvoy) -> None:
+    envoy = start_envoy(cpp_probe(builder, "rewrite-at-end"))
+    # The end_of_stream call holds nothing: the body has gone on, and the "rewrite" is added after it...
+    streamed = envoy.get("/chunks/2")
+    assert streamed.body == CHUNK * 2 + b"rewritten by cpp_probe: the upstream sent 0 bytes\n"
+    # ...which the client never reads when the upstream's content-length is kept.
+    fixed = envoy.get("/fixed")
+    assert fixed.headers["content-length"] == str(len(FIXED_BODY))
+    assert fixed.body == FIXED_BODY
+
+
 # ---------------------------------------------------------------------------------------------- headers
 
 

@@ -9,6 +9,7 @@
 //   upper         uppercase every request body chunk in place (same length)
 //   rewrite       buffer the whole response body and replace it with another text; the
 //                 `content-length` of the upstream is removed unless `keep-length` is given too
+//   rewrite-at-end  the naive rewrite: no buffering, replace what the end_of_stream call holds
 //   call=NAME     proxy_http_call to cluster NAME from proxy_on_request_headers; the request waits
 //                 for the answer, which is forwarded upstream as `x-probe-side-call`
 //   reject        proxy_on_configure returns false
@@ -111,7 +112,8 @@ static std::string serialize(const std::vector<std::pair<std::string, std::strin
 // ---- state --------------------------------------------------------------------------------------
 
 struct Config {
-    bool crash = false, upper = false, rewrite = false, keep_length = false, reject = false;
+    bool crash = false, upper = false, rewrite = false, rewrite_at_end = false, keep_length = false;
+    bool reject = false;
     std::string call_cluster;  // empty: no side call
 };
 
@@ -151,6 +153,7 @@ static Config parse(std::string_view text) {
         if (word == "crash") c.crash = true;
         else if (word == "upper") c.upper = true;
         else if (word == "rewrite") c.rewrite = true;
+        else if (word == "rewrite-at-end") c.rewrite_at_end = true;
         else if (word == "keep-length") c.keep_length = true;
         else if (word == "reject") c.reject = true;
         else if (word.substr(0, 5) == "call=") c.call_cluster = std::string(word.substr(5));
@@ -250,9 +253,11 @@ EXPORT(proxy_on_response_headers) u32 proxy_on_response_headers(u32 context, siz
 EXPORT(proxy_on_response_body) u32 proxy_on_response_body(u32 context, size_t size, u32 end_of_stream) {
     Stream &s = streams[context];
     s.response.calls.emplace_back(size, end_of_stream != 0);
-    if (!config_of(s).rewrite) return CONTINUE;
-    // Pausing in a body callback makes Envoy buffer: the next call sees everything so far.
-    if (!end_of_stream) return PAUSE;
+    const Config &c = config_of(s);
+    if (!c.rewrite && !c.rewrite_at_end) return CONTINUE;
+    // Pausing in a body callback makes Envoy buffer: the next call sees everything so far. Without
+    // it, every chunk has gone on by the time end_of_stream comes.
+    if (!end_of_stream) return c.rewrite ? PAUSE : CONTINUE;
     std::string original = buffer(RESPONSE_BODY, size);
     std::string replaced = "rewritten by cpp_probe: the upstream sent " + std::to_string(original.size()) + " bytes\n";
     proxy_set_buffer_bytes(RESPONSE_BODY, 0, size, replaced.data(), replaced.size());
