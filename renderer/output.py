@@ -210,11 +210,10 @@ def compare(plan: Plan, tree: OutputTree, inputs: Inputs, *, keep_current: bool 
             ch.changed.append(rel)
             if status == "hand_edited":
                 ch.hand_edited.append(rel)
-    for rel in ch.changed:
-        what = inputs.what(tree.path(rel))
-        if what:
-            raise OutputError(f"{tree.out / rel}: is {what}, an input of the spec; wasm-gitops never "
-                              "overwrites an input: choose another --out")
+    overwritten = [f"{tree.out / rel}: is {what}, an input of the spec; wasm-gitops never overwrites an "
+                   "input: choose another --out" for rel in ch.changed if (what := inputs.what(tree.path(rel)))]
+    if overwritten:
+        raise OutputError("\n".join(overwritten))
     for rel in sorted(set(owned) - set(plan.files)):
         why, current = _stale(tree, inputs, rel)
         if why:

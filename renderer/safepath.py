@@ -204,17 +204,16 @@ class Inputs:
         files, dirs = self._known()
         if real_path in files:
             return files[real_path]
-        loaded = self._nested() if nested else {}
-        current = real_path
-        while True:
-            if current in dirs:
-                return dirs[current]
-            if current in loaded:
-                return loaded[current]
-            parent = os.path.dirname(current)
-            if parent == current:
-                return None
-            current = parent
+        for known in (dirs, self._nested() if nested else {}):
+            current = real_path
+            while True:
+                if current in known:
+                    return known[current]
+                parent = os.path.dirname(current)
+                if parent == current:
+                    break
+                current = parent
+        return None
 
     def within(self, real_dir: str) -> str | None:
         """An input at, under or above real_dir, if there is one."""
