@@ -29,6 +29,7 @@ from . import parallel
 from .errors import Finding, OutputError
 from .plan import MANIFEST, Plan
 from .safepath import (
+    FILE_LIMIT,
     GENERATED_PREFIX,
     JSON_LIMIT,
     Inputs,
@@ -109,11 +110,13 @@ def read_manifest(tree: OutputTree) -> Manifest:
 def _read(tree: OutputTree, rel: str) -> bytes | None:
     """A planned file as it is on disk: a link, a directory, a FIFO or a device there is refused."""
     try:
-        return read_regular(tree.path(rel))
+        return read_regular(tree.path(rel), limit=FILE_LIMIT)
     except NotRegular as e:
         if e.what == "is not a directory":
             raise OutputError(f"{tree.out / os.path.dirname(rel)}: is a file where wasm-gitops needs a "
                               "directory; move it away") from None
+        if e.what.endswith("expected"):  # too big to be anything render wrote
+            raise OutputError(f"{tree.out / rel}: {e.what} of a file wasm-gitops writes; move it away") from None
         raise OutputError(f"{tree.out / rel}: {e.what} where wasm-gitops writes a file; it never writes "
                           "through a link or over anything but a file: move it away") from None
     except OSError as e:
@@ -148,7 +151,7 @@ def _stale(tree: OutputTree, inputs: Inputs, rel: str) -> tuple[str, bytes | Non
     if what:
         return f"it is {what}, an input of the spec", None
     try:
-        data = read_regular(tree.path(rel))
+        data = read_regular(tree.path(rel), limit=FILE_LIMIT)
     except NotRegular as e:
         return e.what, None
     except OSError as e:
@@ -344,7 +347,7 @@ def _op_problem(tree: OutputTree, inputs: Inputs, op: dict[str, str], new_fd: in
         except FileNotFoundError:
             return None  # applied before the kill
     try:
-        current = read_regular(tree.path(rel))
+        current = read_regular(tree.path(rel), limit=FILE_LIMIT)
     except NotRegular as e:
         return f"{op['op']} {rel!r}: {e.what}"
     if current is not None and rel != MANIFEST and not current.startswith(GENERATED_PREFIX):

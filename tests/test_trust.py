@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import stat
@@ -229,6 +230,25 @@ def test_a_stale_file_without_the_generated_header_is_left_alone(rendered: Repo)
     assert "does not start with the header wasm-gitops writes" in check.output
     assert rendered.cli("render").exit_code == 0
     assert target.read_bytes() == mine
+
+
+def test_a_huge_sparse_file_in_the_tree_is_never_read(rendered: Repo) -> None:
+    planned = rendered.root / "overlays/details/kustomization.yaml"
+    stale = rendered.root / "overlays/old/kustomization.yaml"
+    stale.parent.mkdir()
+    for path in (planned, stale):
+        with path.open("wb") as f:
+            f.truncate(2 * 1024**3)  # 2 GiB, no blocks: reading it would need the memory
+    add_entries(rendered, {"overlays/old/kustomization.yaml": "0" * 64})
+    result = cli(rendered, "check", preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3)))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (f"wasm-gitops: {planned}: is 2,147,483,648 bytes, more than the 67,108,864 expected "
+                             "of a file wasm-gitops writes; move it away\n")
+    planned.unlink()
+    render = cli(rendered, "render")
+    assert render.returncode == 0, render.stderr
+    assert "names 'overlays/old/kustomization.yaml', which render leaves alone: is 2,147,483,648 bytes" in render.stderr
+    assert stale.stat().st_size == 2 * 1024**3
 
 
 @pytest.mark.parametrize("body", ["not json {", "[" * 100_000 + "]" * 100_000, '{"generator": "x"}'])
