@@ -343,6 +343,8 @@ def _op_problem(tree: OutputTree, inputs: Inputs, op: dict[str, str], new_fd: in
         return f"{op['op']} {rel!r}: it is {what}, an input of the spec"
     if op["op"] == "put":
         try:
+            if new_fd < 0:
+                return None  # nothing staged is left: every put was applied before the kill
             os.lstat(op["staged"], dir_fd=new_fd)
         except FileNotFoundError:
             return None  # applied before the kill

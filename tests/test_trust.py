@@ -356,6 +356,25 @@ def test_a_staging_area_write_left_is_discarded(rendered: Repo) -> None:
     assert not (rendered.root / STAGING).exists()
 
 
+def test_a_committed_journal_that_passes_every_check_is_finished(rendered: Repo) -> None:
+    # Killed after its puts were applied (nothing left in new/), before its deletion.
+    from test_output import drop_service
+
+    drop_service(rendered, "details")
+    commit = rendered.root / STAGING / "commit"
+    commit.mkdir(parents=True)
+    (commit / "journal.json").write_text(json.dumps({"ops": [
+        {"op": "put", "path": "kustomization.yaml", "staged": "0"},
+        {"op": "delete", "path": "overlays/details/kustomization.yaml"}]}))
+    check = cli(rendered, "check")
+    assert check.returncode == 1 and "a render was interrupted after its commit point" in check.stdout
+    result = cli(rendered, "render")
+    assert result.returncode == 0, result.stderr
+    assert "finished an interrupted render first" in result.stderr
+    assert not (rendered.root / "overlays/details").exists() and not (rendered.root / STAGING).exists()
+    assert cli(rendered, "check").returncode == 0
+
+
 def test_roll_forward_refuses_an_op_through_a_link(rendered: Repo, tmp_path: Path) -> None:
     (rendered.root / "overlays/evil").symlink_to("../../outside")
     plant_journal(rendered.root / STAGING, [{"op": "put", "path": "overlays/evil/kustomization.yaml",
