@@ -233,6 +233,9 @@ class Inputs:
         if self._loaded is None:
             _, dirs = self._known()
             reader = WorkloadReader(Path(os.path.realpath(self.fs.root)))
+            # The spec's own reading of them is not kept in the model: read again, over both cores
+            # (~0.2 s of CPU at 1,000 services, paid only when something is to be deleted).
+            reader.prefetch([d for d in dirs if os.path.isdir(d)])
             self._loaded = {}
             for directory, what in dirs.items():
                 if os.path.isdir(directory):
