@@ -106,6 +106,26 @@ def rendered(repo: Repo, tmp_path: Path) -> Repo:
 
 # ------------------------------------------------------------------ the manifest cannot aim render
 
+def test_every_rendered_file_has_a_shape_the_ownership_rule_knows() -> None:
+    """A new kind of output file needs its shape in OWNED_SHAPE, or its stale copies would never be
+    deleted; and every YAML file render writes carries the header the rule asks of a stale file."""
+    from renderer.safepath import GENERATED_PREFIX, owned_shape
+
+    golden = Path(__file__).parent / "golden"
+    files = [p for p in golden.rglob("*") if p.is_file()]
+    assert len({p.relative_to(golden).parts[0] for p in files}) >= 9  # every golden tree
+    for path in files:
+        rel = path.relative_to(golden).as_posix().split("/", 1)[1]
+        assert owned_shape(rel), rel
+        assert rel == MANIFEST or path.read_bytes().startswith(GENERATED_PREFIX), rel
+    for rel in ("../x/kustomization.yaml", "/kustomization.yaml", "overlays/../kustomization.yaml",
+                "overlays/./x/kustomization.yaml", "overlays//kustomization.yaml", "base/x/y/z.configmap.yaml",
+                "overlays/X/kustomization.yaml", "overlays/-x/kustomization.yaml", "filters.yaml",
+                "apps/details/kustomization.yaml", "kustomization.yml", "overlays/x/notes.yaml"):
+        assert not owned_shape(rel), rel
+
+
+
 def test_stale_entries_outside_the_tree_are_left_alone(rendered: Repo, tmp_path: Path) -> None:
     keep = tmp_path / "outside/keep.txt"
     add_entries(rendered, {"../outside/keep.txt": sha(keep.read_bytes()), str(keep): sha(keep.read_bytes())})
