@@ -655,5 +655,7 @@ def _why(e: OSError) -> str:
     if e.errno == errno.EFBIG:
         return "file size limit exceeded"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"permission denied at {e.filename}" if e.filename else "permission denied"
+        # Staged files are named relative to the staging directory's descriptor: name the tree's side.
+        where = next((str(f) for f in (e.filename, e.filename2) if f and os.path.isabs(str(f))), None)
+        return f"permission denied at {where}" if where else "permission denied"
     return e.strerror or str(e)
