@@ -6,7 +6,8 @@ import functools
 import hashlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,12 +19,13 @@ from .output import (
     check_paths,
     compare,
     locked,
-    pending_commit,
     recover,
+    survey,
     write,
 )
 from .output_validation import warm_up
 from .plan import Plan, build_plan
+from .safepath import Inputs, OutputTree
 from .spec import LoadedSpec, load_spec
 
 
@@ -79,8 +81,20 @@ def _guard_out(prepared: Prepared) -> None:
                           f"{prepared.spec.filter_set.spec_path.name}; pass the real directory as --out")
 
 
-def _guard_paths(prepared: Prepared) -> None:
-    check_paths(prepared.plan, prepared.out, [prepared.spec.filter_set.spec_path])
+def _guard_paths(prepared: Prepared, tree: OutputTree) -> None:
+    check_paths(prepared.plan, tree, prepared.spec.filter_set.spec_path)
+
+
+@contextmanager
+def _output_errors(out: Path) -> Iterator[None]:
+    """Whatever the output tree does (a permission, a full disk, a vanished directory) is an
+    OutputError naming the path, not a traceback."""
+    try:
+        yield
+    except OSError as e:
+        where = e.filename if e.filename else out
+        raise OutputError(f"{where}: {e.strerror or e}; fix it (permissions, space, a path in the way), "
+                          "then run again") from None
 
 
 def fault_from_env(spec: str | None) -> Callable[[str], None] | None:
@@ -106,26 +120,40 @@ def render(spec_path: Path, out: Path | None = None,
     fault = fault or fault_from_env(os.environ.get("WASM_GITOPS_KILL_AT"))
     prepared = prepare(spec_path, out)
     out_dir = prepared.out
+    with _output_errors(out_dir):
+        return _render(prepared, fault)
+
+
+def _render(prepared: Prepared, fault: Callable[[str], None] | None) -> RenderResult:
+    out_dir = prepared.out
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: is not a directory; choose another --out")
     _guard_out(prepared)
+    tree = OutputTree(out_dir)
+    inputs = Inputs(prepared.spec.filter_set)
     guard: Callable[[], None] | None = None
     if out_dir.is_dir():
-        # The per-file guard runs while the helper starts comparing; it ends before compare()
+        # The per-directory guard runs while the helper starts comparing; it ends before compare()
         # returns, so before anything is written.
-        guard = functools.partial(_guard_paths, prepared)
+        guard = functools.partial(_guard_paths, prepared, tree)
     else:
-        _guard_paths(prepared)  # before the mkdir: a refused --out gets nothing, not even a directory
-        out_dir.mkdir(parents=True, exist_ok=True)
+        _guard_paths(prepared, tree)  # before the mkdir: a refused --out gets nothing, not even a directory
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{e.filename or out_dir}: cannot create the output directory "
+                              f"({e.strerror}); choose another --out or fix the permissions") from None
+        tree = OutputTree(out_dir)  # now it exists, its real path is known
     with locked(out_dir, exclusive=True):
-        if guard is not None and pending_commit(out_dir):
+        staging = survey(tree, inputs)
+        if guard is not None and staging.committed:
             guard()  # finishing an interrupted render writes: the guard comes first
             guard = None
-        recovered = recover(out_dir)
-        changes = compare(prepared.plan, out_dir, first=guard)
+        recovered = recover(tree, inputs, staging)
+        changes = compare(prepared.plan, tree, inputs, first=guard)
         _refuse_losses(out_dir, changes)
-        write(prepared.plan, out_dir, changes, fault)
-    return RenderResult(changes, prepared.warnings, recovered)
+        write(prepared.plan, tree, changes, fault)
+    return RenderResult(changes, prepared.warnings + tuple(changes.disowned), recovered)
 
 
 def _refuse_losses(out: Path, changes: Changes) -> None:
@@ -146,14 +174,18 @@ def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
     out_dir = prepared.out
     if not out_dir.is_dir():
         return CheckResult(Changes(added=sorted(prepared.plan.files)), prepared.warnings, False)
-    _guard_out(prepared)  # before the lock: never lock a directory a stray link leads to
-    with locked(out_dir, exclusive=False):
-        interrupted = pending_commit(out_dir)
-        # The per-file symlink guard runs while the helper starts comparing: check writes nothing, so
-        # reading a file through a link before the guard refuses it does no harm.
-        changes = compare(prepared.plan, out_dir, keep_current=keep_current,
-                          first=functools.partial(_guard_paths, prepared))
-    return CheckResult(changes, prepared.warnings, interrupted)
+    with _output_errors(out_dir):
+        _guard_out(prepared)  # before the lock: never lock a directory a stray link leads to
+        tree = OutputTree(out_dir)
+        inputs = Inputs(prepared.spec.filter_set)
+        with locked(out_dir, exclusive=False):
+            # The staging area is judged as render would judge it: one it would refuse is refused.
+            interrupted = survey(tree, inputs).committed
+            # The per-directory guard runs while the helper starts comparing: check writes nothing, so
+            # reading a file through a link before the guard refuses it does no harm.
+            changes = compare(prepared.plan, tree, inputs, keep_current=keep_current,
+                              first=functools.partial(_guard_paths, prepared, tree))
+    return CheckResult(changes, prepared.warnings + tuple(changes.disowned), interrupted)
 
 
 # ------------------------------------------------------------------------------------------ diff

@@ -15,7 +15,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -24,9 +26,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import parallel
-from .errors import OutputError
-from .files import read_file, real_join
+from .errors import Finding, OutputError
 from .plan import MANIFEST, Plan
+from .safepath import (
+    FILE_LIMIT,
+    GENERATED_PREFIX,
+    JSON_LIMIT,
+    Inputs,
+    NotRegular,
+    OutputTree,
+    load_json,
+    owned_shape,
+    read_regular,
+)
 
 STAGING = ".wasm-gitops.tmp"
 COMMIT = "commit"
@@ -42,6 +54,9 @@ class Changes:
     unchanged: list[str] = field(default_factory=list)
     hand_edited: list[str] = field(default_factory=list)  # generated, then edited by hand
     clashes: list[str] = field(default_factory=list)  # planned paths holding files we did not write
+    # Entries of the manifest that render leaves alone (not a path it writes, behind a link, an
+    # input, not its file): one warning each, never drift.
+    disowned: list[Finding] = field(default_factory=list)
     current: dict[str, bytes] = field(default_factory=dict)  # what the tree holds now, for diff
 
     @property
@@ -53,54 +68,97 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_manifest(out: Path) -> dict[str, str]:
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    files: dict[str, str]  # path as written in the manifest -> sha256 as written ("" if not a string)
+    text: str = ""  # for the position of an entry in a warning
+
+    def position(self, rel: str) -> tuple[int, int]:
+        at = self.text.find(json.dumps(rel) + ":")
+        if at < 0:
+            return 1, 1
+        line_start = self.text.rfind("\n", 0, at) + 1
+        return self.text.count("\n", 0, at) + 1, at - line_start + 1
+
+
+def read_manifest(tree: OutputTree) -> Manifest:
+    where = tree.out / MANIFEST
     try:
-        doc = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError):
-        raise OutputError(f"{out / MANIFEST}: unreadable or not JSON; restore it from version control "
+        data = read_regular(tree.path(MANIFEST), limit=JSON_LIMIT)
+    except NotRegular as e:
+        raise OutputError(f"{where}: {e.what}; restore it from version control (it records which files "
+                          "wasm-gitops owns, and is never read through a link)") from None
+    except OSError as e:
+        raise OutputError(f"{where}: cannot read it ({e.strerror}); fix its permissions") from None
+    if data is None:
+        return Manifest({})
+    try:
+        doc = load_json(data)
+    except ValueError as e:
+        raise OutputError(f"{where}: not JSON ({e}); restore it from version control "
                           "(it records which files wasm-gitops owns)") from None
     files = doc.get("files") if isinstance(doc, dict) and doc.get("generator") == "wasm-gitops" else None
     if not isinstance(files, dict):
-        raise OutputError(f"{out / MANIFEST}: not a wasm-gitops manifest; restore it from version control")
-    return {str(k): str(v) for k, v in files.items()}
+        raise OutputError(f"{where}: not a wasm-gitops manifest; restore it from version control")
+    return Manifest({str(k): v if isinstance(v, str) else "" for k, v in files.items()},
+                    data.decode("utf-8"))
 
 
-def _read(path: str) -> bytes | None:
+def _read(tree: OutputTree, rel: str) -> bytes | None:
+    """A planned file as it is on disk: a link, a directory, a FIFO or a device there is refused."""
     try:
-        return read_file(path)
-    except FileNotFoundError:
-        return None
-    except IsADirectoryError:
-        raise OutputError(f"{path}: is a directory where wasm-gitops writes a file; move it away") from None
-    except NotADirectoryError:
-        raise OutputError(f"{os.path.dirname(path)}: is a file where wasm-gitops needs a directory; move it "
-                          "away") from None
+        return read_regular(tree.path(rel), limit=FILE_LIMIT)
+    except NotRegular as e:
+        if e.what == "is not a directory":
+            raise OutputError(f"{tree.out / os.path.dirname(rel)}: is a file where wasm-gitops needs a "
+                              "directory; move it away") from None
+        if e.what.endswith("expected"):  # too big to be anything render wrote
+            raise OutputError(f"{tree.out / rel}: {e.what} of a file wasm-gitops writes; move it away") from None
+        raise OutputError(f"{tree.out / rel}: {e.what} where wasm-gitops writes a file; it never writes "
+                          "through a link or over anything but a file: move it away") from None
+    except OSError as e:
+        raise OutputError(f"{tree.out / rel}: cannot read it ({e.strerror}); fix its permissions") from None
 
 
-def check_paths(plan: Plan, out: Path, protected: list[Path]) -> None:
-    """Refuse to write through symlinks that leave the output tree, or over the spec itself."""
-    real_out = os.path.realpath(out)
-    protected_real = {os.path.realpath(p) for p in protected}
-    real_dirs: dict[str, str] = {"": real_out}
-
-    def real_dir(rel_dir: str) -> str:  # one lstat per directory, from its (already real) parent
-        if rel_dir not in real_dirs:
-            parent, _, name = rel_dir.rpartition("/")
-            real_dirs[rel_dir] = real_join(real_dir(parent), name)
-        return real_dirs[rel_dir]
-
+def check_paths(plan: Plan, tree: OutputTree, spec: Path) -> None:
+    """Refuse to write through any symlink (out of the tree or within it), or over the spec itself.
+    One lstat per directory; the files themselves are opened without following links by compare()."""
+    spec_real = os.path.realpath(spec)
+    parents: set[str] = set()
     for rel in sorted(plan.files):
-        parent, _, name = rel.rpartition("/")
-        real = os.path.join(real_dir(parent), name)
-        if os.path.islink(real):
-            real = os.path.realpath(real)
-        if not real.startswith(real_out + os.sep):
-            raise OutputError(f"{out / rel}: resolves to {real}, outside the output directory {real_out} "
-                              "(a symlink?); remove the link")
-        if real in protected_real:
-            raise OutputError(f"{out / rel}: is the spec itself; choose another --out")
+        parent = os.path.dirname(rel)
+        if parent not in parents:
+            parents.add(parent)
+            tree.require_dir(parent)
+        if tree.path(rel) == spec_real:
+            raise OutputError(f"{tree.out / rel}: is the spec itself; choose another --out")
+
+
+def _stale(tree: OutputTree, inputs: Inputs, rel: str) -> tuple[str, bytes | None]:
+    """Why render leaves a manifest entry it no longer produces alone ("" if it may delete it),
+    and the file's bytes when it may."""
+    if rel == MANIFEST or not owned_shape(rel):
+        return "not a path wasm-gitops writes", None
+    fault = tree.dir_fault(os.path.dirname(rel))
+    if fault:
+        return f"{tree.out / fault[0]} {fault[1]}", None
+    if not tree.dir_exists(os.path.dirname(rel)):
+        return "", None
+    what = inputs.what(tree.path(rel), nested=True)
+    if what:
+        return f"it is {what}, an input of the spec", None
+    try:
+        data = read_regular(tree.path(rel), limit=FILE_LIMIT)
+    except NotRegular as e:
+        return e.what, None
+    except OSError as e:
+        raise OutputError(f"{tree.out / rel}: cannot read it ({e.strerror}); fix its permissions") from None
+    if data is not None and not data.startswith(GENERATED_PREFIX):
+        return "it does not start with the header wasm-gitops writes", None
+    return "", data
 
 
 # What one planned file is on disk: added, unchanged, changed, hand_edited (changed, and not what we
@@ -108,21 +166,26 @@ def check_paths(plan: Plan, out: Path, protected: list[Path]) -> None:
 _Status = tuple[str, str, bytes | None]
 
 
-def compare(plan: Plan, out: Path, *, keep_current: bool = False,
+def compare(plan: Plan, tree: OutputTree, inputs: Inputs, *, keep_current: bool = False,
             first: Callable[[], None] | None = None) -> Changes:
     """What render would change. keep_current keeps the bytes on disk of every differing file (for
     diff); otherwise they are dropped as soon as compared, so check holds one file at a time.
 
     Reading every output file back (46 MB at 1,000 services) is shared with a forked helper; `first`
-    runs in this process meanwhile, and an error it raises ends the comparison."""
+    runs in this process meanwhile, and an error it raises ends the comparison.
+
+    The manifest says what wasm-gitops wrote, but a pull request can edit it: an entry the plan no
+    longer has is removed only when safepath's rules allow it and its hash matches; any other entry
+    is reported (Changes.disowned) and left alone, so check and diff never call stale what render
+    would not delete."""
     ch = Changes()
-    owned = read_manifest(out)
-    root = os.fspath(out)
+    manifest = read_manifest(tree)
+    owned = manifest.files
 
     def statuses(rels: Sequence[str]) -> list[_Status]:
         found: list[_Status] = []
         for rel in rels:
-            current = _read(os.path.join(root, rel))
+            current = _read(tree, rel)
             if current is None:
                 found.append((rel, "added", None))
             elif current == plan.files[rel]:
@@ -150,13 +213,23 @@ def compare(plan: Plan, out: Path, *, keep_current: bool = False,
             ch.changed.append(rel)
             if status == "hand_edited":
                 ch.hand_edited.append(rel)
+    overwritten = [f"{tree.out / rel}: is {what}, an input of the spec; wasm-gitops never overwrites an "
+                   "input: choose another --out" for rel in ch.changed if (what := inputs.what(tree.path(rel)))]
+    if overwritten:
+        raise OutputError("\n".join(overwritten))
     for rel in sorted(set(owned) - set(plan.files)):
-        current = _read(os.path.join(root, rel))
+        why, current = _stale(tree, inputs, rel)
+        if why:
+            line, column = manifest.position(rel)
+            ch.disowned.append(Finding(
+                str(tree.out / MANIFEST), line, column, f"names {rel!r}, which render leaves alone: {why}; "
+                "remove the entry (render rewrites the manifest without it)", "warning"))
+            continue
         if current is None:
             continue
         if keep_current:
             ch.current[rel] = current
-        if _sha(current) != owned[rel]:
+        if not _SHA256.fullmatch(owned[rel]) or _sha(current) != owned[rel]:
             ch.hand_edited.append(rel)
         ch.removed.append(rel)
     return ch
@@ -190,15 +263,203 @@ def locked(out: Path, *, exclusive: bool, wait: float = LOCK_WAIT_SECONDS,
         os.close(fd)
 
 
-# ------------------------------------------------------------------------------------------ write
+# ------------------------------------------------------------------------------------------ staging
+#
+# The staging area sits in the output tree, so a pull request can plant one: a symlink to elsewhere,
+# a file, a journal naming paths outside the tree or inputs of the spec. It is only ever reached
+# through directory descriptors opened with O_NOFOLLOW, its layout must be exactly what write()
+# makes, and every operation of a committed journal must pass the same rules as a render's own
+# writes before anything is touched.
 
-def _sync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+_STAGE_NAME = re.compile(r"stage-[0-9]{1,10}|" + COMMIT)
+_STAGED_NAME = re.compile(r"(?:removed-)?[0-9]{1,9}")
+_OP_KEYS = {"put": {"op", "path", "staged"}, "delete": {"op", "path"}}
+
+
+def _open_dir(name: str | Path, dir_fd: int | None = None) -> int:
+    return os.open(name, _DIR, dir_fd=dir_fd)
+
+
+@dataclass
+class Staging:
+    """What .wasm-gitops.tmp holds: nothing, an area write() left (uncommitted, or committed and
+    applied to the end), or a committed journal whose operations are still to be finished."""
+
+    present: bool = False
+    ops: list[dict[str, str]] | None = None  # a committed, unfinished journal, every op checked
+
+    @property
+    def committed(self) -> bool:
+        return self.ops is not None
+
+
+def _layout_problem(sfd: int) -> str | None:
+    """Anything in the staging area that write() would not have put there."""
+    for entry in os.scandir(sfd):
+        if not _STAGE_NAME.fullmatch(entry.name) or not entry.is_dir(follow_symlinks=False):
+            return f"holds {entry.name!r}"
+        wfd = _open_dir(entry.name, sfd)
+        try:
+            for inner in os.scandir(wfd):
+                if inner.name == JOURNAL and inner.is_file(follow_symlinks=False):
+                    continue
+                if inner.name not in ("new", "old") or not inner.is_dir(follow_symlinks=False):
+                    return f"holds {entry.name}/{inner.name!r}"
+                dfd = _open_dir(inner.name, wfd)
+                try:
+                    for leaf in os.scandir(dfd):
+                        if not _STAGED_NAME.fullmatch(leaf.name) or not leaf.is_file(follow_symlinks=False):
+                            return f"holds {entry.name}/{inner.name}/{leaf.name!r}"
+                finally:
+                    os.close(dfd)
+        finally:
+            os.close(wfd)
+    return None
+
+
+def _journal_ops(doc: object) -> list[dict[str, str]] | None:
+    ops = doc.get("ops") if isinstance(doc, dict) and set(doc) == {"ops"} else None
+    if not isinstance(ops, list):
+        return None
+    for op in ops:
+        if not (isinstance(op, dict) and op.get("op") in _OP_KEYS and set(op) == _OP_KEYS[op["op"]]
+                and all(isinstance(v, str) for v in op.values())
+                and (op["op"] != "put" or re.fullmatch(r"[0-9]{1,9}", op["staged"]))):
+            return None
+    return ops
+
+
+def _op_problem(tree: OutputTree, inputs: Inputs, op: dict[str, str], new_fd: int) -> str | None:
+    """Why a journal's operation is not one a render of this tree could have written."""
+    rel = op["path"]
+    if not owned_shape(rel):
+        return f"{op['op']} {rel!r} is not a path wasm-gitops writes"
+    fault = tree.dir_fault(os.path.dirname(rel))
+    if fault:
+        return f"{op['op']} {rel!r}: {tree.out / fault[0]} {fault[1]}"
+    what = inputs.what(tree.path(rel), nested=True)
+    if what:
+        return f"{op['op']} {rel!r}: it is {what}, an input of the spec"
+    if op["op"] == "put":
+        try:
+            if new_fd < 0:
+                return None  # nothing staged is left: every put was applied before the kill
+            os.lstat(op["staged"], dir_fd=new_fd)
+        except FileNotFoundError:
+            return None  # applied before the kill
     try:
-        _syncfs(fd)
-    finally:
-        os.close(fd)
+        current = read_regular(tree.path(rel), limit=FILE_LIMIT)
+    except NotRegular as e:
+        return f"{op['op']} {rel!r}: {e.what}"
+    if current is not None and rel != MANIFEST and not current.startswith(GENERATED_PREFIX):
+        return f"{op['op']} {rel!r}: that file does not start with the header wasm-gitops writes"
+    return None
 
+
+def survey(tree: OutputTree, inputs: Inputs) -> Staging:
+    """What the staging area holds, refusing (OutputError) anything wasm-gitops did not make."""
+    where = tree.out / STAGING
+    advice = f"wasm-gitops made none of it and does not follow or delete it: move {where} away"
+    try:
+        mode = os.lstat(tree.path(STAGING)).st_mode
+    except FileNotFoundError:
+        return Staging()
+    if stat.S_ISLNK(mode):
+        raise OutputError(f"{where}: is a symlink to {os.path.realpath(tree.path(STAGING))}; {advice}")
+    if not stat.S_ISDIR(mode):
+        raise OutputError(f"{where}: is not a directory; {advice}")
+    sfd = _open_dir(tree.path(STAGING))
+    try:
+        problem = _layout_problem(sfd)
+        if problem:
+            raise OutputError(f"{where}: {problem}, which is not a staging area wasm-gitops made; {advice}")
+        try:
+            cfd = _open_dir(COMMIT, sfd)
+        except FileNotFoundError:
+            return Staging(present=True)
+        try:
+            try:
+                data = read_regular(JOURNAL, dir_fd=cfd, limit=JSON_LIMIT)
+            except NotRegular as e:
+                raise OutputError(f"{where}/{COMMIT}/{JOURNAL}: {e.what}; {advice}") from None
+            if data is None:
+                return Staging(present=True)  # a render finished, and was killed while cleaning up
+            try:
+                ops = _journal_ops(load_json(data))
+            except ValueError as e:
+                raise OutputError(f"{where}/{COMMIT}/{JOURNAL}: not JSON ({e}); {advice}") from None
+            if ops is None:
+                raise OutputError(f"{where}/{COMMIT}/{JOURNAL}: not a journal wasm-gitops writes; {advice}")
+            try:
+                nfd = _open_dir("new", cfd)
+            except FileNotFoundError:
+                nfd = -1
+            try:
+                problems = [p for op in ops if (p := _op_problem(tree, inputs, op, nfd))]
+            finally:
+                if nfd >= 0:
+                    os.close(nfd)
+            if problems:
+                more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+                raise OutputError(f"{where}/{COMMIT}/{JOURNAL}: {problems[0]}{more}; so it is not finished: "
+                                  f"{advice}")
+            return Staging(present=True, ops=ops)
+        finally:
+            os.close(cfd)
+    finally:
+        os.close(sfd)
+
+
+def recover(tree: OutputTree, inputs: Inputs, staging: Staging) -> bool:
+    """Finish a render that was killed after its commit point (its journal checked by survey());
+    drop a staging area write() left behind. Returns whether a render was finished."""
+    if not staging.present:
+        return False
+    outfd = _open_dir(tree.real)
+    try:
+        done = False
+        if staging.ops is not None:
+            sfd = _open_dir(STAGING, outfd)
+            try:
+                try:
+                    nfd = _open_dir(f"{COMMIT}/new", sfd)
+                except FileNotFoundError:
+                    nfd = -1
+                known = {tree.real}
+                try:
+                    for op in staging.ops:
+                        target = tree.path(op["path"])
+                        if op["op"] == "put":
+                            if nfd < 0:
+                                continue
+                            try:
+                                os.lstat(op["staged"], dir_fd=nfd)
+                            except FileNotFoundError:
+                                continue
+                            _ensure_dir(os.path.dirname(target), known, [])
+                            os.replace(op["staged"], target, src_dir_fd=nfd)
+                        else:
+                            with contextlib.suppress(FileNotFoundError):
+                                os.unlink(target)
+                finally:
+                    if nfd >= 0:
+                        os.close(nfd)
+            finally:
+                os.close(sfd)
+            _prune_dirs(tree, [op["path"] for op in staging.ops if op["op"] == "delete"])
+            done = True
+        found = inputs.within(os.path.join(tree.real, STAGING))
+        if found:
+            raise OutputError(f"{tree.out / STAGING}: holds {found}; wasm-gitops does not delete it: move "
+                              "that input out of the staging area")
+        shutil.rmtree(STAGING, dir_fd=outfd)
+        return done
+    finally:
+        os.close(outfd)
+
+
+# ------------------------------------------------------------------------------------------ write
 
 def _syncfs(fd: int) -> None:
     """syncfs(2) of the filesystem holding fd (the output tree's), else a global sync."""
@@ -213,20 +474,13 @@ def _syncfs(fd: int) -> None:
     os.sync()
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-
-
-def _create(path: str, data: bytes) -> None:
-    """A new file: openat, write, close (open() adds fstat, ioctl and lseek calls to each)."""
-    fd = os.open(path, _CREATE, 0o666)
+def _create(name: str, data: bytes, dir_fd: int) -> None:
+    """A new file in a directory this process made: openat, write, close (open() adds fstat, ioctl
+    and lseek calls to each)."""
+    fd = os.open(name, _CREATE, 0o666, dir_fd=dir_fd)
     try:
         view = memoryview(data)
         while view:
@@ -244,7 +498,7 @@ def _ensure_dir(path: str, known: set[str], created: list[str]) -> None:
         os.mkdir(path)
         created.append(path)
     except FileExistsError:
-        if not os.path.isdir(path):
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
             raise NotADirectoryError(errno.ENOTDIR, "not a directory", path) from None
     except FileNotFoundError:
         _ensure_dir(os.path.dirname(path), known, created)
@@ -253,51 +507,19 @@ def _ensure_dir(path: str, known: set[str], created: list[str]) -> None:
     known.add(path)
 
 
-def pending_commit(out: Path) -> bool:
-    return (out / STAGING / COMMIT / JOURNAL).is_file()
-
-
-def _staged(commit: Path, op: dict[str, str]) -> Path:
-    # Staged files are numbered in one flat directory; journals of older versions mirrored the tree.
-    return commit / "new" / op.get("staged", op["path"])
-
-
-def recover(out: Path) -> bool:
-    """Finish a render that was killed after its commit point; drop any uncommitted staging."""
-    staging = out / STAGING
-    done = False
-    if pending_commit(out):
-        commit = staging / COMMIT
-        journal = json.loads((commit / JOURNAL).read_text(encoding="utf-8"))
-        for op in journal["ops"]:
-            target = out / op["path"]
-            if op["op"] == "put":
-                new = _staged(commit, op)
-                if new.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    os.replace(new, target)
-            elif op["op"] == "delete":
-                target.unlink(missing_ok=True)
-        _prune_dirs(out, [op["path"] for op in journal["ops"] if op["op"] == "delete"])
-        done = True
-    if staging.exists():
-        shutil.rmtree(staging, ignore_errors=True)
-    return done
-
-
-def _prune_dirs(out: Path, removed: list[str]) -> None:
-    """Remove directories that removing our files left empty; a directory with anything else stays."""
-    for rel in sorted({str(Path(r).parent) for r in removed}, key=lambda p: -p.count("/")):
-        d = out / rel
-        while d != out and out in d.parents:
+def _prune_dirs(tree: OutputTree, removed: list[str]) -> None:
+    """Remove directories that removing our files left empty; a directory with anything else stays
+    (rmdir never follows a link: a link there fails with ENOTDIR and stays too)."""
+    for rel in sorted({os.path.dirname(r) for r in removed}, key=lambda p: -p.count("/")):
+        while rel:
             try:
-                d.rmdir()
+                os.rmdir(tree.path(rel))
             except OSError:
                 break
-            d = d.parent
+            rel = os.path.dirname(rel)
 
 
-def write(plan: Plan, out: Path, changes: Changes,
+def write(plan: Plan, tree: OutputTree, changes: Changes,
           fault: Callable[[str], None] | None = None) -> None:
     """Apply changes.added/changed/removed atomically. `fault` lets tests fail at a named step.
 
@@ -305,78 +527,126 @@ def write(plan: Plan, out: Path, changes: Changes,
     measured, ~0.2 ms of system time each), so each is created once: staged files go into one flat
     directory under numbers (no staging tree to build and tear down), each output directory gets one
     mkdir, and whether a target exists is known from the comparison, not asked again.
+
+    The staging area is made here (mkdir, then opened with O_NOFOLLOW) and reached only through
+    descriptors; recover() has removed any earlier one, so one that exists now is refused.
     """
     puts = changes.added + changes.changed
     if not puts and not changes.removed:
         return
+    outfd = _open_dir(tree.real)
+    try:
+        _write(plan, tree, changes, puts, outfd, fault)
+    finally:
+        os.close(outfd)
+
+
+def _write(plan: Plan, tree: OutputTree, changes: Changes, puts: list[str], outfd: int,
+           fault: Callable[[str], None] | None) -> None:
+    out = tree.out
     existing = set(changes.changed)
-    staging = out / STAGING
-    if staging.exists():
-        shutil.rmtree(staging)
-    work = staging / f"stage-{os.getpid()}"
+    work = f"stage-{os.getpid()}"
+    fds: list[int] = []
     try:
-        os.makedirs(work / "new")
-        new_dir = os.fspath(work / "new")
-        for index, rel in enumerate(puts):
-            _create(os.path.join(new_dir, str(index)), plan.files[rel])
-            if fault:
-                fault("stage")
-        ops = ([{"op": "put", "path": rel, "staged": str(index)} for index, rel in enumerate(puts)]
-               + [{"op": "delete", "path": rel} for rel in changes.removed])
-        _create(os.fspath(work / JOURNAL), json.dumps({"ops": ops}).encode("utf-8"))
-        # One flush of everything staged (file data and directories) before the commit point,
-        # instead of an fsync per file: the journal must never name a file that is not on disk.
-        _sync(staging)
+        os.mkdir(STAGING, 0o700, dir_fd=outfd)
+    except FileExistsError:
+        raise OutputError(f"{out / STAGING}: appeared while rendering (made by something else); move it "
+                          "away and render again") from None
     except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
         raise OutputError(f"{out}: cannot write the new files ({_why(e)}); nothing was changed") from None
-    commit = staging / COMMIT
-    os.replace(work, commit)  # the commit point
-    _fsync_dir(staging)
-    if fault:
-        fault("commit")
-    root, new_dir, old_dir = os.fspath(out), os.fspath(commit / "new"), os.fspath(commit / "old")
-    known_dirs = {root}
-    created_dirs: list[str] = []
-    moved: list[tuple[str, str | None]] = []  # (target, backup or None when it did not exist)
     try:
-        for index, rel in enumerate(puts):
-            target = os.path.join(root, rel)
-            _ensure_dir(os.path.dirname(target), known_dirs, created_dirs)
-            backup = None
-            if rel in existing:
-                _ensure_dir(old_dir, known_dirs, created_dirs)
-                backup = os.path.join(old_dir, str(index))
-                try:
-                    os.replace(target, backup)
-                except FileNotFoundError:  # removed by someone since the comparison: nothing to keep
-                    backup = None
-            moved.append((target, backup))
-            os.replace(os.path.join(new_dir, str(index)), target)
-            if fault:
-                fault("apply")
-        for index, rel in enumerate(changes.removed):
-            target = os.path.join(root, rel)
-            _ensure_dir(old_dir, known_dirs, created_dirs)
-            backup = os.path.join(old_dir, f"removed-{index}")
-            os.replace(target, backup)
-            moved.append((target, backup))
-    except OSError as e:
-        # Undo in reverse, then forget the journal so nobody rolls it forward.
-        for target, backup in reversed(moved):
-            if backup is not None and os.path.exists(backup):
-                os.replace(backup, target)
-            elif backup is None:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(target)
-        for directory in reversed(created_dirs):  # only if empty: never anything a person put there
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
-        shutil.rmtree(staging, ignore_errors=True)
-        raise OutputError(f"{out}: cannot write the new files ({_why(e)}); the tree is as it was") from None
-    (commit / JOURNAL).unlink()
-    shutil.rmtree(staging, ignore_errors=True)
-    _prune_dirs(out, changes.removed)
+        try:
+            sfd = _open_dir(STAGING, outfd)
+            fds.append(sfd)
+            os.mkdir(work, 0o700, dir_fd=sfd)
+            wfd = _open_dir(work, sfd)
+            fds.append(wfd)
+            os.mkdir("new", 0o700, dir_fd=wfd)
+            nfd = _open_dir("new", wfd)
+            fds.append(nfd)
+            for index, rel in enumerate(puts):
+                _create(str(index), plan.files[rel], nfd)
+                if fault:
+                    fault("stage")
+            ops = ([{"op": "put", "path": rel, "staged": str(index)} for index, rel in enumerate(puts)]
+                   + [{"op": "delete", "path": rel} for rel in changes.removed])
+            _create(JOURNAL, json.dumps({"ops": ops}).encode("utf-8"), wfd)
+            # One flush of everything staged (file data and directories) before the commit point,
+            # instead of an fsync per file: the journal must never name a file that is not on disk.
+            _syncfs(sfd)
+        except OSError as e:
+            shutil.rmtree(STAGING, dir_fd=outfd, ignore_errors=True)
+            raise OutputError(f"{out}: cannot write the new files ({_why(e)}); nothing was changed") from None
+        os.replace(work, COMMIT, src_dir_fd=sfd, dst_dir_fd=sfd)  # the commit point
+        os.fsync(sfd)
+        if fault:
+            fault("commit")
+        _apply(tree, changes, puts, existing, wfd, nfd, outfd, fault)
+        # Directories the removals left empty go before the journal does: killed in between, the
+        # next render prunes them again; after it, nothing remains to be done.
+        _prune_dirs(tree, changes.removed)
+        os.unlink(JOURNAL, dir_fd=wfd)
+        if fault:
+            fault("finish")
+    finally:
+        for fd in reversed(fds):
+            os.close(fd)
+    shutil.rmtree(STAGING, dir_fd=outfd, ignore_errors=True)
+
+
+def _apply(tree: OutputTree, changes: Changes, puts: list[str], existing: set[str], wfd: int, nfd: int,
+           outfd: int, fault: Callable[[str], None] | None) -> None:
+    out = tree.out
+    known_dirs = {tree.real}
+    created_dirs: list[str] = []
+    moved: list[tuple[str, str | None]] = []  # (target, backup name in old/, None when it did not exist)
+    ofd = -1
+
+    def old_dir() -> int:
+        nonlocal ofd
+        if ofd < 0:
+            os.mkdir("old", 0o700, dir_fd=wfd)
+            ofd = _open_dir("old", wfd)
+        return ofd
+
+    try:
+        try:
+            for index, rel in enumerate(puts):
+                target = tree.path(rel)
+                _ensure_dir(os.path.dirname(target), known_dirs, created_dirs)
+                backup: str | None = None
+                if rel in existing:
+                    backup = str(index)
+                    try:
+                        os.replace(target, backup, dst_dir_fd=old_dir())
+                    except FileNotFoundError:  # removed by someone since the comparison: nothing to keep
+                        backup = None
+                moved.append((target, backup))
+                os.replace(str(index), target, src_dir_fd=nfd)
+                if fault:
+                    fault("apply")
+            for index, rel in enumerate(changes.removed):
+                target = tree.path(rel)
+                backup = f"removed-{index}"
+                os.replace(target, backup, dst_dir_fd=old_dir())
+                moved.append((target, backup))
+        except OSError as e:
+            # Undo in reverse, then forget the journal so nobody rolls it forward.
+            for target, backup in reversed(moved):
+                if backup is not None:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.replace(backup, target, src_dir_fd=ofd)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(target)
+            for directory in reversed(created_dirs):  # only if empty: never anything a person put there
+                with contextlib.suppress(OSError):
+                    os.rmdir(directory)
+            shutil.rmtree(STAGING, dir_fd=outfd, ignore_errors=True)
+            raise OutputError(f"{out}: cannot write the new files ({_why(e)}); the tree is as it was") from None
+    finally:
+        if ofd >= 0:
+            os.close(ofd)
 
 
 def _why(e: OSError) -> str:
@@ -385,5 +655,7 @@ def _why(e: OSError) -> str:
     if e.errno == errno.EFBIG:
         return "file size limit exceeded"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"permission denied at {e.filename}" if e.filename else "permission denied"
+        # Staged files are named relative to the staging directory's descriptor: name the tree's side.
+        where = next((str(f) for f in (e.filename, e.filename2) if f and os.path.isabs(str(f))), None)
+        return f"permission denied at {where}" if where else "permission denied"
     return e.strerror or str(e)

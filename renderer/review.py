@@ -217,8 +217,10 @@ def _pod_annotations(obj: Obj | None) -> Any:
 
 
 def _filter_configmap(oid: ObjectId, obj: Obj) -> tuple[str, str] | None:
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    if oid.kind == "ConfigMap" and isinstance(labels.get(_FILTER_LABEL), str):
+    # A file edited by hand can hold anything: a metadata or labels that is not a map is no label.
+    meta = obj.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, dict) else None
+    if oid.kind == "ConfigMap" and isinstance(labels, dict) and isinstance(labels.get(_FILTER_LABEL), str):
         return oid.namespace, labels[_FILTER_LABEL]
     return None
 
