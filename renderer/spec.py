@@ -23,7 +23,7 @@ import jsonschema_rs
 from . import istio_versions, parallel
 from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
-from .files import schema_text
+from .files import NotAFile, TooLarge, read_file, schema_text
 from .model import (
     DEFAULT_RUNTIME,
     ArgoCD,
@@ -41,7 +41,7 @@ from .model import (
 )
 from .wasm import CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, WasmReport, inspect_wasm
 from .workloads import PathProblem, WorkloadReader, inside, inside_stat, is_remote
-from .yamlio import Document, SpecSyntaxError, json_path, load_document
+from .yamlio import MAX_SPEC_BYTES, Document, SpecSyntaxError, json_path, load_document
 
 SCHEMA_FILE = "filters.schema.json"
 
@@ -66,21 +66,27 @@ class LoadedSpec:
     warnings: tuple[Finding, ...]
 
 
-def read_spec_text(spec_path: Path) -> bytes:
+def read_spec_text(spec_path: Path, display: str) -> bytes:
     try:
-        return spec_path.read_bytes()
+        return read_file(os.fspath(spec_path), MAX_SPEC_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{spec_path}: no such file; create one with 'wasm-gitops init'") from None
     except IsADirectoryError:
         raise UsageError(f"{spec_path}: is a directory; pass the spec file with -f") from None
+    except NotAFile as e:
+        raise UsageError(f"{spec_path}: is {e.kind}, not a file; pass the spec file with -f") from None
+    except TooLarge as e:
+        raise SpecError([Finding(display, 1, 1, f"file is {e.size:,} bytes, more than the "
+                                 f"{MAX_SPEC_BYTES:,} accepted; split or shorten it")]) from None
     except OSError as e:
         raise UsageError(f"{spec_path}: cannot read it: {e.strerror}") from None
 
 
 def parse(spec_path: Path, display: str | None = None) -> Document:
-    text = read_spec_text(spec_path)
+    name = display or spec_path.name
+    text = read_spec_text(spec_path, name)
     try:
-        return load_document(text, display or spec_path.name)
+        return load_document(text, name)
     except SpecSyntaxError as e:
         raise SpecError(e.findings) from None
 
@@ -425,7 +431,16 @@ class _Checker:
             self.error(p + ("wasm",), str(e))
             return None
         try:
-            data = path.read_bytes()
+            data = read_file(os.fspath(path), CONFIGMAP_LIMIT)
+        except TooLarge as e:
+            self.error(p + ("wasm",), f"{ref!r} is {e.size:,} bytes; a ConfigMap holds at most "
+                       f"{CONFIGMAP_LIMIT:,}: shrink the module (wasm-opt -Oz, strip) or publish it as "
+                       "oci:// with output kind WasmPlugin")
+            return None
+        except NotAFile as e:
+            self.error(p + ("wasm",), f"wasm {ref!r} is {e.kind}, not a file; point it at the compiled "
+                       ".wasm module")
+            return None
         except FileNotFoundError:
             hint = " (build it with 'make wasm-local')" if "build" in raw else ""
             self.error(p + ("wasm",), f"wasm file {ref!r} does not exist{hint}; fix the path or build it")
@@ -441,11 +456,7 @@ class _Checker:
         if declared is not None and declared != digest:
             self.error(p + ("sha256",), f"sha256 {declared} does not match {ref!r} ({digest}); update "
                        "one of them")
-        if len(data) > CONFIGMAP_LIMIT:
-            self.error(p + ("wasm",), f"{ref!r} is {len(data):,} bytes; a ConfigMap holds at most "
-                       f"{CONFIGMAP_LIMIT:,}: shrink the module (wasm-opt -Oz, strip) or publish it as "
-                       "oci:// with output kind WasmPlugin")
-        elif len(data) > CLIENT_SIDE_APPLY_LIMIT:
+        if len(data) > CLIENT_SIDE_APPLY_LIMIT:
             self.warn(p + ("wasm",), f"{ref!r} is {len(data):,} bytes, more than {CLIENT_SIDE_APPLY_LIMIT:,}: "
                       "client-side kubectl apply cannot store it in the last-applied annotation, so its "
                       "ConfigMap is marked for server-side apply (Argo CD ServerSideApply=true)")

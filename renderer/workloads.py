@@ -17,7 +17,7 @@ from pathlib import Path
 import yaml
 
 from . import parallel
-from .files import is_within, read_file, real_join_stat
+from .files import NotAFile, TooLarge, is_within, read_file, real_join_stat
 from .yamlio import (
     SpecSyntaxError,
     compose_all,
@@ -27,6 +27,9 @@ from .yamlio import (
     node_text,
 )
 
+# The spec's own limit: a workload manifest larger than this is no manifest (fstat says so before
+# any of it is read).
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 _REMOTE_PREFIXES = ("http://", "https://", "git::", "git@", "ssh://", "file://", "github.com/",
                     "gitlab.com/", "bitbucket.org/")
@@ -113,6 +116,10 @@ class WorkloadReader:
             kfile, mode = real_join_stat(directory, name)
             if mode == stat.S_IFREG:
                 break
+            if mode is not None and mode != stat.S_IFDIR:
+                scan.problems.append(f"{self._rel(kfile)} is not a regular file; kustomize cannot read "
+                                     "it: replace it with the kustomization")
+                return
             kfile = None
         if kfile is None:
             scan.problems.append(f"{self._rel(directory)} has no kustomization.yaml; kustomize can only "
@@ -139,17 +146,25 @@ class WorkloadReader:
                 scan.files.add(path)
                 for doc in self._load(path, scan, only_if="Deployment"):
                     self._collect(doc, path, scan)
+            elif mode is not None:  # kustomize would block on a FIFO, or read a device forever
+                scan.problems.append(f"{self._rel(path)} is not a regular file or a directory; kustomize "
+                                     "cannot load it: replace it with the manifest")
             # missing: kustomize reports it when it builds; there is nothing here to read
 
     def _load(self, path: str, scan: ResourceScan, only_if: str = "") -> list[yaml.Node]:
         try:
-            text = read_file(path).decode("utf-8")
+            text = read_file(path, MAX_MANIFEST_BYTES).decode("utf-8")
             if only_if not in text:  # a Deployment's kind is spelled out in its text: skip the rest
                 return []
             return compose_all(text, path)
 
-        except (OSError, UnicodeDecodeError) as e:
-            scan.problems.append(f"cannot read {self._rel(path)}: {e}")
+        except (NotAFile, TooLarge) as e:
+            scan.problems.append(f"{self._rel(path)} {e.strerror}; kustomize cannot load it: replace it "
+                                 "with the manifest")
+        except OSError as e:
+            scan.problems.append(f"cannot read {self._rel(path)}: {e.strerror}")
+        except UnicodeDecodeError as e:
+            scan.problems.append(f"{self._rel(path)} is not UTF-8 text (byte {e.start}); save it as UTF-8")
         except SpecSyntaxError as e:
             # Named relative to the repository only here: computing it for every file costs ~0.1 s.
             rel = self._rel(path)
