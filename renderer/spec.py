@@ -206,6 +206,39 @@ def _explain(doc: Document, error: Any) -> Iterator[Finding]:
 
 # --------------------------------------------------------------------------------- meaning
 
+# Kubernetes' own label syntax (apimachinery validation.IsQualifiedName / IsValidLabelValue): what the
+# API server refuses in a workloadSelector or matchLabels, refused here where the label comes from.
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_VALUE_RULE = ("at most 63 characters, alphanumeric, '-', '_' or '.', starting and ending with an "
+                     "alphanumeric character (or empty)")
+
+
+def label_value_problem(value: str) -> str | None:
+    if len(value) > 63 or (value and not _LABEL_NAME.fullmatch(value)):
+        return f"{value!r} is not a valid Kubernetes label value ({_LABEL_VALUE_RULE})"
+    return None
+
+
+def label_key_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return f"{key!r} is not a valid Kubernetes label key (its prefix must be a DNS subdomain)"
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        return (f"{key!r} is not a valid Kubernetes label key (the name after any prefix/ is 1 to 63 "
+                "characters, alphanumeric, '-', '_' or '.', starting and ending with an alphanumeric)")
+    return None
+
+
+def _path_text_problem(what: str, text: str) -> str | None:
+    """Whitespace a path can hold on disk but that our output refuses to carry (leading or trailing
+    whitespace is invisible in a review; a tab or newline in a path is a typo, not a directory)."""
+    if text != text.strip() or any(c in text for c in "\t\n\r\f\v"):
+        return (f"{what} {text!r} has leading, trailing or non-space whitespace; remove it (rename the "
+                "directory if it really has such a name)")
+    return None
+
+
 def _config_text(doc: Document, path: tuple[str | int, ...], value: Any,
                  findings: list[Finding]) -> str | None:
     if value is None:
@@ -294,6 +327,9 @@ class _Checker:
             if path.startswith("/") or ".." in parts or "\\" in path:
                 self.error(("gitops", "path"), f"gitops.path {path!r} must be a '/'-separated path relative to "
                            "the repository root, without '..'; fix it")
+            elif any(c.isspace() for c in path):
+                self.error(("gitops", "path"), f"gitops.path {path!r} holds whitespace, which wasm-gitops "
+                           "does not write into Argo CD or Flux paths; rename the directory")
             path = posixpath.normpath(path)
         else:
             self.path_hint()
@@ -619,12 +655,36 @@ class _Checker:
     def selector(self, p: tuple[str | int, ...], raw: dict[str, Any], namespace: str, deployment: str,
                  owners: dict[str, str], service: str) -> tuple[tuple[str, str], ...] | None:
         declared = raw.get("selector")
+        for key, value in (declared or {}).items():
+            problem = label_key_problem(key)
+            if problem:
+                self.error(p + ("selector", key), f"selector: {problem}; fix the key", key=True)
+            problem = label_value_problem(value)
+            if problem:
+                self.error(p + ("selector", key), f"selector: {problem}; fix the value")
         local: list[Path] = []
         remote = False
         failed = False
+        first_at: dict[str, int] = {}
         for j, res in enumerate(raw["resources"]):
             rp = p + ("resources", j)
+            problem = _path_text_problem("resource", res)
+            if problem:
+                self.error(rp, problem)
+                failed = True
+                continue
             path = self.resource_dir(res)
+            # The same directory spelt twice (apps/x, ./apps/x/, a link to it) would be loaded twice,
+            # which kustomize refuses: objects with the same id.
+            same = str(path) if isinstance(path, Path) else res if path is None else None
+            if same is not None:
+                if same in first_at:
+                    k = first_at[same]
+                    self.error(rp, f"resource {res!r} is the same as resources[{k}] "
+                               f"{raw['resources'][k]!r}; list it once")
+                    failed = True
+                    continue
+                first_at[same] = j
             if path is None:
                 remote = True
                 continue
@@ -669,6 +729,14 @@ class _Checker:
             if not pod:
                 self.error(p + ("deployment",), f"Deployment {deployment!r} has no pod-template labels to "
                            "select; add 'selector'")
+                return None
+            bad = [(k, v, problem) for k, v in workload.pod_labels
+                   if (problem := label_key_problem(k) or label_value_problem(v))]
+            if bad:
+                k, v, problem = bad[0]
+                self.error(p, f"Deployment {deployment!r} has the pod-template label {k}={v!r}: {problem}, "
+                           "so no selector can name it (and Kubernetes refuses the Deployment): fix the "
+                           "label in the Deployment")
                 return None
             return workload.pod_labels
         wrong = [f"{k}={v}" for k, v in sorted(declared.items()) if pod.get(k) != v]

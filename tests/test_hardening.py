@@ -11,9 +11,14 @@ import sys
 import time
 from pathlib import Path
 
+import shutil
+from typing import Any
+
 import pytest
 import yaml
-from conftest import INPUTS, REPO, Repo, make_repo, proxy_wasm_module
+from conftest import INPUTS, REPO, Repo, kustomize, make_repo, proxy_wasm_module
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from renderer.yamlio import dump
 
@@ -248,3 +253,89 @@ def test_the_longest_names_still_make_valid_object_names(repo: Repo) -> None:
             assert len(value) <= 63
     ef = next(o for o in objs if o["kind"] == "EnvoyFilter")
     assert ef["metadata"]["name"] == f"{s63}-{f63}"
+
+
+# ------------------------------------------------------------------ validate and render agree
+
+# Odd but legal text: spaces, quotes, YAML indicators, non-ASCII, separators (U+2028 is category Zl).
+ODD = st.text(st.characters(blacklist_categories=("Cs", "Cc")) | st.sampled_from(" #:&*!%@`'\"{}[],|>-?"),
+              min_size=1, max_size=14)
+# A directory or file name: anything but "/" and NUL, and not "." or "..".
+NAME = ODD.map(lambda s: s.replace("/", "_")).filter(lambda s: s not in (".", "..") and len(s.encode()) < 200)
+K8S_NAME = st.from_regex(r"[a-z]([a-z0-9-]{0,60}[a-z0-9])?", fullmatch=True)
+LABEL_KEY = st.from_regex(r"([a-z0-9]([-a-z0-9.]{0,20}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,70}[A-Za-z0-9])?",
+                          fullmatch=True) | ODD
+LABEL_VALUE = st.from_regex(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,70}[A-Za-z0-9])?)?", fullmatch=True) | ODD
+
+
+@st.composite
+def odd_repos(draw: st.DrawFn) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """A spec valid for the schema, and the files it names, with odd strings wherever a string goes."""
+    files: dict[str, bytes] = {}
+    fnames = draw(st.lists(K8S_NAME, min_size=1, max_size=2, unique=True))
+    filters = []
+    for name in fnames:
+        wasm = "filters/" + draw(NAME)
+        if wasm in files:
+            wasm += "-2"
+        files[wasm] = proxy_wasm_module(name)
+        f: dict[str, Any] = {"name": name, "wasm": wasm}
+        for key in ("rootId", "vmId"):
+            if draw(st.booleans()):
+                f[key] = draw(ODD)
+        if draw(st.booleans()):
+            f["config"] = draw(ODD | st.dictionaries(ODD, ODD, max_size=2))
+        filters.append(f)
+    services = []
+    for name in draw(st.lists(K8S_NAME, min_size=1, max_size=2, unique=True)):
+        directory = f"apps/{name}-" + draw(NAME)
+        spelt = draw(st.sampled_from([directory, "./" + directory, directory + "/", directory + "/."]))
+        labels = draw(st.dictionaries(LABEL_KEY, LABEL_VALUE, min_size=1, max_size=3))
+        deployment = draw(K8S_NAME)
+        namespace = draw(st.sampled_from(["default", "team-a"]))
+        files[f"{directory}/kustomization.yaml"] = b"resources: [deployment.yaml]\n"
+        files[f"{directory}/deployment.yaml"] = dump({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": deployment, "namespace": namespace},
+            "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels},
+                     "spec": {"containers": [{"name": "app", "image": "example.invalid/app:1"}]}}}}).encode()
+        s: dict[str, Any] = {"name": name, "namespace": namespace, "deployment": deployment,
+                             "resources": [spelt], "filters": [draw(st.sampled_from(fnames))]}
+        if draw(st.booleans()):
+            s["selector"] = dict(list(labels.items())[:1])
+        services.append(s)
+    spec: dict[str, Any] = {"apiVersion": "wasm-gitops/v1", "kind": "FilterSet", "istio": "1.22",
+                            "filters": filters, "services": services}
+    if draw(st.booleans()):
+        gitops: dict[str, Any] = {"repoURL": draw(ODD), "argocd": {"mode": draw(st.sampled_from(
+            ["Application", "ApplicationSet"]))}, "flux": {"mode": "Kustomization"}}
+        for key in ("targetRevision", "path"):
+            if draw(st.booleans()):
+                gitops[key] = draw(ODD)
+        spec["gitops"] = gitops
+    return spec, files
+
+
+@settings(max_examples=int(os.environ.get("WASM_GITOPS_AGREEMENT_EXAMPLES", "60")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(case=odd_repos())
+def test_what_validate_accepts_renders_and_builds(tmp_path: Path, case: tuple[dict[str, Any], dict[str, bytes]]) -> None:
+    spec, files = case
+    root = tmp_path / "odd"
+    if root.exists():
+        shutil.rmtree(root)
+    repo = Repo(root)
+    root.mkdir()
+    for rel, data in files.items():
+        repo.write(rel, data)
+    repo.write("filters.yaml", dump(spec))
+    validated = repo.cli("validate")
+    assert validated.exit_code in (0, 2), validated.output
+    event(f"validate exit {validated.exit_code}")
+    if validated.exit_code == 2:
+        assert all(line.startswith("filters.yaml:") for line in validated.output.splitlines()), validated.output
+        return
+    rendered = repo.cli("render")
+    assert rendered.exit_code == 0, f"validate accepted it, render said:\n{rendered.output}"
+    assert kustomize(root), "the root kustomization builds to nothing"
+    for s in spec["services"]:
+        assert kustomize(root / "overlays" / s["name"])
