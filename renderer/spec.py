@@ -23,7 +23,7 @@ import jsonschema_rs
 from . import istio_versions, parallel
 from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
-from .files import NotAFile, TooLarge, read_file, schema_text
+from .files import NotAFile, TooLarge, is_within, read_file, schema_text
 from .model import (
     DEFAULT_RUNTIME,
     ArgoCD,
@@ -40,7 +40,7 @@ from .model import (
     TestSpec,
 )
 from .wasm import CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, WasmReport, inspect_wasm
-from .workloads import PathProblem, WorkloadReader, inside, inside_stat, is_remote
+from .workloads import KUSTOMIZATION_NAMES, PathProblem, WorkloadReader, inside, inside_stat, is_remote
 from .yamlio import MAX_SPEC_BYTES, Document, SpecSyntaxError, json_path, load_document
 
 SCHEMA_FILE = "filters.schema.json"
@@ -233,6 +233,9 @@ def label_key_problem(key: str) -> str | None:
 def _path_text_problem(what: str, text: str) -> str | None:
     """Whitespace a path can hold on disk but that our output refuses to carry (leading or trailing
     whitespace is invisible in a review; a tab or newline in a path is a typo, not a directory)."""
+    if "\\" in text:
+        return (f"{what} {text!r} holds a backslash; separate directories with '/' (kustomize reads a "
+                "backslash as part of a name, and Windows checkouts as a separator)")
     if text != text.strip() or any(c in text for c in "\t\n\r\f\v"):
         return (f"{what} {text!r} has leading, trailing or non-space whitespace; remove it (rename the "
                 "directory if it really has such a name)")
@@ -272,7 +275,7 @@ def _message(raw: Any) -> HttpMessageSpec:
 
 class _Checker:
     def __init__(self, doc: Document, spec_path: Path, inspect: bool,
-                 meanwhile: Callable[[], None] | None = None) -> None:
+                 meanwhile: Callable[[], None] | None = None, out: Path | None = None) -> None:
         self.doc = doc
         self.spec_path = spec_path
         self.root = spec_path.parent.resolve()
@@ -280,6 +283,11 @@ class _Checker:
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
         self.reader = WorkloadReader(self.root)
+        # The output tree (render's default; load_spec's `out` when the caller knows another):
+        # resources must never load what it writes.
+        self.out = os.path.realpath(out) if out is not None else os.fspath(self.root)
+        self.outputs = [os.path.join(self.out, name) for name in
+                        ("base", "overlays", "gitops", ".wasm-gitops.tmp", *KUSTOMIZATION_NAMES)]
         self.resource_dirs: dict[str, Path | str | None] = {}
         self.to_inspect: list[tuple[tuple[str | int, ...], dict[str, Any], str, bytes]] = []
         self.meanwhile = meanwhile
@@ -652,6 +660,21 @@ class _Checker:
                     "point it at the directory with the kustomization.yaml")
         return path
 
+    def generated(self, path: Path, loaded: set[str], service: str) -> str | None:
+        """What is wrong with a resource that loads the output wasm-gitops writes, if it does."""
+        res = os.path.relpath(path, self.root)
+        own = os.path.join(self.out, "overlays", service)
+        if is_within(own, str(path)):
+            return (f"resource {res!r} is this service's own overlay, which wasm-gitops writes: the overlay "
+                    "would include itself; point resources at the workload's own manifests")
+        for f in sorted({str(path), *loaded}):
+            if any(is_within(g, f) for g in self.outputs):
+                what = ("this service's own overlay" if is_within(own, f) else
+                        f"{os.path.relpath(f, self.root)}, which wasm-gitops writes")
+                return (f"resource {res!r} includes {what}: the rendered tree would include itself; point "
+                        "resources at the workload's own manifests")
+        return None
+
     def selector(self, p: tuple[str | int, ...], raw: dict[str, Any], namespace: str, deployment: str,
                  owners: dict[str, str], service: str) -> tuple[tuple[str, str], ...] | None:
         declared = raw.get("selector")
@@ -697,6 +720,10 @@ class _Checker:
                 self.error(rp, f"resource {res!r}: {problem}")
             if scan.problems:
                 continue
+            generated = self.generated(path, scan.files, service)
+            if generated:
+                self.error(rp, generated)
+                continue
             failed = False
             local.append(path)
             loaded = scan.files | {str(path)}
@@ -733,8 +760,8 @@ class _Checker:
             bad = [(k, v, problem) for k, v in workload.pod_labels
                    if (problem := label_key_problem(k) or label_value_problem(v))]
             if bad:
-                k, v, problem = bad[0]
-                self.error(p, f"Deployment {deployment!r} has the pod-template label {k}={v!r}: {problem}, "
+                label, value, problem = bad[0]
+                self.error(p, f"Deployment {deployment!r} has the pod-template label {label}={value!r}: {problem}, "
                            "so no selector can name it (and Kubernetes refuses the Deployment): fix the "
                            "label in the Deployment")
                 return None
@@ -780,10 +807,11 @@ def load_build_targets(spec_path: Path, names: Iterable[str] = ()) -> list[Build
 
 
 def load_spec(spec_path: Path, *, display: str | None = None, inspect: bool = True,
-              meanwhile: Callable[[], None] | None = None) -> LoadedSpec:
+              meanwhile: Callable[[], None] | None = None, out: Path | None = None) -> LoadedSpec:
     """Read, validate and model a spec. Raise SpecError with every problem found.
 
-    `meanwhile` is work of the caller's to overlap with reading the workloads (it runs once, here)."""
+    `meanwhile` is work of the caller's to overlap with reading the workloads (it runs once, here);
+    `out` the output directory, when it is not the spec's."""
     doc = parse(spec_path, display)
     if not isinstance(doc.data, dict):
         raise SpecError([doc.finding((), f"the document must be a map with apiVersion, kind, istio, filters "
@@ -791,7 +819,7 @@ def load_spec(spec_path: Path, *, display: str | None = None, inspect: bool = Tr
     schema_errors = _schema_findings(doc)
     if schema_errors:
         raise SpecError(schema_errors)
-    checker = _Checker(doc, spec_path, inspect, meanwhile)
+    checker = _Checker(doc, spec_path, inspect, meanwhile, out)
     model = checker.run()
     if model is None:
         raise SpecError(checker.errors)

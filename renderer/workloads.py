@@ -1,17 +1,23 @@
 """Read the user's own kustomize resources, just enough to find the Deployment a service patches.
 
-This is deliberately not a kustomize implementation: it follows `resources:` (and the deprecated
-`bases:`) of local kustomizations and reads Deployments as written. Patches or generators in the user's
-kustomization that rewrite pod labels are not applied; the tests build the real output with
-`kubectl kustomize`, which is the final word.
+What counts is what kustomize builds, not what the files say. When every kustomization involved only
+lists `resources:` (and the deprecated `bases:`), the build is the files as written, so they are read
+directly (thousands per render at mesh scale, no process started). A kustomization with anything else
+(patches, labels, commonLabels, namespace, namePrefix, generators, components, helmCharts, ...) can
+change the Deployment's name, namespace or pod labels: that directory is built with the real
+`kubectl kustomize`, offline, several at once.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import shutil
 import stat
+import subprocess
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -21,6 +27,7 @@ from .files import NotAFile, TooLarge, is_within, read_file, real_join_stat
 from .yamlio import (
     SpecSyntaxError,
     compose_all,
+    decode_utf8,
     node_get,
     node_string_map,
     node_strings,
@@ -72,6 +79,15 @@ class Workload:
     file: str
 
 
+# Keys of a kustomization that leave its build equal to its resources as written; any other key
+# may transform them, and sends the directory to the real kustomize.
+_PLAIN_KEYS = frozenset({"apiVersion", "kind", "metadata", "resources", "bases"})
+KUSTOMIZE_TIMEOUT = 60.0
+# Builds at once: kustomize is single-threaded and mostly waits on its start-up (~60 ms); two cores
+# overlap four of them well (docs/performance.md).
+KUSTOMIZE_JOBS = 4
+
+
 @dataclass
 class ResourceScan:
     """What a local kustomization directory contains (after following its local resources)."""
@@ -79,6 +95,9 @@ class ResourceScan:
     deployments: list[Workload]
     files: set[str]  # real paths of every file and directory it loads
     problems: list[str]
+    transformed: str = ""  # a kustomization (relative path) with a transformer: build with kustomize
+    remote: list[str] = field(default_factory=list)  # remote bases named by its kustomizations
+    built: bool = False
 
 
 class WorkloadReader:
@@ -93,7 +112,10 @@ class WorkloadReader:
             scan = ResourceScan([], set(), [])
             self._cache[key] = scan  # placed first, so a kustomization cycle ends here
             self._scan_dir(key, scan, depth=0)
-        return self._cache[key]
+        scan = self._cache[key]
+        if scan.transformed and not scan.built:
+            self._build([key])
+        return scan
 
     def prefetch(self, directories: Iterable[Path | str], meanwhile: Callable[[], None] | None = None) -> None:
         """Scan many directories at once, shared with a forked child (parallel.py), so that scan()
@@ -103,9 +125,47 @@ class WorkloadReader:
         scans, _ = parallel.split_and(self._scan_many, todo, meanwhile or parallel.nothing)
         for directory, scan in zip(todo, scans, strict=True):
             self._cache.setdefault(directory, scan)
+        self._build([d for d in todo if self._cache[d].transformed and not self._cache[d].built])
 
     def _scan_many(self, directories: Sequence[str]) -> list[ResourceScan]:
-        return [self.scan(d) for d in directories]
+        # Only reading here: builds start from the parent, all at once, whichever half found them.
+        out = []
+        for key in directories:
+            if key not in self._cache:
+                scan = ResourceScan([], set(), [])
+                self._cache[key] = scan
+                self._scan_dir(key, scan, depth=0)
+            out.append(self._cache[key])
+        return out
+
+    def _build(self, directories: Sequence[str]) -> None:
+        """Replace what the files say by what kustomize builds, for each directory that transforms."""
+        todo = []
+        for key in directories:
+            scan = self._cache[key]
+            scan.built = True
+            if scan.problems:
+                continue
+            if scan.remote:
+                scan.problems.append(
+                    f"{scan.transformed} transforms its resources, so wasm-gitops builds it with kustomize "
+                    f"to read the Deployment, offline, and it names the remote base {scan.remote[0]!r}: "
+                    "vendor that base into the repository")
+                continue
+            todo.append(key)
+        for key, (output, error) in zip(todo, build_many(todo), strict=True):
+            scan = self._cache[key]
+            if error is not None:
+                scan.problems.append(error.replace(self.root + "/", ""))
+                continue
+            try:
+                docs = compose_all(output, f"kubectl kustomize {self._rel(key)}")
+            except SpecSyntaxError as e:
+                scan.problems.append(f"cannot read what kustomize built: {e.findings[0].message}")
+                continue
+            scan.deployments = []
+            for doc in docs:
+                self._collect(doc, key, scan)
 
     def _scan_dir(self, directory: str, scan: ResourceScan, depth: int) -> None:
         if depth > 20:
@@ -127,11 +187,18 @@ class WorkloadReader:
             return
         scan.files.add(kfile)
         docs = self._load(kfile, scan)
+        top = docs[0] if docs else None
+        if isinstance(top, yaml.MappingNode) and not scan.transformed:
+            if any(isinstance(k, yaml.ScalarNode) and k.value not in _PLAIN_KEYS for k, _ in top.value):
+                scan.transformed = self._rel(kfile)
         entries: list[str] = []
-        for key in ("resources", "bases"):
-            entries.extend(node_strings(node_get(docs[0] if docs else None, key)))
+        for key in ("resources", "bases", "components"):
+            entries.extend(node_strings(node_get(top, key)))
         for entry in entries:
-            if is_remote(entry) or os.path.isabs(entry):
+            if is_remote(entry):
+                scan.remote.append(entry)
+                continue
+            if os.path.isabs(entry):
                 continue
             path, mode = real_join_stat(directory, entry)
             if not is_within(self.root, path):
@@ -153,7 +220,7 @@ class WorkloadReader:
 
     def _load(self, path: str, scan: ResourceScan, only_if: str = "") -> list[yaml.Node]:
         try:
-            text = read_file(path, MAX_MANIFEST_BYTES).decode("utf-8")
+            text = decode_utf8(read_file(path, MAX_MANIFEST_BYTES), path)
             if only_if not in text:  # a Deployment's kind is spelled out in its text: skip the rest
                 return []
             return compose_all(text, path)
@@ -163,8 +230,6 @@ class WorkloadReader:
                                  "with the manifest")
         except OSError as e:
             scan.problems.append(f"cannot read {self._rel(path)}: {e.strerror}")
-        except UnicodeDecodeError as e:
-            scan.problems.append(f"{self._rel(path)} is not UTF-8 text (byte {e.start}); save it as UTF-8")
         except SpecSyntaxError as e:
             # Named relative to the repository only here: computing it for every file costs ~0.1 s.
             rel = self._rel(path)
@@ -196,3 +261,94 @@ def _objects(doc: yaml.Node) -> Iterator[yaml.Node]:
             yield from items.value
     else:
         yield doc
+
+
+def kustomize_command() -> list[str] | None:
+    """kubectl's embedded kustomize (v5 since kubectl 1.27), or a standalone kustomize."""
+    kubectl = shutil.which("kubectl")
+    if kubectl is not None:
+        return [kubectl, "kustomize"]
+    standalone = shutil.which("kustomize")
+    return [standalone, "build"] if standalone is not None else None
+
+
+_KLOG_ONE_LINE = re.compile(r'err=("(?:[^"\\]|\\.)*")\s*$')
+
+
+def kustomize_error(stderr: str) -> str:
+    """kustomize's error as one line. kubectl logs it through klog, as `err="..."` (a Go-quoted
+    string) or as `err=<` and indented lines up to ` >`; a standalone kustomize prints `Error: ...`."""
+    lines = stderr.splitlines()
+    for i, line in enumerate(lines):
+        one = _KLOG_ONE_LINE.search(line)
+        if one:
+            try:
+                text = str(json.loads(one.group(1)))
+            except ValueError:
+                text = one.group(1)[1:-1]
+            break
+        if line.rstrip().endswith("err=<"):
+            block = []
+            for more in lines[i + 1:]:
+                if more.strip() == ">":
+                    break
+                block.append(more.strip())
+            text = " ".join(part for part in block if part)
+            break
+    else:
+        text = next((line.strip() for line in lines if line.strip()), "no error message")
+    text = " ".join(text.removeprefix("Error: ").removeprefix("error: ").split())
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
+def build_many(directories: Sequence[str]) -> list[tuple[str, str | None]]:
+    """`kubectl kustomize DIR` for each directory: (output, None) or ("", its first error line).
+
+    Run KUSTOMIZE_JOBS at a time: one build is ~60 ms of a process starting, so a mesh where a
+    hundred services patch their workloads would otherwise wait seconds for them in a row. The load
+    restrictor stays kustomize's default (files under each kustomization's root only); plugins and
+    Helm stay off (not enabled), and remote bases are refused before this is called."""
+    if not directories:
+        return []
+    command = kustomize_command()
+    if command is None:
+        return [("", "it transforms its resources (patches, labels, ...), so wasm-gitops builds it with "
+                 "kustomize to read the Deployment, and neither kubectl nor kustomize is on PATH: install "
+                 "kubectl")] * len(directories)
+    results: list[tuple[str, str | None]] = [("", None)] * len(directories)
+    running: list[tuple[int, subprocess.Popen[bytes]]] = []
+    queue = list(enumerate(directories))
+    queue.reverse()
+
+    def finish(index: int, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            out, err = proc.communicate(timeout=KUSTOMIZE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            results[index] = ("", f"kubectl kustomize did not finish in {KUSTOMIZE_TIMEOUT:.0f} s")
+            return
+        if proc.returncode != 0:
+            results[index] = ("", f"kustomize cannot build it: {kustomize_error(err.decode('utf-8', 'replace'))}")
+            return
+        results[index] = (out.decode("utf-8", "replace"), None)
+
+    try:
+        while queue or running:
+            while queue and len(running) < KUSTOMIZE_JOBS:
+                index, directory = queue.pop()
+                try:
+                    proc = subprocess.Popen([*command, directory], stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                except OSError as e:
+                    results[index] = ("", f"cannot run kustomize: {e.strerror}")
+                    continue
+                running.append((index, proc))
+            if running:
+                index, proc = running.pop(0)
+                finish(index, proc)
+    finally:
+        for _, proc in running:  # interrupted (^C): leave no build behind
+            proc.kill()
+            proc.wait()
+    return results
