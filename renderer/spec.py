@@ -211,7 +211,7 @@ def _explain(doc: Document, error: Any) -> Iterator[Finding]:
 _LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _LABEL_VALUE_RULE = ("at most 63 characters, alphanumeric, '-', '_' or '.', starting and ending with an "
-                     "alphanumeric character (or empty)")
+                     "alphanumeric character, or empty")
 
 
 def label_value_problem(value: str) -> str | None:
@@ -678,13 +678,16 @@ class _Checker:
     def selector(self, p: tuple[str | int, ...], raw: dict[str, Any], namespace: str, deployment: str,
                  owners: dict[str, str], service: str) -> tuple[tuple[str, str], ...] | None:
         declared = raw.get("selector")
+        invalid: set[str] = set()
         for key, value in (declared or {}).items():
             problem = label_key_problem(key)
             if problem:
                 self.error(p + ("selector", key), f"selector: {problem}; fix the key", key=True)
+                invalid.add(key)
             problem = label_value_problem(value)
             if problem:
                 self.error(p + ("selector", key), f"selector: {problem}; fix the value")
+                invalid.add(key)
         local: list[Path] = []
         remote = False
         failed = False
@@ -766,7 +769,7 @@ class _Checker:
                            "label in the Deployment")
                 return None
             return workload.pod_labels
-        wrong = [f"{k}={v}" for k, v in sorted(declared.items()) if pod.get(k) != v]
+        wrong = [f"{k}={v}" for k, v in sorted(declared.items()) if pod.get(k) != v and k not in invalid]
         if wrong:
             have = ", ".join(f"{k}={v}" for k, v in sorted(pod.items())) or "none"
             self.error(p + ("selector",), f"selector {', '.join(wrong)} matches no pod of Deployment "
