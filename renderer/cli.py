@@ -78,9 +78,10 @@ def entry() -> None:
 def _reopen_closed_streams() -> None:
     """Started with stdout or stderr closed (`validate >&-`): put /dev/null on the descriptor.
 
-    Python leaves sys.stdout None then, and the first file this process opens would get descriptor 1,
-    so a report printed later would land in it. The command runs as usual and its exit code still
-    says the result; only the text is discarded, which stderr (when open) says once."""
+    Python leaves sys.stdout None then (and crashed at the final flush), and the first file this
+    process opens would get descriptor 1, so a child process (kubectl, a build), which writes to its
+    inherited descriptor 1, would write into that file. The command runs as usual and its exit code
+    still says the result; only the text is discarded, which stderr (when open) says once."""
     closed = []
     for fd, name in ((1, "stdout"), (2, "stderr")):
         try:

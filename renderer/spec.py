@@ -236,7 +236,8 @@ def _path_text_problem(what: str, text: str) -> str | None:
     if "\\" in text:
         return (f"{what} {text!r} holds a backslash; separate directories with '/' (kustomize reads a "
                 "backslash as part of a name, and Windows checkouts as a separator)")
-    if text != text.strip() or any(c in text for c in "\t\n\r\f\v"):
+    norm = posixpath.normpath(text)  # as the overlay names it: "apps/x /" ends in a space there
+    if text != text.strip() or norm != norm.strip() or any(c in text for c in "\t\n\r\f\v"):
         return (f"{what} {text!r} has leading, trailing or non-space whitespace; remove it (rename the "
                 "directory if it really has such a name)")
     return None
