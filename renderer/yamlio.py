@@ -355,8 +355,9 @@ def decode_utf8(raw: bytes, file: str) -> str:
             raise SpecSyntaxError([Finding(file, 1, 1, f"file is {name} (it starts with the {name} byte-order "
                                            "mark), not UTF-8; save it as UTF-8")])
     head = raw[:4096]
-    if b"\x00" in head:
+    if head.count(0) * 4 > len(head):
         # ASCII text in UTF-16 without a byte-order mark is valid UTF-8 with a NUL every other byte.
+        # (A stray NUL or two is reported where it is, as a control character.)
         odd, even = head[1::2].count(0), head[0::2].count(0)
         guess = ("; it looks like UTF-16LE" if odd > 2 * even else
                  "; it looks like UTF-16BE" if even > 2 * odd else "")

@@ -548,3 +548,16 @@ def test_a_resource_directory_with_a_space_renders_and_builds(repo: Repo) -> Non
     names = {d["metadata"]["name"] for d in kustomize(repo.root / "overlays/details")}
     assert "details-v1" in names
     assert cli(repo, "check").returncode == 0
+
+
+def test_an_output_path_with_whitespace_is_refused_for_the_controllers(repo: Repo) -> None:
+    repo.write("filters.yaml", repo.spec.read_text() + "gitops:\n  repoURL: https://git.example.com/m.git\n"
+               "  argocd: {mode: Application}\n")
+    result = subprocess.run([sys.executable, "-m", "renderer", "render", "-f", str(repo.spec), "--out",
+                             str(repo.root / "deploy" / "prod mesh")], capture_output=True, text=True, cwd=REPO,
+                            timeout=120, check=False)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.endswith("the output directory's path 'deploy/prod mesh' holds whitespace, which "
+                                  "wasm-gitops does not write into Argo CD or Flux paths; render into a directory "
+                                  "without it\n")
+    assert not (repo.root / "deploy").exists()

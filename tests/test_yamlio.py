@@ -186,3 +186,7 @@ def test_positions_of_paths_through_an_alias() -> None:
     finding = doc.finding(("use", "k", "x"), "wrong")
     assert (finding.line, finding.column) == (3, 6)
     assert finding.message == "wrong (through an alias: the value is written at its anchor, line 1)"
+
+
+def test_a_stray_nul_byte_is_reported_where_it_is() -> None:
+    assert _refusal(b"a: 1\nb: x\x00y\n").startswith("f.yaml:2:5: the file holds the control character U+0000")
