@@ -237,7 +237,7 @@ def bench_size(n: int, workdir: Path, args: argparse.Namespace, renderer: Render
         shutil.rmtree(root)
     root.mkdir(parents=True)
     t0 = time.perf_counter()
-    meshgen.generate(root, n)
+    meshgen.generate(root, n, args.patched)
     # Other work on the machine inflates wall time (cpu time much less): keep the load with the numbers.
     run_.facts["load_average"] = [round(x, 2) for x in os.getloadavg()]
     steal_before = steal_seconds()
@@ -545,9 +545,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--snapshot", action="store_true",
                    help="measure a copy of renderer/ taken at the start, not the live (editable) package")
     p.add_argument("--json", type=Path, default=None, metavar="FILE", help="also save the results as JSON")
+    p.add_argument("--patched", type=int, default=0, metavar="PERCENT",
+                   help="that share of the services patch their Deployment in their kustomization, so "
+                        "the renderer builds them with kubectl kustomize (default 0)")
     args = p.parse_args(argv)
     if args.repeat < 1:
         p.error("--repeat must be at least 1")
+    if not 0 <= args.patched <= 100:
+        p.error("--patched is a percentage, 0 to 100")
     sizes = args.sizes or (QUICK_SIZES if args.quick else ALL_SIZES)
 
     if args.workdir:
@@ -571,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
         "repeat": args.repeat,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "mesh": {"namespaces": meshgen.NAMESPACES, "filters": meshgen.FILTERS,
-                 "filters_per_service": meshgen.FILTERS_PER_SERVICE, "wasm_bytes": meshgen.WASM_SIZE},
+                 "filters_per_service": meshgen.FILTERS_PER_SERVICE, "wasm_bytes": meshgen.WASM_SIZE,
+                 "patched_percent": args.patched},
     }
     say(f"wasm-gitops benchmark, {meta['date']}, commit {meta['commit']} (renderer {meta['renderer']}), "
         f"{meta['cpus']} CPUs, "

@@ -74,7 +74,31 @@ def wasm_path(root: Path, filter_index: int) -> Path:
     return root / "filters" / filter_name(filter_index) / f"{filter_name(filter_index)}.wasm"
 
 
-def _app_files(name: str, namespace: str) -> dict[str, str]:
+def is_patched(index: int, patched_percent: int) -> bool:
+    """Whether service `index` patches its Deployment: spread evenly, patched_percent in every 100."""
+    return patched_percent > 0 and (index * patched_percent) % 100 < patched_percent
+
+
+# What a team's kustomization typically adds: a strategic-merge patch of the pod template (here a
+# label and an annotation), which the renderer can only see by running kustomize.
+_PATCH = """patches:
+  - target: {{kind: Deployment, name: {name}-v1}}
+    patch: |-
+      apiVersion: apps/v1
+      kind: Deployment
+      metadata:
+        name: {name}-v1
+      spec:
+        template:
+          metadata:
+            labels:
+              tier: patched
+            annotations:
+              example.com/patched: "true"
+"""
+
+
+def _app_files(name: str, namespace: str, patched: bool = False) -> dict[str, str]:
     return {
         "kustomization.yaml": (
             "apiVersion: kustomize.config.k8s.io/v1beta1\n"
@@ -82,7 +106,7 @@ def _app_files(name: str, namespace: str) -> dict[str, str]:
             "resources:\n"
             "  - service.yaml\n"
             "  - deployment.yaml\n"
-        ),
+        ) + (_PATCH.format(name=name) if patched else ""),
         "deployment.yaml": f"""apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -128,8 +152,10 @@ spec:
     }
 
 
-def generate(root: Path, services: int) -> None:
-    """Write filters.yaml, filters/*/*.wasm and apps/<svc>/ under root (which must not hold a mesh)."""
+def generate(root: Path, services: int, patched_percent: int = 0) -> None:
+    """Write filters.yaml, filters/*/*.wasm and apps/<svc>/ under root (which must not hold a mesh).
+
+    With patched_percent, that share of the services patch their Deployment in their kustomization."""
     for i in range(FILTERS):
         path = wasm_path(root, i)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -154,7 +180,7 @@ def generate(root: Path, services: int) -> None:
         name, namespace = service_name(s), namespace_of(s)
         app = root / "apps" / name
         app.mkdir(parents=True, exist_ok=True)
-        for fname, text in _app_files(name, namespace).items():
+        for fname, text in _app_files(name, namespace, is_patched(s, patched_percent)).items():
             (app / fname).write_text(text, encoding="utf-8")
         # The selector is given, so validation also checks it against the Deployment's pod labels.
         lines += [

@@ -57,6 +57,7 @@ def entry() -> None:
     a ~1 s run, spent on memory the kernel reclaims at once anyway. Nothing is pending by then (files
     are closed, the lock released), so once stdout and stderr are flushed, os._exit is safe. Only the
     real process does this: tests call main() and keep their interpreter."""
+    _reopen_closed_streams()
     try:
         main(prog_name="wasm-gitops")
         code: int = 0
@@ -69,9 +70,33 @@ def entry() -> None:
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
-        except (OSError, ValueError):  # a closed pipe (| head) or stream: nothing more to say
+        except (OSError, ValueError, AttributeError):  # a closed pipe (| head) or stream: nothing more to say
             pass
     os._exit(code)
+
+
+def _reopen_closed_streams() -> None:
+    """Started with stdout or stderr closed (`validate >&-`): put /dev/null on the descriptor.
+
+    Python leaves sys.stdout None then (and crashed at the final flush), and the first file this
+    process opens would get descriptor 1, so a child process (kubectl, a build), which writes to its
+    inherited descriptor 1, would write into that file. The command runs as usual and its exit code
+    still says the result; only the text is discarded, which stderr (when open) says once."""
+    closed = []
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:  # descriptors are allocated lowest first: 1 (or 2) when it is closed
+                os.dup2(null, fd)
+                os.close(null)
+            os.set_inheritable(fd, True)  # as a standard stream is: a child must not get a free slot
+            setattr(sys, name, open(fd, "w", encoding="utf-8", errors="replace", closefd=False))  # noqa: SIM115
+            closed.append(name)
+    if "stdout" in closed and "stderr" not in closed:
+        print("wasm-gitops: standard output is closed; the report is discarded (the exit code still "
+              "says the result)", file=sys.stderr)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -9,24 +9,59 @@ the time of a `check` (strace -c: 82,000 calls for 1,000 services).
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
-_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer (forever, in CI). It
+# changes nothing for the regular files that are read; anything else is refused after the fstat.
+_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+_KINDS = {stat.S_IFIFO: "a FIFO (named pipe)", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
 
 
-def read_file(path: str) -> bytes:
+class NotAFile(OSError):
+    """The path is a FIFO, a device or a socket: reading it could block or never end."""
+
+    def __init__(self, path: str, mode: int) -> None:
+        self.kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+        super().__init__(errno.EINVAL, f"is {self.kind}, not a regular file", path)
+
+
+class TooLarge(OSError):
+    """The file is bigger than the caller accepts; nothing of it was read."""
+
+    def __init__(self, path: str, size: int, limit: int) -> None:
+        self.size, self.limit = size, limit
+        super().__init__(errno.EFBIG, f"is {size:,} bytes, more than {limit:,}", path)
+
+
+def read_file(path: str, limit: int | None = None) -> bytes:
     """The whole file: openat, fstat, read, close. Raises like open() (FileNotFoundError,
-    IsADirectoryError, NotADirectoryError, PermissionError)."""
+    IsADirectoryError, NotADirectoryError, PermissionError), NotAFile for anything but a regular
+    file, and TooLarge when fstat says it holds more than `limit` bytes (checked before reading, so a
+    2 GiB sparse file costs no memory)."""
     fd = os.open(path, _FLAGS)
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            if stat.S_ISDIR(st.st_mode):
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+            raise NotAFile(path, st.st_mode)
+        size = st.st_size
+        if limit is not None and size > limit:
+            raise TooLarge(path, size, limit)
         data = os.read(fd, size + 1)  # one byte more than fstat said, to learn that the file ended
         if len(data) == size:  # a regular file reads in full: this is all of it
             return data
         chunks = [data]  # it grew, or a short read (not on local filesystems): read to the end
+        total = len(data)
         while chunk := os.read(fd, 65536):
             chunks.append(chunk)
+            total += len(chunk)
+            if limit is not None and total > limit:  # growing while we read: still bounded
+                raise TooLarge(path, total, limit)
         return b"".join(chunks)
     finally:
         os.close(fd)

@@ -50,6 +50,11 @@ def repo_path(g: GitOps, fs: FilterSet, out: Path) -> str:
         raise UsageError(f"{out}: the output directory is outside the directory of {fs.spec_path.name}, so "
                          "gitops.path cannot be derived from it; set gitops.path to the output's path in the "
                          "repository")
+    if any(c.isspace() for c in rel):
+        # The same rule as for an explicit gitops.path (checked with the spec): no whitespace in the
+        # paths Argo CD and Flux are given.
+        raise UsageError(f"{out}: the output directory's path {rel!r} holds whitespace, which wasm-gitops "
+                         "does not write into Argo CD or Flux paths; render into a directory without it")
     return rel
 
 

@@ -23,7 +23,7 @@ import jsonschema_rs
 from . import istio_versions, parallel
 from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
-from .files import schema_text
+from .files import NotAFile, TooLarge, is_within, read_file, schema_text
 from .model import (
     DEFAULT_RUNTIME,
     ArgoCD,
@@ -40,8 +40,8 @@ from .model import (
     TestSpec,
 )
 from .wasm import CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, WasmReport, inspect_wasm
-from .workloads import PathProblem, WorkloadReader, inside, inside_stat, is_remote
-from .yamlio import Document, SpecSyntaxError, json_path, load_document
+from .workloads import KUSTOMIZATION_NAMES, PathProblem, WorkloadReader, inside, inside_stat, is_remote
+from .yamlio import MAX_SPEC_BYTES, Document, SpecSyntaxError, json_path, load_document
 
 SCHEMA_FILE = "filters.schema.json"
 
@@ -66,21 +66,27 @@ class LoadedSpec:
     warnings: tuple[Finding, ...]
 
 
-def read_spec_text(spec_path: Path) -> bytes:
+def read_spec_text(spec_path: Path, display: str) -> bytes:
     try:
-        return spec_path.read_bytes()
+        return read_file(os.fspath(spec_path), MAX_SPEC_BYTES)
     except FileNotFoundError:
         raise UsageError(f"{spec_path}: no such file; create one with 'wasm-gitops init'") from None
     except IsADirectoryError:
         raise UsageError(f"{spec_path}: is a directory; pass the spec file with -f") from None
+    except NotAFile as e:
+        raise UsageError(f"{spec_path}: is {e.kind}, not a file; pass the spec file with -f") from None
+    except TooLarge as e:
+        raise SpecError([Finding(display, 1, 1, f"file is {e.size:,} bytes, more than the "
+                                 f"{MAX_SPEC_BYTES:,} accepted; split or shorten it")]) from None
     except OSError as e:
         raise UsageError(f"{spec_path}: cannot read it: {e.strerror}") from None
 
 
 def parse(spec_path: Path, display: str | None = None) -> Document:
-    text = read_spec_text(spec_path)
+    name = display or spec_path.name
+    text = read_spec_text(spec_path, name)
     try:
-        return load_document(text, display or spec_path.name)
+        return load_document(text, name)
     except SpecSyntaxError as e:
         raise SpecError(e.findings) from None
 
@@ -200,6 +206,43 @@ def _explain(doc: Document, error: Any) -> Iterator[Finding]:
 
 # --------------------------------------------------------------------------------- meaning
 
+# Kubernetes' own label syntax (apimachinery validation.IsQualifiedName / IsValidLabelValue): what the
+# API server refuses in a workloadSelector or matchLabels, refused here where the label comes from.
+_LABEL_NAME = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_LABEL_VALUE_RULE = ("at most 63 characters, alphanumeric, '-', '_' or '.', starting and ending with an "
+                     "alphanumeric character, or empty")
+
+
+def label_value_problem(value: str) -> str | None:
+    if len(value) > 63 or (value and not _LABEL_NAME.fullmatch(value)):
+        return f"{value!r} is not a valid Kubernetes label value ({_LABEL_VALUE_RULE})"
+    return None
+
+
+def label_key_problem(key: str) -> str | None:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not _DNS_SUBDOMAIN.fullmatch(prefix)):
+        return f"{key!r} is not a valid Kubernetes label key (its prefix must be a DNS subdomain)"
+    if not name or len(name) > 63 or not _LABEL_NAME.fullmatch(name):
+        return (f"{key!r} is not a valid Kubernetes label key (the name after any prefix/ is 1 to 63 "
+                "characters, alphanumeric, '-', '_' or '.', starting and ending with an alphanumeric)")
+    return None
+
+
+def _path_text_problem(what: str, text: str) -> str | None:
+    """Whitespace a path can hold on disk but that our output refuses to carry (leading or trailing
+    whitespace is invisible in a review; a tab or newline in a path is a typo, not a directory)."""
+    if "\\" in text:
+        return (f"{what} {text!r} holds a backslash; separate directories with '/' (kustomize reads a "
+                "backslash as part of a name, and Windows checkouts as a separator)")
+    norm = posixpath.normpath(text)  # as the overlay names it: "apps/x /" ends in a space there
+    if text != text.strip() or norm != norm.strip() or any(c in text for c in "\t\n\r\f\v"):
+        return (f"{what} {text!r} has leading, trailing or non-space whitespace; remove it (rename the "
+                "directory if it really has such a name)")
+    return None
+
+
 def _config_text(doc: Document, path: tuple[str | int, ...], value: Any,
                  findings: list[Finding]) -> str | None:
     if value is None:
@@ -233,7 +276,7 @@ def _message(raw: Any) -> HttpMessageSpec:
 
 class _Checker:
     def __init__(self, doc: Document, spec_path: Path, inspect: bool,
-                 meanwhile: Callable[[], None] | None = None) -> None:
+                 meanwhile: Callable[[], None] | None = None, out: Path | None = None) -> None:
         self.doc = doc
         self.spec_path = spec_path
         self.root = spec_path.parent.resolve()
@@ -241,6 +284,11 @@ class _Checker:
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
         self.reader = WorkloadReader(self.root)
+        # The output tree (render's default; load_spec's `out` when the caller knows another):
+        # resources must never load what it writes.
+        self.out = os.path.realpath(out) if out is not None else os.fspath(self.root)
+        self.outputs = [os.path.join(self.out, name) for name in
+                        ("base", "overlays", "gitops", ".wasm-gitops.tmp", *KUSTOMIZATION_NAMES)]
         self.resource_dirs: dict[str, Path | str | None] = {}
         self.to_inspect: list[tuple[tuple[str | int, ...], dict[str, Any], str, bytes]] = []
         self.meanwhile = meanwhile
@@ -288,6 +336,9 @@ class _Checker:
             if path.startswith("/") or ".." in parts or "\\" in path:
                 self.error(("gitops", "path"), f"gitops.path {path!r} must be a '/'-separated path relative to "
                            "the repository root, without '..'; fix it")
+            elif any(c.isspace() for c in path):
+                self.error(("gitops", "path"), f"gitops.path {path!r} holds whitespace, which wasm-gitops "
+                           "does not write into Argo CD or Flux paths; rename the directory")
             path = posixpath.normpath(path)
         else:
             self.path_hint()
@@ -425,7 +476,16 @@ class _Checker:
             self.error(p + ("wasm",), str(e))
             return None
         try:
-            data = path.read_bytes()
+            data = read_file(os.fspath(path), CONFIGMAP_LIMIT)
+        except TooLarge as e:
+            self.error(p + ("wasm",), f"{ref!r} is {e.size:,} bytes; a ConfigMap holds at most "
+                       f"{CONFIGMAP_LIMIT:,}: shrink the module (wasm-opt -Oz, strip) or publish it as "
+                       "oci:// with output kind WasmPlugin")
+            return None
+        except NotAFile as e:
+            self.error(p + ("wasm",), f"wasm {ref!r} is {e.kind}, not a file; point it at the compiled "
+                       ".wasm module")
+            return None
         except FileNotFoundError:
             hint = " (build it with 'make wasm-local')" if "build" in raw else ""
             self.error(p + ("wasm",), f"wasm file {ref!r} does not exist{hint}; fix the path or build it")
@@ -441,11 +501,7 @@ class _Checker:
         if declared is not None and declared != digest:
             self.error(p + ("sha256",), f"sha256 {declared} does not match {ref!r} ({digest}); update "
                        "one of them")
-        if len(data) > CONFIGMAP_LIMIT:
-            self.error(p + ("wasm",), f"{ref!r} is {len(data):,} bytes; a ConfigMap holds at most "
-                       f"{CONFIGMAP_LIMIT:,}: shrink the module (wasm-opt -Oz, strip) or publish it as "
-                       "oci:// with output kind WasmPlugin")
-        elif len(data) > CLIENT_SIDE_APPLY_LIMIT:
+        if len(data) > CLIENT_SIDE_APPLY_LIMIT:
             self.warn(p + ("wasm",), f"{ref!r} is {len(data):,} bytes, more than {CLIENT_SIDE_APPLY_LIMIT:,}: "
                       "client-side kubectl apply cannot store it in the last-applied annotation, so its "
                       "ConfigMap is marked for server-side apply (Argo CD ServerSideApply=true)")
@@ -605,15 +661,57 @@ class _Checker:
                     "point it at the directory with the kustomization.yaml")
         return path
 
+    def generated(self, path: Path, loaded: set[str], service: str) -> str | None:
+        """What is wrong with a resource that loads the output wasm-gitops writes, if it does."""
+        res = os.path.relpath(path, self.root)
+        own = os.path.join(self.out, "overlays", service)
+        if is_within(own, str(path)):
+            return (f"resource {res!r} is this service's own overlay, which wasm-gitops writes: the overlay "
+                    "would include itself; point resources at the workload's own manifests")
+        for f in sorted({str(path), *loaded}):
+            if any(is_within(g, f) for g in self.outputs):
+                what = ("this service's own overlay" if is_within(own, f) else
+                        f"{os.path.relpath(f, self.root)}, which wasm-gitops writes")
+                return (f"resource {res!r} includes {what}: the rendered tree would include itself; point "
+                        "resources at the workload's own manifests")
+        return None
+
     def selector(self, p: tuple[str | int, ...], raw: dict[str, Any], namespace: str, deployment: str,
                  owners: dict[str, str], service: str) -> tuple[tuple[str, str], ...] | None:
         declared = raw.get("selector")
+        invalid: set[str] = set()
+        for key, value in (declared or {}).items():
+            problem = label_key_problem(key)
+            if problem:
+                self.error(p + ("selector", key), f"selector: {problem}; fix the key", key=True)
+                invalid.add(key)
+            problem = label_value_problem(value)
+            if problem:
+                self.error(p + ("selector", key), f"selector: {problem}; fix the value")
+                invalid.add(key)
         local: list[Path] = []
         remote = False
         failed = False
+        first_at: dict[str, int] = {}
         for j, res in enumerate(raw["resources"]):
             rp = p + ("resources", j)
+            problem = _path_text_problem("resource", res)
+            if problem:
+                self.error(rp, problem)
+                failed = True
+                continue
             path = self.resource_dir(res)
+            # The same directory spelt twice (apps/x, ./apps/x/, a link to it) would be loaded twice,
+            # which kustomize refuses: objects with the same id.
+            same = str(path) if isinstance(path, Path) else res if path is None else None
+            if same is not None:
+                if same in first_at:
+                    k = first_at[same]
+                    self.error(rp, f"resource {res!r} is the same as resources[{k}] "
+                               f"{raw['resources'][k]!r}; list it once")
+                    failed = True
+                    continue
+                first_at[same] = j
             if path is None:
                 remote = True
                 continue
@@ -625,6 +723,10 @@ class _Checker:
             for problem in scan.problems:
                 self.error(rp, f"resource {res!r}: {problem}")
             if scan.problems:
+                continue
+            generated = self.generated(path, scan.files, service)
+            if generated:
+                self.error(rp, generated)
                 continue
             failed = False
             local.append(path)
@@ -659,8 +761,16 @@ class _Checker:
                 self.error(p + ("deployment",), f"Deployment {deployment!r} has no pod-template labels to "
                            "select; add 'selector'")
                 return None
+            bad = [(k, v, problem) for k, v in workload.pod_labels
+                   if (problem := label_key_problem(k) or label_value_problem(v))]
+            if bad:
+                label, value, problem = bad[0]
+                self.error(p, f"Deployment {deployment!r} has the pod-template label {label}={value!r}: {problem}, "
+                           "so no selector can name it (and Kubernetes refuses the Deployment): fix the "
+                           "label in the Deployment")
+                return None
             return workload.pod_labels
-        wrong = [f"{k}={v}" for k, v in sorted(declared.items()) if pod.get(k) != v]
+        wrong = [f"{k}={v}" for k, v in sorted(declared.items()) if pod.get(k) != v and k not in invalid]
         if wrong:
             have = ", ".join(f"{k}={v}" for k, v in sorted(pod.items())) or "none"
             self.error(p + ("selector",), f"selector {', '.join(wrong)} matches no pod of Deployment "
@@ -701,10 +811,11 @@ def load_build_targets(spec_path: Path, names: Iterable[str] = ()) -> list[Build
 
 
 def load_spec(spec_path: Path, *, display: str | None = None, inspect: bool = True,
-              meanwhile: Callable[[], None] | None = None) -> LoadedSpec:
+              meanwhile: Callable[[], None] | None = None, out: Path | None = None) -> LoadedSpec:
     """Read, validate and model a spec. Raise SpecError with every problem found.
 
-    `meanwhile` is work of the caller's to overlap with reading the workloads (it runs once, here)."""
+    `meanwhile` is work of the caller's to overlap with reading the workloads (it runs once, here);
+    `out` the output directory, when it is not the spec's."""
     doc = parse(spec_path, display)
     if not isinstance(doc.data, dict):
         raise SpecError([doc.finding((), f"the document must be a map with apiVersion, kind, istio, filters "
@@ -712,7 +823,7 @@ def load_spec(spec_path: Path, *, display: str | None = None, inspect: bool = Tr
     schema_errors = _schema_findings(doc)
     if schema_errors:
         raise SpecError(schema_errors)
-    checker = _Checker(doc, spec_path, inspect, meanwhile)
+    checker = _Checker(doc, spec_path, inspect, meanwhile, out)
     model = checker.run()
     if model is None:
         raise SpecError(checker.errors)

@@ -9,10 +9,11 @@ the number of nodes they expand to, nesting bounded by depth.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -96,9 +97,28 @@ class Document:
     file: str
     data: Any
     root: yaml.Node | None = None
+    # Where each alias is used (by the path it stands at) and its anchor: a value reached through an
+    # alias is reported where the alias is, since the node itself sits at the anchor.
+    aliases: dict[Path, tuple[yaml.Mark, yaml.Mark | None]] = field(default_factory=dict)
+
+    def via_alias(self, path: Iterable[str | int]) -> tuple[yaml.Mark, yaml.Mark | None] | None:
+        """The outermost alias the path goes through, if any."""
+        if not self.aliases:
+            return None
+        prefix: Path = ()
+        for part in path:
+            prefix = (*prefix, part)
+            use = self.aliases.get(prefix)
+            if use is not None:
+                return use
+        return None
 
     def position(self, path: Iterable[str | int], *, key: bool = False) -> Position:
         """Position of the key (or value) at path; the nearest enclosing one if the path is not there."""
+        path = tuple(path)
+        use = self.via_alias(path)
+        if use is not None:
+            return Position(use[0].line + 1, use[0].column + 1)
         steps: list[tuple[yaml.Node | None, yaml.Node]] = []  # (key node or None for an index, value)
         node = self.root
         for part in path:
@@ -119,8 +139,14 @@ class Document:
                 severity: str = "error") -> Finding:
         p = tuple(path)
         pos = self.position(p, key=key)
-        return Finding(self.file, pos.line, pos.column, message, severity,  # type: ignore[arg-type]
-                       json_path(p))
+        return Finding(self.file, pos.line, pos.column, message + _anchor_hint(self.via_alias(p)),
+                       severity, json_path(p))  # type: ignore[arg-type]
+
+
+def _anchor_hint(use: tuple[yaml.Mark, yaml.Mark | None] | None) -> str:
+    if use is None or use[1] is None:
+        return ""
+    return f" (through an alias: the value is written at its anchor, line {use[1].line + 1})"
 
 
 def _is_data_key(key_node: yaml.Node) -> bool:
@@ -150,70 +176,86 @@ def _mark(node: yaml.Node) -> Position:
 
 
 class _Builder:
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, separators: list[int] | None = None) -> None:
         self.doc = doc
+        self.separators = separators or []  # character offsets of raw U+2028/U+2029/U+0085
         self.findings: list[Finding] = []
         self.expanded = 0
         self.too_big = False
 
-    def fail(self, node: yaml.Node, message: str) -> None:
-        pos = _mark(node)
-        self.findings.append(Finding(self.doc.file, pos.line, pos.column, message))
+    def fail(self, node: yaml.Node, message: str, path: Path | None = None) -> None:
+        use = self.doc.via_alias(path) if path is not None else None
+        pos = Position(use[0].line + 1, use[0].column + 1) if use is not None else _mark(node)
+        self.findings.append(Finding(self.doc.file, pos.line, pos.column, message + _anchor_hint(use)))
 
-    def build(self, node: yaml.Node, depth: int) -> Any:
+    def build(self, node: yaml.Node, depth: int, path: Path | None = None) -> Any:
+        """`path` is tracked only when the document has aliases (positions of what they reach)."""
         self.expanded += 1
         if self.expanded > MAX_EXPANDED_NODES:
             if not self.too_big:
                 self.too_big = True
                 self.fail(node, f"the document expands to more than {MAX_EXPANDED_NODES:,} nodes "
-                          "(an alias bomb?); write it out without so many aliases")
+                          "(an alias bomb?); write it out without so many aliases", path)
             return None
         if depth > MAX_DEPTH:
-            self.fail(node, f"nesting deeper than {MAX_DEPTH} levels; flatten the document")
+            self.fail(node, f"nesting deeper than {MAX_DEPTH} levels; flatten the document", path)
             return None
         tag = node.tag
         if tag not in _ALLOWED_TAGS:
             self.fail(node, f"YAML tag {tag!r} is not allowed; remove the tag (only plain YAML data is "
-                      "accepted)")
+                      "accepted)", path)
             return None
         if isinstance(node, yaml.ScalarNode):
-            return self.scalar(node)
+            return self.scalar(node, path)
         if isinstance(node, yaml.SequenceNode):
             if tag != TAG + "seq":
-                self.fail(node, f"tag {tag!r} does not fit a sequence; remove it")
+                self.fail(node, f"tag {tag!r} does not fit a sequence; remove it", path)
                 return None
-            return [self.build(item, depth + 1) for item in node.value]
+            if path is None:
+                return [self.build(item, depth + 1) for item in node.value]
+            return [self.build(item, depth + 1, (*path, i)) for i, item in enumerate(node.value)]
         assert isinstance(node, yaml.MappingNode)
         if tag != TAG + "map":
-            self.fail(node, f"tag {tag!r} does not fit a mapping; remove it")
+            self.fail(node, f"tag {tag!r} does not fit a mapping; remove it", path)
             return None
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == TAG + "merge" or (isinstance(key_node, yaml.ScalarNode)
                                                  and key_node.value == "<<" and not key_node.style):
-                self.fail(key_node, "merge keys (<<) are not supported; write the keys out in full")
+                self.fail(key_node, "merge keys (<<) are not supported; write the keys out in full", path)
                 continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != TAG + "str":
                 shown = key_node.value if isinstance(key_node, yaml.ScalarNode) else "a collection"
-                self.fail(key_node, f"key {shown!r} is not a string; quote it (keys must be strings)")
+                self.fail(key_node, f"key {shown!r} is not a string; quote it (keys must be strings)", path)
                 continue
             key = key_node.value
+            if self.separators and self.holds_separator(key_node):
+                self.fail(key_node, _SEPARATOR_MESSAGE, path)
+                continue
             if key in out:
                 first = _child(node, key)
                 where = f" (first at line {_mark(first[0]).line})" if first and first[0] else ""
-                self.fail(key_node, f"duplicate key {key!r}{where}; keep one of them")
+                self.fail(key_node, f"duplicate key {key!r}{where}; keep one of them", path)
                 continue
-            out[key] = self.build(value_node, depth + 1)
+            out[key] = self.build(value_node, depth + 1, None if path is None else (*path, key))
         return out
 
-    def scalar(self, node: yaml.ScalarNode) -> Any:
+    def holds_separator(self, node: yaml.Node) -> bool:
+        """Whether a raw U+2028, U+2029 or U+0085 lies inside the node's text."""
+        i = bisect.bisect_left(self.separators, node.start_mark.index)
+        return i < len(self.separators) and self.separators[i] < node.end_mark.index
+
+    def scalar(self, node: yaml.ScalarNode, path: Path | None = None) -> Any:
         value: str = node.value
         tag = node.tag
+        if self.separators and self.holds_separator(node):
+            self.fail(node, _SEPARATOR_MESSAGE, path)
+            return None
         bad = _NOT_PRINTABLE.search(value)
         if bad:
             # Escapes in double quotes can smuggle them in; kustomize (go-yaml) cannot carry them out.
             self.fail(node, f"the value holds the control character U+{ord(bad.group()):04X}, which YAML "
-                      "tools downstream refuse; remove it")
+                      "tools downstream refuse; remove it", path)
             return None
         try:
             if tag == TAG + "str":
@@ -237,7 +279,7 @@ class _Builder:
                 return float(value)
         except ValueError:
             pass
-        self.fail(node, f"{value!r} is not a valid {tag.removeprefix(TAG)}; fix the value or drop the tag")
+        self.fail(node, f"{value!r} is not a valid {tag.removeprefix(TAG)}; fix the value or drop the tag", path)
         return None
 
 
@@ -301,18 +343,129 @@ def _char_at(text: str, line: int, column: int) -> str:
     return ""
 
 
+# Longest first: the UTF-32LE mark begins with the UTF-16LE one.
+_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32BE"), (b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\xfe\xff", "UTF-16BE"),
+         (b"\xff\xfe", "UTF-16LE"))
+
+
+def decode_utf8(raw: bytes, file: str) -> str:
+    """The text of a file that must be UTF-8, or a finding that names what it is instead."""
+    for bom, name in _BOMS:
+        if raw.startswith(bom):
+            raise SpecSyntaxError([Finding(file, 1, 1, f"file is {name} (it starts with the {name} byte-order "
+                                           "mark), not UTF-8; save it as UTF-8")])
+    head = raw[:4096]
+    if head.count(0) * 4 > len(head):
+        # ASCII text in UTF-16 without a byte-order mark is valid UTF-8 with a NUL every other byte.
+        # (A stray NUL or two is reported where it is, as a control character.)
+        odd, even = head[1::2].count(0), head[0::2].count(0)
+        guess = ("; it looks like UTF-16LE" if odd > 2 * even else
+                 "; it looks like UTF-16BE" if even > 2 * odd else "")
+        raise SpecSyntaxError([Finding(file, 1, 1, f"file is not UTF-8 text (it holds NUL bytes{guess}); "
+                                       "save it as UTF-8")])
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        before = raw[: e.start]
+        line = before.count(b"\n") + 1
+        column = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
+        raise SpecSyntaxError([Finding(file, line, column, f"file is not UTF-8 text (byte 0x{raw[e.start]:02x} "
+                                       "here is not UTF-8); save it as UTF-8")]) from None
+
+
+# YAML 1.2 has three line breaks (LF, CR, CR LF); libyaml, a YAML 1.1 parser, also breaks lines at
+# NEL, LS and PS, which would move every position after one (and end a comment early). They are
+# parsed as spaces, and refused inside a value or key: kustomize's go-yaml (YAML 1.1) would break there.
+_SEPARATORS = re.compile("[\x85\u2028\u2029]")
+_SEPARATOR_MESSAGE = ("the text holds a raw line separator (U+0085, U+2028 or U+2029), which YAML 1.1 "
+                      "readers such as kustomize's take for a line break; remove it (inside double quotes, "
+                      "write it as an escape such as \\u2028)")
+# An alias can only start where a node starts: after a space, a flow indicator or at a line start.
+_ALIAS = re.compile(r"(?:^|[\s\[{,])\*[^\s,\[\]{}]", re.M)
+
+
+def _line_column(text: str, index: int) -> tuple[int, int]:
+    """1-based line and column of a character offset, with YAML 1.2's line breaks."""
+    before = text[:index]
+    line = before.count("\n") + before.count("\r") - before.count("\r\n") + 1
+    return line, index - max(before.rfind("\n"), before.rfind("\r"))
+
+
+def _reader_finding(e: yaml.reader.ReaderError, text: str, file: str) -> Finding:
+    line, column = _line_column(text, e.position)
+    what = f"the control character U+{e.character:04X}" if isinstance(e.character, int) else "a character"
+    return Finding(file, line, column, f"the file holds {what}, which YAML does not allow in a document; "
+                   "remove it (inside double quotes, write it as an escape)")
+
+
+def _alias_uses(text: str) -> dict[Path, tuple[yaml.Mark, yaml.Mark | None]]:
+    """For each alias in the document: the path it stands at, its own mark and its anchor's.
+
+    One pass over libyaml's events (the node tree no longer says where an alias was used: it holds
+    the anchored node itself there)."""
+    loader = _RawLoader(text)
+    anchors: dict[str, yaml.Mark] = {}
+    uses: dict[Path, tuple[yaml.Mark, yaml.Mark | None]] = {}
+    # Frames of open collections: [path or None, is_map, expecting_key, key or index]
+    stack: list[list[Any]] = []
+    node_events = (yaml.ScalarEvent, yaml.AliasEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)
+
+    def advance() -> None:
+        if stack:
+            frame = stack[-1]
+            if frame[1]:
+                frame[2] = True
+            else:
+                frame[3] += 1
+
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+                was_key = stack.pop()[4]
+                if not was_key:
+                    advance()
+                continue
+            if not isinstance(event, node_events):
+                continue
+            is_key = False
+            path: Path | None = ()
+            if stack:
+                frame = stack[-1]
+                if frame[1] and frame[2]:
+                    is_key, path = True, None
+                    frame[2] = False
+                    frame[3] = event.value if isinstance(event, yaml.ScalarEvent) else None
+                elif frame[1]:
+                    path = None if frame[0] is None or frame[3] is None else (*frame[0], frame[3])
+                else:
+                    path = None if frame[0] is None else (*frame[0], frame[3])
+            if isinstance(event, yaml.AliasEvent):
+                if path is not None:
+                    uses[path] = (event.start_mark, anchors.get(event.anchor))
+            elif event.anchor is not None:
+                anchors[event.anchor] = event.start_mark
+            if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                is_map = isinstance(event, yaml.MappingStartEvent)
+                stack.append([path, is_map, True, None if is_map else 0, is_key])
+            elif not is_key:
+                advance()
+    finally:
+        loader.dispose()
+    return uses
+
+
 def load_document(text: str | bytes, file: str) -> Document:
     """Parse one YAML document into plain data with positions; raise SpecSyntaxError with findings."""
     if len(text) > MAX_SPEC_BYTES:
         raise SpecSyntaxError([Finding(file, 1, 1, f"file is {len(text):,} bytes, more than the "
                                        f"{MAX_SPEC_BYTES:,} accepted; split or shorten it")])
     if isinstance(text, bytes):
-        raw = text
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = raw[: e.start].count(b"\n") + 1
-            raise SpecSyntaxError([Finding(file, line, 1, "file is not UTF-8 text; save it as UTF-8")]) from None
+        text = decode_utf8(text, file)
+    separators: list[int] = []
+    if _SEPARATORS.search(text):
+        separators = [m.start() for m in _SEPARATORS.finditer(text)]
+        text = _SEPARATORS.sub(" ", text)  # one character for one: every offset stays
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -326,7 +479,9 @@ def load_document(text: str | bytes, file: str) -> Document:
         if mark is not None and _char_at(text, mark.line, mark.column) == "\t" or "\\t" in problem:
             hint = "; YAML indents with spaces, never tabs: replace the tab"
         raise SpecSyntaxError([Finding(file, line, col, f"YAML syntax error: {problem}{hint}")]) from None
-    except yaml.YAMLError as e:  # reader errors (control characters) carry no problem_mark
+    except yaml.reader.ReaderError as e:  # control characters: an offset, not a mark
+        raise SpecSyntaxError([_reader_finding(e, text, file)]) from None
+    except yaml.YAMLError as e:
         raise SpecSyntaxError([Finding(file, 1, 1, f"YAML syntax error: {e}")]) from None
     except RecursionError:
         raise SpecSyntaxError([Finding(file, 1, 1, f"nesting deeper than {MAX_DEPTH} levels; "
@@ -338,8 +493,10 @@ def load_document(text: str | bytes, file: str) -> Document:
         raise SpecSyntaxError([Finding(file, 1, 1, "file is empty; start from 'wasm-gitops init'")])
     if "*" in text:  # without an alias nothing is expanded: the tree is as big as the text says
         _refuse_bombs(node, file)
-    builder = _Builder(doc)
-    doc.data = builder.build(node, 0)
+        if _ALIAS.search(text):
+            doc.aliases = _alias_uses(text)
+    builder = _Builder(doc, separators)
+    doc.data = builder.build(node, 0, () if doc.aliases else None)
     if builder.findings:
         raise SpecSyntaxError(builder.findings)
     return doc
@@ -364,8 +521,12 @@ def compose_all(text: str, file: str) -> list[yaml.Node]:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise SpecSyntaxError([Finding(file, line, col, f"YAML syntax error: {e.problem}")]) from None
+    except yaml.reader.ReaderError as e:
+        raise SpecSyntaxError([_reader_finding(e, text, file)]) from None
     except yaml.YAMLError as e:
         raise SpecSyntaxError([Finding(file, 1, 1, f"YAML error: {e}")]) from None
+    except RecursionError:
+        raise SpecSyntaxError([Finding(file, 1, 1, "nesting too deep for a manifest; flatten it")]) from None
     finally:
         loader.dispose()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import wasmtime
-from conftest import Repo, proxy_wasm_module
+from conftest import Repo, deployment, proxy_wasm_module
 
 BAD = Path(__file__).parent / "specs" / "bad"
 UPDATE = os.environ.get("WASM_GITOPS_UPDATE_GOLDEN") == "1"
@@ -24,6 +24,29 @@ def _hostile_files(repo: Repo) -> None:
     (repo.root / "filters" / "link-out.wasm").symlink_to(outside)
     repo.write("apps/broken/kustomization.yaml", "resources: [deployment.yaml]\n")
     repo.write("apps/broken/deployment.yaml", "kind: Deployment\nmetadata: {name: broken-v1\n")
+    # Workloads that only kustomize's build shows as they are, and resources that loop into the output.
+    repo.write("apps/frontend/kustomization.yaml", "resources: [deployment.yaml]\n")
+    repo.write("apps/frontend/deployment.yaml",
+               deployment("frontend-v1", "frontend").replace("version: v1}", "version: front end}"))
+    repo.write("overlays/productpage/kustomization.yaml", "resources: [../../apps/productpage]\n")
+    repo.write("overlays/details/kustomization.yaml", "resources: [../../apps/details]\n")
+    repo.write("apps/sneaky/kustomization.yaml", "resources: [deployment.yaml, ../../overlays/details]\n")
+    repo.write("apps/sneaky/deployment.yaml", deployment("sneaky-v1", "sneaky"))
+    repo.write("apps/versioned/deployment.yaml", deployment("versioned-v1", "versioned"))
+    repo.write("apps/versioned/kustomization.yaml", "resources: [deployment.yaml]\npatches:\n"
+               "  - target: {kind: Deployment, name: versioned-v1}\n"
+               "    patch: '[{\"op\": \"replace\", \"path\": \"/spec/template/metadata/labels/version\", "
+               "\"value\": \"v2\"}]'\n")
+    repo.write("apps/remote-base/deployment.yaml", deployment("remote-v1", "remote"))
+    repo.write("apps/remote-base/kustomization.yaml",
+               "namePrefix: team-\nresources: [deployment.yaml, https://github.com/example/base?ref=v1]\n")
+    repo.write("apps/namespaced/deployment.yaml", deployment("namespaced-v1", "namespaced"))
+    repo.write("apps/namespaced/kustomization.yaml", "namespace: team-a\nresources: [deployment.yaml]\n")
+    os.mkfifo(repo.root / "filters" / "fifo.wasm")
+    repo.write("apps/fifo/kustomization.yaml", "resources: [deployment.yaml]\n")
+    os.mkfifo(repo.root / "apps" / "fifo" / "deployment.yaml")
+    repo.write("apps/utf16/kustomization.yaml", "resources: [deployment.yaml]\n")
+    repo.write("apps/utf16/deployment.yaml", ("\ufeff" + deployment("utf16-v1", "utf16")).encode("utf-16-le"))
     repo.write("filters/no-context.wasm", bytes(wasmtime.wat2wasm(
         '(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1")) '
         '(func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 0))')))

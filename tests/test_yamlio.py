@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from renderer import yamlio
-from renderer.yamlio import SpecSyntaxError, dump, load_document
+from renderer.yamlio import Position, SpecSyntaxError, dump, load_document
 
 TRICKY = st.sampled_from(["yes", "no", "on", "off", "y", "n", "~", "null", "true", "1", "1.0", "0x1f", "0o7",
                           "1:20", "2001-12-14", "-", "- a", ": x", "a: b", "#c", "a #c", "---", "...", "!!str",
@@ -71,7 +71,7 @@ def test_loader_scalars_and_aliases(text: str, expected: dict[str, Any]) -> None
     ("a: !custom x\n", "f.yaml:1:4: YAML tag '!custom' is not allowed"),
     ("? [a, b]\n: c\n", "f.yaml:1:3: key 'a collection' is not a string"),
     ("a: !!int x\n", "f.yaml:1:4: 'x' is not a valid int"),
-    ("\x00", "f.yaml:1:1: YAML syntax error"),
+    ("\x00", "f.yaml:1:1: the file holds the control character U+0000"),
     ('a: "x\\x7fy"\n', "f.yaml:1:4: the value holds the control character U+007F"),
     ('a: "\\ufeff"\n', "f.yaml:1:4: the value holds the control character U+FEFF"),
 ])
@@ -109,3 +109,84 @@ def test_numberish_strings_are_quoted_so_every_reader_keeps_them_strings(value: 
 
 def test_a_lone_dot_stays_plain() -> None:
     assert dump({"path": "."}) == "path: .\n"  # Argo CD's usual spelling; no reader takes it for a number
+
+
+# ------------------------------------------------------------------ positions and encodings
+
+def _refusal(text: str | bytes) -> str:
+    with pytest.raises(SpecSyntaxError) as e:
+        load_document(text, "f.yaml")
+    return str(e.value)
+
+
+def test_a_raw_control_character_is_reported_at_its_line_and_column() -> None:
+    text = "a: 1\n" * 11 + "key: ab\x01c\n"
+    assert _refusal(text).startswith("f.yaml:12:8: the file holds the control character U+0001")
+    assert "position" not in _refusal(text)
+
+
+def test_positions_after_crlf_and_cr_line_breaks() -> None:
+    assert _refusal("a: 1\r\nb: 2\r\nc: \x02\n").startswith("f.yaml:3:4:")
+    assert _refusal("a: 1\rb: \x02\n").startswith("f.yaml:2:4:")
+
+
+@pytest.mark.parametrize("encoding,bom,named", [
+    ("utf-16-le", True, "UTF-16LE (it starts with the UTF-16LE byte-order mark)"),
+    ("utf-16-be", True, "UTF-16BE (it starts with the UTF-16BE byte-order mark)"),
+    ("utf-32-le", True, "UTF-32LE (it starts with the UTF-32LE byte-order mark)"),
+    ("utf-32-be", True, "UTF-32BE (it starts with the UTF-32BE byte-order mark)"),
+    ("utf-16-le", False, "not UTF-8 text (it holds NUL bytes; it looks like UTF-16LE)"),
+    ("utf-16-be", False, "not UTF-8 text (it holds NUL bytes; it looks like UTF-16BE)"),
+])
+def test_a_file_in_another_encoding_says_it_is_not_utf8(encoding: str, bom: bool, named: str) -> None:
+    raw = (("\ufeff" if bom else "") + "apiVersion: wasm-gitops/v1\nkind: FilterSet\n").encode(encoding)
+    expected = f"file is {named}, not UTF-8" if bom else f"file is {named}"
+    assert _refusal(raw) == f"f.yaml:1:1: {expected}; save it as UTF-8"
+
+
+def test_latin1_says_where_it_stops_being_utf8() -> None:
+    assert _refusal("a: 1\nb: caf\u00e9\n".encode("latin-1")) == (
+        "f.yaml:2:7: file is not UTF-8 text (byte 0xe9 here is not UTF-8); save it as UTF-8")
+
+
+def test_a_utf8_byte_order_mark_is_fine() -> None:
+    assert load_document("\ufeffa: 1\n".encode(), "f.yaml").data == {"a": 1}
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])
+def test_a_line_separator_in_a_comment_is_no_line_break(separator: str) -> None:
+    text = f"a: 1  # a comment{separator}b: 2\nc: [1\n"
+    # YAML 1.2: the comment runs to the end of line 1, so "b: 2" is comment text, and the error in the
+    # unclosed flow sequence is on line 3, not 4.
+    assert _refusal(text).startswith("f.yaml:3:")
+    doc = load_document(f"a: 1  # {separator} still a comment\nc: 3\n", "f.yaml")
+    assert doc.data == {"a": 1, "c": 3}
+    assert doc.position(("c",)) == Position(2, 4)
+
+
+def test_a_raw_line_separator_inside_a_value_is_refused() -> None:
+    assert _refusal("a: 1\nb: 'x\u2028y'\n").startswith("f.yaml:2:4: the text holds a raw line separator")
+    # Written as an escape it is a value like any other (the emitter escapes it again).
+    assert load_document('b: "x\\u2028y"\n', "f.yaml").data == {"b": "x\u2028y"}
+
+
+def test_an_error_reached_through_an_alias_is_reported_where_the_alias_is() -> None:
+    text = "a: &bad !!int zz\nlist:\n  - ok\n  - *bad\n"
+    lines = _refusal(text).splitlines()
+    assert lines[0] == "f.yaml:1:4: 'zz' is not a valid int; fix the value or drop the tag"
+    assert lines[1] == ("f.yaml:4:5: 'zz' is not a valid int; fix the value or drop the tag (through an "
+                        "alias: the value is written at its anchor, line 1)")
+
+
+def test_positions_of_paths_through_an_alias() -> None:
+    doc = load_document("base: &b {x: 1, y: [2, 3]}\nuse:\n  k: *b\nother: {m: *b}\n", "f.yaml")
+    assert doc.position(("use", "k", "y", 1)) == Position(3, 6)
+    assert doc.position(("other", "m", "x")) == Position(4, 12)
+    assert doc.position(("base", "y", 1)) == Position(1, 24)  # the anchor itself: its own position
+    finding = doc.finding(("use", "k", "x"), "wrong")
+    assert (finding.line, finding.column) == (3, 6)
+    assert finding.message == "wrong (through an alias: the value is written at its anchor, line 1)"
+
+
+def test_a_stray_nul_byte_is_reported_where_it_is() -> None:
+    assert _refusal(b"a: 1\nb: x\x00y\n").startswith("f.yaml:2:5: the file holds the control character U+0000")
