@@ -63,8 +63,8 @@ def validate(spec_path: Path) -> LoadedSpec:
 
 
 def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False) -> Prepared:
-    loaded = load_spec(spec_path, meanwhile=warm_up)
     out_dir = (out if out is not None else spec_path.parent)
+    loaded = load_spec(spec_path, meanwhile=warm_up, out=out_dir)
     plan = build_plan(loaded.filter_set, out_dir, keep_objects=keep_objects)
     if plan.problems:
         raise RenderBug("wasm-gitops rendered objects that fail validation (a bug in wasm-gitops, please "
