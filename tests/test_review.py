@@ -22,7 +22,7 @@ def rendered(repo: Repo) -> Repo:
 
 
 def binary(data: bytes) -> str:
-    return f"{len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}"
+    return f"{len(data):,} bytes, sha256 of the binary {hashlib.sha256(data).hexdigest()[:12]}"
 
 
 def test_a_filter_upgrade_reads_as_new_configmap_new_name_rolling_pods(repo: Repo) -> None:
@@ -36,13 +36,18 @@ def test_a_filter_upgrade_reads_as_new_configmap_new_name_rolling_pods(repo: Rep
     old_name = f"wasm-example-filter-{hashlib.sha256(old).hexdigest()[:10]}"
     new_name = f"wasm-example-filter-{hashlib.sha256(new).hexdigest()[:10]}"
     assert result.stdout.splitlines() == [
-        f"+ ConfigMap default/{new_name}  (base/default/example-filter.configmap.yaml)",
+        f"+ ConfigMap default/{new_name}  (base/default/example-filter.configmap.yaml); pods roll",
         f"    replaces {old_name}",
         "    metadata.annotations[wasm-gitops.io/sha256]:",
         f"      - {hashlib.sha256(old).hexdigest()}",
         f"      + {hashlib.sha256(new).hexdigest()}",
-        f"    binaryData[example-filter.wasm]: {binary(old)} -> {binary(new)}",
-        f"- ConfigMap default/{old_name}  (base/default/example-filter.configmap.yaml)",
+        "    binaryData[example-filter.wasm]:",
+        f"      - {binary(old)}",
+        f"      + {binary(new)}",
+        "    module ABI: 0.2.1",
+        "    module proxy_on_* callbacks: unchanged",
+        "    module imports: unchanged",
+        f"- ConfigMap default/{old_name}  (base/default/example-filter.configmap.yaml); pruned after rollout",
         f"    replaced by {new_name}",
         "~ Deployment default/details-v1  (overlays/details/deployment-patch.yaml); pods roll",
         ("    spec.template.metadata.annotations[sidecar.istio.io/userVolume] (JSON) "
@@ -67,12 +72,13 @@ def test_a_configuration_change_rolls_nothing(repo: Repo) -> None:
     result = repo.cli("diff")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        "~ EnvoyFilter default/productpage-other-filter  (overlays/productpage/other-filter.envoyfilter.yaml)",
+        ("~ EnvoyFilter default/productpage-other-filter  (overlays/productpage/other-filter.envoyfilter.yaml); "
+         "listener drains"),
         "    spec.configPatches[0].patch.value.typed_config.config.configuration.value (JSON) mode:",
         "      - relaxed",
         "      + lenient",
         "",
-        "0 objects added, 1 changed, 0 removed; workloads that will roll: none",
+        "0 objects added, 1 changed, 0 removed; workloads that will roll: none; listeners that drain: 1 object",
     ]
 
 
@@ -83,17 +89,20 @@ def test_a_new_service_adds_its_objects_and_rolls_its_workload(repo: Repo) -> No
     result = repo.cli("diff")
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert lines[-1] == "4 objects added, 2 changed, 0 removed; workloads that will roll: bookinfo/reviews-v1"
+    assert lines[-1] == ("4 objects added, 2 changed, 0 removed; workloads that will roll: bookinfo/reviews-v1; "
+                         "listeners that drain: 1 object")
     module = (repo.root / "filters/example-filter.wasm").read_bytes()
     digest = hashlib.sha256(module).hexdigest()
     # Objects in a stable order: kind, then namespace/name; a kustomization.yaml is named by its file.
     assert [line for line in lines if line[:2] in ("+ ", "~ ", "- ")] == [
-        f"+ ConfigMap bookinfo/wasm-example-filter-{digest[:10]}  (base/bookinfo/example-filter.configmap.yaml)",
+        f"+ ConfigMap bookinfo/wasm-example-filter-{digest[:10]}  (base/bookinfo/example-filter.configmap.yaml); "
+        "pods roll",
         "+ Deployment bookinfo/reviews-v1  (overlays/reviews/deployment-patch.yaml); pods roll",
-        "+ EnvoyFilter bookinfo/reviews-example-filter  (overlays/reviews/example-filter.envoyfilter.yaml)",
-        "~ Kustomization base/kustomization.yaml",
-        "~ Kustomization kustomization.yaml",
-        "+ Kustomization overlays/reviews/kustomization.yaml",
+        "+ EnvoyFilter bookinfo/reviews-example-filter  (overlays/reviews/example-filter.envoyfilter.yaml); "
+        "listener drains",
+        "~ Kustomization base/kustomization.yaml; no mesh effect",
+        "~ Kustomization kustomization.yaml; no mesh effect",
+        "+ Kustomization overlays/reviews/kustomization.yaml; no mesh effect",
     ]
     assert "    + resources: overlays/reviews" in lines  # the root gains the overlay
     assert "    + resources: bookinfo/example-filter.configmap.yaml" in lines
@@ -101,6 +110,11 @@ def test_a_new_service_adds_its_objects_and_rolls_its_workload(repo: Repo) -> No
 
 
 def test_a_dropped_service_is_reported_as_leaving_the_tree_not_rolling(repo: Repo) -> None:
+    # The team's resources hold more than the Deployment: every object of them leaves the built tree.
+    repo.write("apps/details/service.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: details}\n"
+               "spec: {selector: {app: details}, ports: [{port: 9080}]}\n")
+    repo.write("apps/details/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+               "kind: Kustomization\nresources: [deployment.yaml, service.yaml]\n")
     rendered(repo)
     spec = BASIC_SPEC[:BASIC_SPEC.index("  - name: details\n")]
     repo.write("filters.yaml", spec)
@@ -108,15 +122,19 @@ def test_a_dropped_service_is_reported_as_leaving_the_tree_not_rolling(repo: Rep
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert lines == [
-        "- Deployment default/details-v1  (overlays/details/deployment-patch.yaml)",
+        "- Deployment default/details-v1  (overlays/details/deployment-patch.yaml); pruned",
         "    its overlay is gone: Argo CD and Flux (prune) delete this workload unless something else manages it",
-        "- EnvoyFilter default/details-example-filter  (overlays/details/example-filter.envoyfilter.yaml)",
-        "~ Kustomization kustomization.yaml",
+        "- Service default/details  (apps/details); pruned",
+        "    leaves the tree with its overlay's resources: Argo CD and Flux (prune) delete it unless something "
+        "else manages it",
+        "- EnvoyFilter default/details-example-filter  (overlays/details/example-filter.envoyfilter.yaml); "
+        "listener drains",
+        "~ Kustomization kustomization.yaml; no mesh effect",
         "    - resources: overlays/details",
-        "- Kustomization overlays/details/kustomization.yaml",
+        "- Kustomization overlays/details/kustomization.yaml; no mesh effect",
         "",
-        ("0 objects added, 1 changed, 3 removed; workloads that will roll: none; workloads leaving the tree "
-        "(pruned unless managed elsewhere): default/details-v1"),
+        ("0 objects added, 1 changed, 4 removed; workloads that will roll: none; listeners that drain: 1 object; "
+         "workloads leaving the tree (pruned unless managed elsewhere): default/details-v1"),
     ]
 
 
@@ -158,13 +176,16 @@ def test_github_format_is_one_workflow_command_per_line_summary_first(repo: Repo
     lines = result.stdout.splitlines()
     assert lines[0] == ("::notice title=wasm-gitops diff::1 object added, 2 changed, 1 removed; workloads that "
                         "will roll: default/details-v1, default/productpage-v1")
-    assert all(line.startswith("::notice ") for line in lines)
-    assert len(lines) == 5
-    rolls = [line for line in lines if "(pods roll)" in line]
+    # The spec's warnings come as annotations on filters.yaml, right after the summary.
+    assert lines[1].startswith("::warning file=filters.yaml,line=10,col=13::the module exports no proxy_on_configure")
+    assert all(line.startswith("::notice ") for line in lines[2:])
+    assert len(lines) == 6
+    rolls = [line for line in lines if "Deployment" in line and "(pods roll)" in line]
     assert [line.split(",title=")[0] for line in rolls] == [
         "::notice file=overlays/details/deployment-patch.yaml",
         "::notice file=overlays/productpage/deployment-patch.yaml"]
     assert "::spec.template.metadata.annotations[sidecar.istio.io/userVolume] (JSON) " in rolls[0]
+    assert sum("(pruned after rollout)" in line for line in lines) == 1
     assert "%0A  - wasm-example-filter-" in rolls[0]
 
 
@@ -172,14 +193,14 @@ def test_github_escapes_properties_and_data() -> None:
     review = Review((ObjectChange("changed", ObjectId("EnvoyFilter", "ns", "a"), "odd,na:me.yaml",
                                   (FieldChange("x", "50%", "1\n2"),)),), (), (), (), ())
     lines = format_review(review, "github").splitlines()
-    assert lines[1] == "::notice file=odd%2Cna%3Ame.yaml,title=~ EnvoyFilter ns/a::x: 50%25 -> 1%0A2"
+    assert lines[1] == "::notice file=odd%2Cna%3Ame.yaml,title=~ EnvoyFilter ns/a (no mesh effect)::x: 50%25 -> 1%0A2"
 
 
 def test_gitops_objects_show_up_as_objects(repo: Repo) -> None:
     rendered(repo)
     repo.write("filters.yaml", BASIC_SPEC + "gitops:\n  repoURL: https://git.example.invalid/m.git\n  argocd: {}\n")
     lines = repo.cli("diff").stdout.splitlines()
-    assert "+ Application argocd/wasm-filters  (gitops/argocd/wasm-filters.application.yaml)" in lines
+    assert "+ Application argocd/wasm-filters  (gitops/argocd/wasm-filters.application.yaml); no mesh effect" in lines
     assert ("    spec.syncPolicy.syncOptions: ServerSideApply=true, FailOnSharedResource=true, "
             "ApplyOutOfSyncOnly=true") in lines
     assert lines[-1] == "1 object added, 0 changed, 0 removed; workloads that will roll: none"
