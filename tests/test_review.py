@@ -231,10 +231,14 @@ def test_the_example_ci_workflow_reviews_a_pull_request_against_its_base(repo: R
     checked = sh(clone, check)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     summary = tmp_path / "summary.md"
-    done = sh(clone, review, BASE_REF="main", GITHUB_STEP_SUMMARY=str(summary))
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    done = sh(clone, review, BASE_REF="main", GITHUB_STEP_SUMMARY=str(summary), RUNNER_TEMP=str(runner_temp))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[0] == ("::notice title=wasm-gitops diff::1 object added, 2 changed, 1 removed; "
                                            "workloads that will roll: default/details-v1, default/productpage-v1")
     text = summary.read_text()
-    assert text.startswith("### wasm-gitops diff\n```text\n+ ConfigMap default/wasm-example-filter-")
-    assert "workloads that will roll: default/details-v1, default/productpage-v1\n```\n" in text
+    assert text.startswith("<!-- wasm-gitops diff part 1 -->\n## wasm-gitops diff\n\n1 object added, 2 changed, "
+                           "1 removed; 2 workloads will roll.\n")
+    assert "| workloads whose pods roll (2) | <code>default/details-v1</code>, <code>default/productpage-v1</code> |" in text
+    assert (runner_temp / "wasm-gitops-comment" / "part-1-of-1.md").read_text() == text
