@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -242,3 +243,100 @@ def test_the_example_ci_workflow_reviews_a_pull_request_against_its_base(repo: R
                            "1 removed; 2 workloads will roll.\n")
     assert "| workloads whose pods roll (2) | <code>default/details-v1</code>, <code>default/productpage-v1</code> |" in text
     assert (runner_temp / "wasm-gitops-comment" / "part-1-of-1.md").read_text() == text
+
+
+WASM_PLUGIN_SPEC = BASIC_SPEC.replace('istio: "1.22"\n', 'istio: "1.22"\noutput: {kind: WasmPlugin}\n')
+
+
+def effects(repo: Repo) -> dict[str, str]:
+    doc = json.loads(repo.cli("diff", "--format", "json").stdout)
+    return {f"{o['kind']} {o['namespace']}/{o['name']}": o["effect"] for o in doc["objects"]}
+
+
+def test_a_wasm_plugin_configuration_change_is_hot(repo: Repo) -> None:
+    repo.write("filters.yaml", WASM_PLUGIN_SPEC)
+    rendered(repo)
+    repo.write("filters.yaml", WASM_PLUGIN_SPEC.replace("config: {mode: relaxed}", "config: {mode: lenient}"))
+    result = repo.cli("diff")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "~ WasmPlugin default/productpage-other-filter  (overlays/productpage/other-filter.wasmplugin.yaml); hot",
+        "    spec.pluginConfig.mode: relaxed -> lenient",
+        "",
+        "0 objects added, 1 changed, 0 removed; workloads that will roll: none; applied without a restart: 1",
+    ]
+
+
+def test_a_wasm_plugin_reorder_drains_the_listener_and_shows_the_chain(repo: Repo) -> None:
+    repo.write("filters.yaml", WASM_PLUGIN_SPEC)
+    rendered(repo)
+    swapped = WASM_PLUGIN_SPEC.replace("      - example-filter\n      - {name: other-filter, config: {mode: relaxed}}\n",
+                                       "      - {name: other-filter, config: {mode: relaxed}}\n      - example-filter\n")
+    repo.write("filters.yaml", swapped)
+    lines = repo.cli("diff").stdout.splitlines()
+    assert ("filter chain of productpage: example-filter -> other-filter -> router becomes "
+            "other-filter -> example-filter -> router") in lines
+    found = effects(repo)
+    assert found["WasmPlugin default/productpage-example-filter"] == "listener drains"
+    assert found["WasmPlugin default/productpage-other-filter"] == "listener drains"
+    assert found["Deployment default/productpage-v1"] == "pods roll"  # the projected volume's order changed too
+
+
+def test_every_effect_label_in_json(repo: Repo) -> None:
+    """One golden case per label, in one diff: a new binary, a config change, a dropped service."""
+    rendered(repo)
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("example-json"))
+    repo.write("filters.yaml", BASIC_SPEC[:BASIC_SPEC.index("  - name: details\n")]
+               .replace("config: {mode: relaxed}", "config: {mode: lenient}"))
+    doc = json.loads(repo.cli("diff", "--format", "json").stdout)
+    assert doc["schemaVersion"] == 1 and doc["clean"] is False
+    found = {f"{o['state']} {o['kind']} {o['name']}": o["effect"] for o in doc["objects"]}
+    example = hashlib.sha256(proxy_wasm_module("example-json")).hexdigest()[:10]
+    assert found[f"added ConfigMap wasm-example-filter-{example}"] == "pods roll"
+    assert [e for k, e in found.items() if k.startswith("removed ConfigMap")] == ["pruned after rollout"]
+    assert found["changed Deployment productpage-v1"] == "pods roll"
+    assert found["removed Deployment details-v1"] == "pruned"
+    assert found["changed EnvoyFilter productpage-other-filter"] == "listener drains"
+    assert found["changed Kustomization kustomization.yaml"] == "no mesh effect"
+    assert set(doc["summary"]["effects"]) == {"pods roll", "listener drains", "hot", "pruned after rollout",
+                                              "pruned", "no mesh effect"}
+    assert doc["summary"]["workloads_leaving"] == ["default/details-v1"]
+    module = next(o["module"] for o in doc["objects"] if o["kind"] == "ConfigMap" and o["state"] == "added")
+    assert module["abi_after"] == "0.2.1" and module["only_custom_sections_changed"] is False
+
+
+def test_a_rebuild_that_only_changes_custom_sections_says_the_code_is_identical(repo: Repo) -> None:
+    from renderer.wasm import with_custom_section
+
+    rendered(repo)
+    module = (repo.root / "filters/example-filter.wasm").read_bytes()
+    repo.write("filters/example-filter.wasm", with_custom_section(module, "build_id", b"ci-run-2"))
+    lines = repo.cli("diff").stdout.splitlines()
+    assert "    module code: identical; only custom sections (names, build ids, debug info) changed" in lines
+
+
+def test_a_new_callback_and_import_are_named(repo: Repo) -> None:
+    import wasmtime
+
+    rendered(repo)
+    richer = bytes(wasmtime.wat2wasm(
+        '(module (import "env" "proxy_log" (func (param i32 i32 i32) (result i32))) (memory (export "memory") 1)'
+        ' (func (export "proxy_abi_version_0_2_1")) (func (export "proxy_on_memory_allocate") (param i32)'
+        ' (result i32) i32.const 0) (func (export "proxy_on_context_create") (param i32 i32))'
+        ' (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) i32.const 0))'))
+    repo.write("filters/example-filter.wasm", richer)
+    lines = repo.cli("diff").stdout.splitlines()
+    assert "    module proxy_on_* callbacks: +proxy_on_request_headers, -proxy_on_response_headers" in lines
+    assert "    module imports: +env.proxy_log" in lines
+
+
+def test_unified_puts_the_manifest_last_and_labels_digests(repo: Repo) -> None:
+    rendered(repo)
+    new = proxy_wasm_module("example-unified", pad=2000)  # its base64 line is summarised, not printed
+    repo.write("filters/example-filter.wasm", new)
+    text = repo.cli("diff", "--format", "unified").stdout
+    files = [line[4:] for line in text.splitlines() if line.startswith("+++ ")]
+    assert files[-1] == "b/.wasm-gitops-manifest.json" and len(files) > 1
+    assert max(len(line) for line in text.splitlines()) <= 400, "no base64 line is printed whole"
+    assert (f"+  example-filter.wasm: <{len(base64.b64encode(new)):,} characters of base64: {len(new):,} bytes, "
+            f"sha256 of the binary {hashlib.sha256(new).hexdigest()[:12]}...>") in text.splitlines()
