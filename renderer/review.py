@@ -738,7 +738,7 @@ _NAMES_IN_TABLE = 10
 def _h(text: str) -> str:
     """Text outside code blocks: no HTML from a pull request's names, no table or emphasis breaks."""
     return html.escape(text, quote=True).replace("|", "&#124;").replace("*", "&#42;").replace("_", "&#95;") \
-        .replace("`", "&#96;").replace("[", "&#91;")
+        .replace("`", "&#96;").replace("[", "&#91;").replace("~", "&#126;")  # ~ is GFM strikethrough
 
 
 def _code(text: str) -> str:
@@ -750,9 +750,16 @@ def _fence(lines: Sequence[str]) -> str:
     return "`" * max(3, longest + 1)
 
 
+def _line(text: str) -> str:
+    # One value, one line: a newline in a value could otherwise start a line markdown reads as HTML.
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
 def _diff_lines(o: ObjectChange) -> list[str]:
     lines = [f"# {o.note}"] if o.note else []
-    for change in o.fields:
+    for raw in o.fields:
+        change = FieldChange(_line(raw.path), None if raw.old is None else _line(raw.old),
+                             None if raw.new is None else _line(raw.new))
         if change.old is None and change.new is not None:
             lines.append(f"+ {change.path}: {change.new}")
         elif change.new is None and change.old is not None:
@@ -765,7 +772,7 @@ def _diff_lines(o: ObjectChange) -> list[str]:
 
 
 def _object_block(o: ObjectChange, where: Locator, budget: int | None = None) -> str:
-    head = f"**{SIGN[o.state]} {_h(o.id.kind)}** {_code(str(o.id).split(' ', 1)[1])} · **{o.effect}**"
+    head = f"**{_h(SIGN[o.state])} {_h(o.id.kind)}** {_code(str(o.id).split(' ', 1)[1])} · **{o.effect}**"
     if o.id.name != o.file:
         head += f" · {_code(_file_of(o, where))}"
     lines = _diff_lines(o)

@@ -53,7 +53,7 @@ def balanced(part: str) -> None:
 
 
 def headers(text: str) -> list[str]:
-    return re.findall(r"^\*\*[~+-] \w+\*\* <code>[^<]+</code>", text, re.MULTILINE)
+    return re.findall(r"^\*\*(?:&#126;|[+-]) \w+\*\* <code>[^<]+</code>", text, re.MULTILINE)
 
 
 def test_a_filter_upgrade_on_a_1000_service_mesh_splits_cleanly(tmp_path: Path) -> None:
@@ -132,6 +132,8 @@ addEventListener('load', () => {
   document.body.dataset.folds = String(folds.length);
   document.body.dataset.foldedHidden = String(hidden);
   document.body.dataset.summariesVisible = String(summaries);
+  document.body.dataset.titles = [...document.querySelectorAll('details p > strong:first-child')]
+    .map(s => s.textContent).join('|');
   folds.forEach(d => d.open = true);
   document.body.dataset.openShows = String(folds.every((d, i) => d.getBoundingClientRect().height > closedHeights[i]
     && [...d.querySelectorAll('pre')].every(p => seen(p))));
@@ -139,7 +141,7 @@ addEventListener('load', () => {
 </script>"""
 
 
-def render_page(markdown: str, directory: Path) -> Path:
+def render_page(markdown: str, directory: Path, probe: bool = True) -> Path:
     cmark = tool("cmark-gfm")
     # GitHub's extensions; --unsafe keeps <details>/<summary>, which GitHub's sanitiser also keeps.
     body = subprocess.run([cmark, "--unsafe", "-e", "table", "-e", "autolink", "-e", "tagfilter", "-e",
@@ -148,7 +150,8 @@ def render_page(markdown: str, directory: Path) -> Path:
     page = directory / "comment.html"
     page.write_text("<!doctype html><meta charset=utf-8><style>body{font:14px sans-serif;max-width:900px;"
                     "margin:16px} table{border-collapse:collapse} td,th{border:1px solid #d0d7de;padding:4px 8px}"
-                    "pre{background:#f6f8fa;padding:8px;overflow:auto}</style>" + body + PROBE, encoding="utf-8")
+                    "pre{background:#f6f8fa;padding:8px;overflow:auto}</style>" + body + (PROBE if probe else ""),
+                    encoding="utf-8")
     return page
 
 
@@ -183,6 +186,8 @@ def test_the_comment_renders_as_a_table_and_folds_in_a_browser(repo: Repo, tmp_p
     assert dom.body.get("data-folded-hidden") == "true"
     assert dom.body.get("data-summaries-visible") == "true"
     assert dom.body.get("data-open-shows") == "true"
+    # Each object's title is bold text with its sign, not markdown syntax left over (~ is strikethrough).
+    assert dom.body.get("data-titles") == "+ ConfigMap|- ConfigMap|~ Deployment|~ Deployment"
     assert dom.tags.get("pre", 0) >= 4 and "language-diff" in dumped.stdout
     # A name from the pull request is text, never markup.
     assert "<code>default/details-v1</code>" in dumped.stdout
@@ -201,5 +206,6 @@ def test_names_cannot_inject_markup() -> None:
     text = markdown_parts(Review((evil,), (), (), (), ()))[0]
     assert "<img" not in text and "&lt;img src=x onerror=alert(1)&gt;&#124;&#42;&#42;x&#42;&#42;" in text
     # A value holding a fence gets a longer fence, so the block cannot be closed from inside.
-    assert "````diff\n" in text and text.count("</details>") == text.count("<details>") == 1
+    assert "````diff\n" in text and "-   ```\\n</details>\n" in text
+    assert text.splitlines().count("</details>") == text.splitlines().count("<details>") == 1
     assert json.loads(json.dumps(text)) == text and html.unescape("&#124;") == "|"
