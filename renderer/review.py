@@ -475,12 +475,19 @@ def _kustomize_objects(directory: str) -> list[Obj] | str:
         return f"kubectl kustomize failed: {e}"
     if proc.returncode != 0:
         return f"kubectl kustomize failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
-    import yaml  # only here: the objects of a team's resources, as kustomize printed them
-
-    try:
-        return [d for d in yaml.safe_load_all(proc.stdout) if isinstance(d, dict)]
-    except yaml.YAMLError as e:
-        return f"kubectl kustomize printed what is not YAML: {e}"
+    # kustomize separates its objects with a bare --- line; every value inside an object is indented,
+    # so the line cannot occur within one.
+    found: list[Obj] = []
+    for text in re.split(r"^---$", proc.stdout, flags=re.MULTILINE):
+        if not text.strip():
+            continue
+        try:
+            obj = load_document(text, directory).data
+        except SpecSyntaxError as e:
+            return f"kubectl kustomize printed what is not YAML: {e.findings[0].message if e.findings else e}"
+        if isinstance(obj, dict):
+            found.append(obj)
+    return found
 
 
 def _leaving_resources(changes: Changes, current: Mapping[str, Obj], plan_files: Mapping[str, Obj],

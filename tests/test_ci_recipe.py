@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,8 @@ json.dump(state, open(state_path, "w"))
 
 @pytest.fixture
 def gh(tmp_path: Path) -> Path:
+    if shutil.which("jq") is None:
+        pytest.skip("jq is not installed (Debian: apt-get install jq); gh api --jq filters with the same language")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "gh"
