@@ -123,7 +123,7 @@ def entry() -> None:
         _err("wasm-gitops: interrupted\n")
         code = INTERRUPTED_EXIT
     except BrokenPipeError:
-        raise
+        raise  # a closed stdout is not a crash: handled where the streams are
     except Exception as e:  # noqa: BLE001 - outside any command (option parsing, completion): still a bug
         code = _crash(e)
     for stream in (sys.stdout, sys.stderr):
@@ -286,7 +286,7 @@ def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_cha
         else:
             if fmt == "text":
                 _err(report.findings(result.warnings, "text", where))
-            click.echo(review.format_review(found, fmt, where, result.warnings), nl=False)
+            click.echo(review.format_review(found, fmt, where, result.warnings, result.clean), nl=False)
         return 0 if result.clean else 1
 
     def problems(items: Sequence[Finding]) -> None:

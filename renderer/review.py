@@ -43,6 +43,7 @@ from .errors import Finding, UsageError
 from .output import Changes
 from .plan import MANIFEST, Plan
 from .report import AS_GIVEN, Locator, document, escape_property, finding_line, finding_records
+from .workloads import is_remote
 from .yamlio import SpecSyntaxError, load_document
 
 State = Literal["added", "changed", "removed"]
@@ -509,9 +510,9 @@ def _leaving_resources(changes: Changes, current: Mapping[str, Obj], plan_files:
         namespace = obj.get("namespace") if isinstance(obj.get("namespace"), str) else None
         overlay = posixpath.dirname(file)
         for resource in old:
-            if resource in new or "/" not in resource and resource.endswith(".yaml"):
+            if resource in new or ("/" not in resource and resource.endswith(".yaml")):
                 continue  # still there, or one of the overlay's own generated files
-            if "://" in resource or resource.startswith(("git@", "github.com/")):
+            if is_remote(resource):
                 unlisted.append(f"{resource} (of {overlay}): remote; its objects leave the tree too")
                 continue
             directory = os.path.realpath(os.path.join(out, overlay, resource))
@@ -684,9 +685,10 @@ def _escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
-def format_review(r: Review, fmt: str, where: Locator = AS_GIVEN, warnings: Sequence[Finding] = ()) -> str:
+def format_review(r: Review, fmt: str, where: Locator = AS_GIVEN, warnings: Sequence[Finding] = (),
+                  clean: bool | None = None) -> str:
     if fmt == "json":
-        return review_json(r, where, warnings)
+        return review_json(r, where, warnings, clean)
     if fmt == "github":
         from .report import github_findings
 
@@ -714,10 +716,12 @@ def format_review(r: Review, fmt: str, where: Locator = AS_GIVEN, warnings: Sequ
     return "".join(line + "\n" for line in lines)
 
 
-def review_json(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding] = ()) -> str:
+def review_json(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding] = (),
+                clean: bool | None = None) -> str:
     return document({
         "valid": True,
-        "clean": not r.objects and not r.hand_edited and not r.unreadable,
+        # The check's own verdict when there is one: it also knows about an interrupted render.
+        "clean": (not r.objects and not r.hand_edited and not r.unreadable) if clean is None else clean,
         "summary": {"added": r.count("added"), "changed": r.count("changed"), "removed": r.count("removed"),
                     "workloads_that_roll": list(r.rolling), "workloads_leaving": list(r.leaving),
                     "effects": {e: len(r.with_effect(e)) for e in EFFECTS}},
