@@ -80,8 +80,10 @@ def test_a_filter_upgrade_on_a_1000_service_mesh_splits_cleanly(tmp_path: Path) 
     seen = [h for p in parts for h in headers(p)]
     assert len(seen) == len(set(seen)) == 1000 + 2 * 5
     assert sum("Deployment" in h for h in seen) == 1000
-    # A service's fold that continues in the next part says so.
-    assert any("(continued)</summary>" in p for p in parts[1:]) or all(p.count("<details>") for p in parts)
+    # Every later part opens with a fold of its own right after its title: nothing dangles.
+    for part in parts[1:]:
+        body = [line for line in part.splitlines()[2:] if line.strip()]
+        assert body[0] == "<details>", body[:2]
 
     # Without --split: one comment within the limit, cut between objects, saying what it left out.
     single = repo.cli("diff", "--format", "markdown").stdout
@@ -209,3 +211,19 @@ def test_names_cannot_inject_markup() -> None:
     assert "````diff\n" in text and "-   ```\\n</details>\n" in text
     assert text.splitlines().count("</details>") == text.splitlines().count("<details>") == 1
     assert json.loads(json.dumps(text)) == text and html.unescape("&#124;") == "|"
+
+
+def test_a_fold_that_spans_parts_is_closed_and_reopened_as_continued() -> None:
+    from renderer.review import FieldChange, ObjectChange, ObjectId, Review, markdown_parts
+
+    many = tuple(ObjectChange("changed", ObjectId("EnvoyFilter", "ns", f"big-{i:02}"),
+                              f"overlays/big/f{i:02}.envoyfilter.yaml", (FieldChange("spec.x", "a" * 300, "b" * 300),),
+                              "listener drains", group="service big") for i in range(30))
+    parts = markdown_parts(Review(many, (), (), (), ()), max_chars=4096, split=True)
+    assert len(parts) > 2
+    for number, part in enumerate(parts, 1):
+        assert len(part) <= 4096
+        balanced(part)
+        if number > 1:
+            assert "<summary>service big: 30 objects (listener drains) (continued)</summary>" in part
+    assert sum(len(headers(p)) for p in parts) == 30
