@@ -293,8 +293,11 @@ def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_cha
         if fmt == "markdown" and split_dir is not None:
             from . import review
 
-            for path in review.write_parts(split_dir, [review.markdown_problems(items, where)]):
-                click.echo(path)
+            try:
+                for path in review.write_parts(split_dir, [review.markdown_problems(items, where)]):
+                    click.echo(path)
+            except UsageError as e:  # the spec's problems still reach the log
+                _err(f"wasm-gitops: {e}\n{report.findings(items, 'text', where)}")
         else:
             _problems_in(fmt, where, "diff")(items)
 

@@ -945,13 +945,16 @@ def check_split_dir(directory: Path) -> None:
 
 def write_parts(directory: Path, parts: Sequence[str]) -> list[Path]:
     check_split_dir(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for number, text in enumerate(parts, 1):
-        path = directory / f"part-{number}-of-{len(parts)}.md"
-        with open(path, "x", encoding="utf-8", newline="\n") as fh:  # "x": the directory was empty
-            fh.write(text)
-        written.append(path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for number, text in enumerate(parts, 1):
+            path = directory / f"part-{number}-of-{len(parts)}.md"
+            with open(path, "x", encoding="utf-8", newline="\n") as fh:  # "x": the directory was empty
+                fh.write(text)
+            written.append(path)
+    except OSError as e:
+        raise UsageError(f"{directory}: cannot write the comment there: {e.strerror or e}") from None
     return written
 
 

@@ -227,3 +227,14 @@ def test_a_fold_that_spans_parts_is_closed_and_reopened_as_continued() -> None:
         if number > 1:
             assert "<summary>service big: 30 objects (listener drains) (continued)</summary>" in part
     assert sum(len(headers(p)) for p in parts) == 30
+
+
+def test_an_invalid_spec_still_gets_its_comment(repo: Repo, tmp_path: Path) -> None:
+    repo.write("filters.yaml", repo.spec.read_text().replace("rootId:", "rootID:"))
+    result = repo.cli("diff", "--format", "markdown", "--split", str(tmp_path / "c"))
+    assert result.exit_code == 2
+    written = tmp_path / "c" / "part-1-of-1.md"
+    assert result.stdout == f"{written}\n"
+    text = html.unescape(written.read_text())
+    assert text.startswith("<!-- wasm-gitops diff part 1 -->\n## wasm-gitops diff\n\n**The spec is invalid** (1 problem)")
+    assert "filters.yaml:7:5: unknown key 'rootID' in filters[0]; did you mean 'rootId'?" in text
