@@ -1,7 +1,8 @@
 """Build commands for filters that declare a build section: in the SDK Docker image, or locally.
 
-Every function returns an exit code and prints one line per problem to stderr instead of
-raising, so the CLI can pass the code straight through.
+A problem raises: BuildFailed (exit 1) when a build ran and failed, UsageError (exit 2) when a tool
+is missing. Progress goes to the caller's `say`, so the CLI decides where lines go and this module prints
+nothing.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import shlex
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import UsageError, WasmGitopsError
 
 # The proxy-wasm C++ SDK image: /build_wasm.sh sources emsdk and runs `make` in /work.
 DEFAULT_IMAGE = "registry.cn-hangzhou.aliyuncs.com/acs/wasmsdk:v0.1"
@@ -22,7 +25,17 @@ IMAGE_ENV = "WASM_SDK_IMAGE"
 # byte-identical for one compiler version, so it is pinned here and in the constraints.
 ZIGLANG_VERSION = "0.17.1"
 
-PREFIX = "wasm-gitops:"
+Say = Callable[[str], None]
+
+
+class BuildFailed(WasmGitopsError):
+    """A build ran and failed, or produced no module: a finding about the filter's sources, exit 1."""
+
+    exit_code = 1
+
+
+def _silent(_: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -59,39 +72,29 @@ def docker_command(target: BuildTarget, env_image: str | None) -> list[str]:
     ]
 
 
-def _error(message: str) -> None:
-    print(f"{PREFIX} {message}", file=sys.stderr)
-
-
-def _check_output(target: BuildTarget) -> int:
+def _check_output(target: BuildTarget) -> None:
     if not target.wasm.is_file():
-        _error(f"{target.name}: the build succeeded but did not produce {target.wasm}")
-        return 1
-    return 0
+        raise BuildFailed(f"{target.name}: the build succeeded but did not produce {target.wasm}")
 
 
-def run_docker_builds(targets: Iterable[BuildTarget], env: Mapping[str, str]) -> int:
+def run_docker_builds(targets: Iterable[BuildTarget], env: Mapping[str, str], say: Say = _silent) -> None:
     """Build each target in order in its SDK image; stop at the first failure."""
     # Looked up in the given environment, not ours: that is the PATH the build runs with.
     docker = shutil.which("docker", path=env.get("PATH", ""))
     if docker is None:
-        _error("docker not found; build locally instead with 'make wasm-local'")
-        return 2
+        raise UsageError("docker not found; build locally instead with 'make wasm-local'")
     env_image = env.get(IMAGE_ENV) or None
     for target in targets:
         command = docker_command(target, env_image)
-        print(f"{PREFIX} building {target.name} in {build_image(target, env_image)}", file=sys.stderr)
+        say(f"building {target.name} in {build_image(target, env_image)}")
         result = subprocess.run(command, executable=docker, env=dict(env), check=False)
         if result.returncode != 0:
             # 125 is docker's own failure (no daemon, image pull), not the build's.
             hint = ""
             if result.returncode == 125:
                 hint = "; without a Docker engine, build locally with 'make wasm-local'"
-            _error(f"{target.name}: docker exited with status {result.returncode}{hint}")
-            return 1
-        if _check_output(target):
-            return 1
-    return 0
+            raise BuildFailed(f"{target.name}: docker exited with status {result.returncode}{hint}")
+        _check_output(target)
 
 
 def local_compiler() -> list[str]:
@@ -110,21 +113,16 @@ def local_build_command(target: BuildTarget, compiler: Sequence[str]) -> list[st
     return ["make", "-C", str(target.context), f"WASM_CC={shlex.join(compiler)}"]
 
 
-def run_local_builds(targets: Iterable[BuildTarget], compiler: Sequence[str]) -> int:
+def run_local_builds(targets: Iterable[BuildTarget], compiler: Sequence[str], say: Say = _silent) -> None:
     """Build each target in order with `compiler`; stop at the first failure."""
     if shutil.which("make") is None:
-        _error("make not found; install it (Debian: apt-get install make)")
-        return 2
+        raise UsageError("make not found; install it (Debian: apt-get install make)")
     uses_our_ziglang = list(compiler[:3]) == [sys.executable, "-m", "ziglang"]
     if uses_our_ziglang and importlib.util.find_spec("ziglang") is None:
-        _error(f"the ziglang package is missing; pip install ziglang=={ZIGLANG_VERSION}")
-        return 2
+        raise UsageError(f"the ziglang package is missing; pip install ziglang=={ZIGLANG_VERSION}")
     for target in targets:
-        print(f"{PREFIX} building {target.name} locally", file=sys.stderr)
+        say(f"building {target.name} locally")
         result = subprocess.run(local_build_command(target, compiler), check=False)
         if result.returncode != 0:
-            _error(f"{target.name}: make exited with status {result.returncode}")
-            return 1
-        if _check_output(target):
-            return 1
-    return 0
+            raise BuildFailed(f"{target.name}: make exited with status {result.returncode}")
+        _check_output(target)

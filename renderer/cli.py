@@ -1,25 +1,33 @@
 """The command line: the only module that imports click. Each command calls the core and maps the
-result to an exit code: 0 ok, 1 findings (drift, failed tests), 2 invalid input or usage."""
+result to an exit code: 0 ok, 1 findings (drift, failed tests), 2 invalid input or usage, 3 a bug in
+wasm-gitops (an unexpected exception: one line on stderr, the traceback in a log file)."""
 
 from __future__ import annotations
 
 import gc
 import os
+import signal
 import sys
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
 from . import core, report
-from .errors import SpecError, UsageError, WasmGitopsError
+from .errors import Finding, SpecError, UsageError, WasmGitopsError
 
-SPEC_OPTION = click.option("-f", "--file", "spec", default="filters.yaml", show_default=True,
+DEFAULT_SPEC = "filters.yaml"
+SPEC_OPTION = click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True,
                            type=click.Path(path_type=Path, dir_okay=False),
                            help="The spec to read.")
 OUT_OPTION = click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
                           help="Output directory. Default: the spec's directory.")
+DIFF_FORMATS = ("text", "unified", "github", "markdown", "json")
+SHELLS = ("bash", "zsh", "fish")
+CRASH_EXIT = 3
+INTERRUPTED_EXIT = 130
 
 
 def _format_option(choices: tuple[str, ...] = report.FORMATS) -> Callable[[Any], Any]:
@@ -27,24 +35,70 @@ def _format_option(choices: tuple[str, ...] = report.FORMATS) -> Callable[[Any],
                         help="How to print the result.")
 
 
+def _examples(*lines: str) -> str:
+    # \b keeps click from re-wrapping the block into one paragraph.
+    return "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
 def _err(text: str) -> None:
     if text:
         click.echo(text, file=sys.stderr, nl=False)
 
 
-def _run(fn: Callable[[], int]) -> None:
-    """One exit point: user errors become lines on stderr and an exit code, never a traceback."""
+# ------------------------------------------------------------------------------------------ exit codes
+
+def crash_log_path() -> Path:
+    """Where a crash's traceback goes: the user cache directory, like pre-commit's pre-commit.log."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "wasm-gitops" / "wasm-gitops.log"
+
+
+def _crash(error: BaseException) -> int:
+    """An exception nobody expected is a bug: exit 3, one line to read, the traceback kept for the report."""
+    detail = traceback.format_exception(type(error), error, error.__traceback__)
+    log = crash_log_path()
+    try:
+        from importlib.metadata import version
+
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w", encoding="utf-8") as fh:
+            fh.write(f"wasm-gitops {version('wasm-gitops')}, Python {sys.version.split()[0]}\n"
+                     f"command: {' '.join(sys.argv)}\n\n{''.join(detail)}")
+        where = f"the traceback is in {log}"
+    except Exception:  # noqa: BLE001 - the log is a courtesy: without it the traceback goes to stderr
+        _err("".join(detail))
+        where = "the traceback is above"
+    summary = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
+    _err(f"wasm-gitops: unexpected error ({summary}); this is a bug in wasm-gitops, please report it; "
+         f"{where}\n")
+    return CRASH_EXIT
+
+
+def _run(fn: Callable[[], int], problems: Callable[[Sequence[Finding]], None] | None = None,
+         where: report.Locator = report.AS_GIVEN) -> None:
+    """One exit point: user errors become lines (in the command's format) and exit 2, findings exit 1,
+    anything unexpected exit 3; never a traceback on the terminal."""
     # A render builds ~10 small objects per file and frees none until the end; the cyclic GC would
     # rescan them over and over (a fifth of a large render's time) and finds no cycles to free.
     gc.disable()
     try:
         code = fn()
     except SpecError as e:
-        _err(report.findings(e.findings, "text"))
+        if problems is None:
+            _err(report.findings(e.findings, "text", where))
+        else:
+            problems(e.findings)
         code = e.exit_code
     except WasmGitopsError as e:
         _err(f"wasm-gitops: {e}\n" if "\n" not in str(e) else f"{e}\n")
         code = e.exit_code
+    except KeyboardInterrupt:
+        _err("wasm-gitops: interrupted\n")
+        code = INTERRUPTED_EXIT
+    except (BrokenPipeError, SystemExit):
+        raise  # a closed stdout is handled where the streams are; SystemExit is click's own
+    except Exception as e:  # noqa: BLE001 - the one place that maps every other exception
+        code = _crash(e)
     finally:
         gc.enable()
     sys.exit(code)
@@ -67,6 +121,18 @@ def entry() -> None:
         else:
             print(e.code, file=sys.stderr)
             code = 1
+    except KeyboardInterrupt:
+        _err("wasm-gitops: interrupted\n")
+        code = INTERRUPTED_EXIT
+    except BrokenPipeError:
+        # The reader went away (`| head`): nothing more can be said, as for a process that SIGPIPE
+        # ended; later flushes go to /dev/null instead of raising again.
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.close(null)
+        code = 128 + signal.SIGPIPE
+    except Exception as e:  # noqa: BLE001 - outside any command (option parsing, completion): still a bug
+        code = _crash(e)
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
@@ -99,160 +165,249 @@ def _reopen_closed_streams() -> None:
               "says the result)", file=sys.stderr)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def _spec_given(spec: Path) -> None:
+    """The default spec is missing: say how to name one, rather than suggest creating a second spec."""
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("spec") == click.core.ParameterSource.DEFAULT and not spec.exists():
+        raise UsageError(f"{DEFAULT_SPEC}: no such file in {os.getcwd()}; pass the spec with -f PATH (in "
+                         f".pre-commit-config.yaml: args: [-f, path/to/{DEFAULT_SPEC}]), or create one with "
+                         "'wasm-gitops init'")
+
+
+def _problems_in(fmt: str, where: report.Locator, command: str) -> Callable[[Sequence[Finding]], None]:
+    """How a command that takes --format reports an invalid spec: in that format, on stdout for
+    machines (json, github, markdown), on stderr for people."""
+
+    def emit(items: Sequence[Finding]) -> None:
+        if fmt == "json":
+            fields: dict[str, Any] = {"valid": False, "problems": report.finding_records(items, where)}
+            if command != "validate":
+                fields["clean"] = False
+            click.echo(report.document(fields), nl=False)
+        elif fmt == "github":
+            click.echo(report.github_findings(items, where), nl=False)
+        elif fmt == "markdown":
+            from .review import markdown_problems
+
+            click.echo(markdown_problems(items, where), nl=False)
+        else:
+            _err(report.findings(items, "text", where))
+
+    return emit
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]},
+             epilog=_examples("wasm-gitops init && wasm-gitops validate", "wasm-gitops render",
+                              "wasm-gitops diff --format markdown > comment.md",
+                              "eval \"$(wasm-gitops completion bash)\""))
 @click.version_option(package_name="wasm-gitops", prog_name="wasm-gitops")
 def main() -> None:
     """Render filters.yaml into kustomize manifests that load proxy-wasm filters into Istio sidecars."""
 
 
-@main.command()
+@main.command(epilog=_examples("wasm-gitops render", "wasm-gitops render -f mesh/filters.yaml",
+                               "wasm-gitops render --out /tmp/preview"))
 @SPEC_OPTION
 @OUT_OPTION
 def render(spec: Path, out: Path | None) -> None:
     """Write base/, overlays/ and the root kustomization.yaml."""
+    where = report.Locator.of(spec, out)
 
     def go() -> int:
+        _spec_given(spec)
         result = core.render(spec, out)
-        _err(report.findings(result.warnings, "text"))
+        _err(report.findings(result.warnings, "text", where))
         if result.recovered:
             _err("wasm-gitops: finished an interrupted render first\n")
         for rel in result.changes.hand_edited:
             verb = "removed" if rel in result.changes.removed else "overwrote"
-            _err(f"wasm-gitops: {verb} {rel}, which had been edited by hand (change {spec.name} instead)\n")
+            _err(f"wasm-gitops: {verb} {where.tree_file(rel)}, which had been edited by hand (change "
+                 f"{spec.name} instead)\n")
         click.echo(f"rendered {spec}: {report.changes_summary(result.changes)}")
         return 0
 
-    _run(go)
+    _run(go, where=where)
 
 
-@main.command()
+@main.command(epilog=_examples("wasm-gitops validate", "wasm-gitops validate -f mesh/filters.yaml --format github",
+                               "wasm-gitops validate --format json | jq '.problems[].message'"))
 @SPEC_OPTION
 @_format_option()
 def validate(spec: Path, fmt: str) -> None:
     """Check the spec (schema, references, binaries, workloads); write nothing."""
+    where = report.Locator.of(spec)
 
     def go() -> int:
-        try:
-            loaded = core.validate(spec)
-        except SpecError as e:
-            click.echo(report.findings(e.findings, fmt), nl=False, err=fmt == "text")
-            return 2
+        _spec_given(spec)
+        loaded = core.validate(spec)
         if fmt != "text" or loaded.warnings:
-            click.echo(report.findings(loaded.warnings, fmt), nl=False, err=fmt == "text")
+            click.echo(report.findings(loaded.warnings, fmt, where), nl=False, err=fmt == "text")
         if fmt == "text":
             fs = loaded.filter_set
             click.echo(f"{spec}: valid ({len(fs.filters)} filters, {len(fs.services)} services, "
                        f"Istio {fs.istio_text})")
         return 0
 
-    _run(go)
+    _run(go, _problems_in(fmt, where, "validate"), where)
 
 
-@main.command()
+@main.command(epilog=_examples("wasm-gitops check", "wasm-gitops check --format github   # in CI",
+                               "wasm-gitops check --format json | jq .clean"))
 @SPEC_OPTION
 @OUT_OPTION
 @_format_option()
 def check(spec: Path, out: Path | None, fmt: str) -> None:
     """Exit 1 when the output on disk differs from a fresh render. Writes nothing."""
+    where = report.Locator.of(spec, out)
 
     def go() -> int:
+        _spec_given(spec)
         result = core.check(spec, out)
-        _err(report.findings(result.warnings, "text"))
-        text = report.drift(result.changes, fmt, interrupted=result.interrupted)
+        if fmt == "text":
+            _err(report.findings(result.warnings, "text", where))
+        text = report.drift(result.changes, fmt, interrupted=result.interrupted, where=where,
+                            warnings=result.warnings)
         click.echo(text, nl=False)
         if result.clean and fmt == "text":
             click.echo(f"{spec}: output is up to date")
         return 0 if result.clean else 1
 
-    _run(go)
+    _run(go, _problems_in(fmt, where, "check"), where)
 
 
-@main.command()
+@main.command(epilog=_examples(
+    "wasm-gitops diff", "wasm-gitops diff --format markdown > comment.md   # a pull request comment",
+    "wasm-gitops diff --format markdown --split parts/   # parts/part-1-of-N.md, each under the limit",
+    "wasm-gitops diff --format json | jq '.objects[] | select(.effect == \"pods roll\")'",
+    "wasm-gitops diff --format unified"))
 @SPEC_OPTION
 @OUT_OPTION
-@_format_option(("text", "unified", "github"))
-def diff(spec: Path, out: Path | None, fmt: str) -> None:
-    """Show what render would change: object by object with the workloads that roll (text, github
-    annotations), or file by file (unified). Exit 1 when it would change anything."""
+@_format_option(DIFF_FORMATS)
+@click.option("--split", "split_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="markdown: write the comment as DIR/part-1-of-N.md ..., each within --max-chars.")
+@click.option("--max-chars", type=click.IntRange(min=4096), default=65_536, show_default=True,
+              help="markdown: the comment size limit (GitHub's is 65,536 characters).")
+def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_chars: int) -> None:
+    """Show what render would change, object by object, with what each change does to the running
+    mesh (pods roll, listener drains, hot, pruned). Exit 1 when it would change anything."""
+    where = report.Locator.of(spec, out)
 
     def go() -> int:
-        if fmt == "unified":
-            text, result = core.unified_diff(spec, out)
-        else:
-            from .review import format_review, review_diff
+        from . import review
 
-            review, result = review_diff(spec, out)
-            text = format_review(review, fmt)
-        _err(report.findings(result.warnings, "text"))
-        click.echo(text, nl=False)
+        if split_dir is not None and fmt != "markdown":
+            raise UsageError("--split goes with --format markdown")
+        if split_dir is not None:
+            review.check_split_dir(split_dir)
+        _spec_given(spec)
+        if fmt == "unified":
+            text, result = review.unified_diff(spec, out)
+            _err(report.findings(result.warnings, "text", where))
+            click.echo(text, nl=False)
+            return 0 if result.clean else 1
+        found, result = review.review_diff(spec, out)
+        if fmt == "markdown":
+            parts = review.markdown_parts(found, where, result.warnings, max_chars=max_chars,
+                                          split=split_dir is not None)
+            if split_dir is not None:
+                for path in review.write_parts(split_dir, parts):
+                    click.echo(path)
+            else:
+                click.echo(parts[0], nl=False)
+        else:
+            if fmt == "text":
+                _err(report.findings(result.warnings, "text", where))
+            click.echo(review.format_review(found, fmt, where, result.warnings, result.clean), nl=False)
         return 0 if result.clean else 1
 
-    _run(go)
+    def problems(items: Sequence[Finding]) -> None:
+        if fmt == "markdown" and split_dir is not None:
+            from . import review
+
+            try:
+                for path in review.write_parts(split_dir, [review.markdown_problems(items, where)]):
+                    click.echo(path)
+            except UsageError as e:  # the spec's problems still reach the log
+                _err(f"wasm-gitops: {e}\n{report.findings(items, 'text', where)}")
+        else:
+            _problems_in(fmt, where, "diff")(items)
+
+    _run(go, problems, where)
 
 
-@main.command()
+@main.command(epilog=_examples("wasm-gitops init", "wasm-gitops init mesh/"))
 @click.argument("directory", required=False, default=".",
                 type=click.Path(path_type=Path, file_okay=False))
 def init(directory: Path) -> None:
     """Write a commented starter filters.yaml into DIRECTORY (default: here); never overwrites one."""
-    from .starter import init as start
 
     def go() -> int:
+        from .starter import init as start
+
         started = start(directory)
-        click.echo(f"wrote {started.path} (editor schema: {started.schema})")
-        if not started.shared:
-            click.echo("note: that schema path is this machine's installed copy; the comment in the file "
-                       "says how to share one", err=True)
+        for path in started.written:
+            click.echo(f"wrote {path}")
+        click.echo(f"editor schema: {started.schema}")
         click.echo(f"next: add the .wasm and app paths it names, then: wasm-gitops validate -f {started.path}")
         return 0
 
     _run(go)
 
 
-@main.command()
+@main.command(epilog=_examples("wasm-gitops inspect filters/my-filter/my-filter.wasm",
+                               "wasm-gitops inspect my-filter.wasm --format json | jq .abi_version"))
 @click.argument("wasm_file", type=click.Path(path_type=Path, dir_okay=False))
 @_format_option(("text", "json"))
 def inspect(wasm_file: Path, fmt: str) -> None:
     """Report what a .wasm module is: ABI version, callbacks, imports, size limits, sha256."""
-    from . import wasm
 
     def go() -> int:
+        from . import wasm
+
         try:
             data = wasm_file.read_bytes()
         except OSError as e:
             raise UsageError(f"{wasm_file}: cannot read it: {e.strerror}") from None
-        result = wasm.inspect_wasm(data)
+        result = wasm.inspect_wasm(data, filter_name=wasm_file.stem)
         click.echo(wasm.format_report(result, str(wasm_file), fmt), nl=False)
         return wasm.exit_code(result)
 
     _run(go)
 
 
-@main.command()
+@main.command(epilog=_examples("wasm-gitops build --local", "wasm-gitops build --docker example-filter"))
 @SPEC_OPTION
 @click.option("--docker", "mode", flag_value="docker", help="Build in the Envoy SDK image (make wasm).")
 @click.option("--local", "mode", flag_value="local", help="Build without Docker (make wasm-local).")
 @click.argument("filters", nargs=-1)
 def build(spec: Path, mode: str | None, filters: tuple[str, ...]) -> None:
     """Build the filters that have a build: section (all, or those named)."""
-    from . import build as builder
-    from .spec import load_build_targets
 
     def go() -> int:
+        from . import build as builder
+        from .spec import load_build_targets
+
         if mode is None:
             raise UsageError("choose --docker (make wasm) or --local (make wasm-local)")
+        _spec_given(spec)
         targets = load_build_targets(spec, filters)
         if not targets:
             click.echo(f"{spec}: no filter has a build: section", err=True)
             return 0
+
+        def say(line: str) -> None:
+            click.echo(f"wasm-gitops: {line}", err=True)
+
         if mode == "docker":
-            return builder.run_docker_builds(targets, os.environ)
-        return builder.run_local_builds(targets, builder.local_compiler())
+            builder.run_docker_builds(targets, os.environ, say)
+        else:
+            builder.run_local_builds(targets, builder.local_compiler(), say)
+        return 0
 
     _run(go)
 
 
-@main.command()
+@main.command(epilog=_examples("wasm-gitops verify", "wasm-gitops verify example-filter --format json"))
 @SPEC_OPTION
 @_format_option(("text", "json"))
 @click.argument("filters", nargs=-1)
@@ -267,5 +422,27 @@ def verify(spec: Path, fmt: str, filters: tuple[str, ...]) -> None:
             return 0
         click.echo(format_results(results, fmt), nl=False)  # type: ignore[arg-type]
         return 0 if all(r.passed for _, r in results) else 1
+
+    _run(go)
+
+
+@main.command(epilog=_examples(
+    "eval \"$(wasm-gitops completion bash)\"          # in ~/.bashrc",
+    "eval \"$(wasm-gitops completion zsh)\"           # in ~/.zshrc",
+    "wasm-gitops completion fish > ~/.config/fish/completions/wasm-gitops.fish"))
+@click.argument("shell", type=click.Choice(SHELLS))
+def completion(shell: str) -> None:
+    """Print the shell completion script for bash, zsh or fish (click's own completion)."""
+
+    def go() -> int:
+        from click.shell_completion import get_completion_class
+
+        cls = get_completion_class(shell)
+        if cls is None:  # every choice is a shell click supports; a future click could drop one
+            raise UsageError(f"this click has no {shell} completion")
+        # The variable click's completion reads: _WASM_GITOPS_COMPLETE, from the program name.
+        script = cls(main, {}, "wasm-gitops", "_WASM_GITOPS_COMPLETE").source()
+        click.echo(script)
+        return 0
 
     _run(go)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import os
 import signal
 from collections.abc import Callable, Iterator
@@ -186,39 +185,6 @@ def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
             changes = compare(prepared.plan, tree, inputs, keep_current=keep_current,
                               first=functools.partial(_guard_paths, prepared, tree))
     return CheckResult(changes, prepared.warnings + tuple(changes.disowned), interrupted)
-
-
-# ------------------------------------------------------------------------------------------ diff
-
-_LONG = 400  # a line longer than this (base64 of a binary) is summarised, not printed
-
-
-def _display_lines(data: bytes) -> list[str]:
-    out = []
-    for line in data.decode("utf-8", "replace").splitlines(keepends=True):
-        if len(line) > _LONG:
-            head = line[: line.find(":") + 1] if ":" in line[:120] else ""
-            digest = hashlib.sha256(line.strip().encode()).hexdigest()[:12]
-            line = f"{head} <{len(line.strip()):,} characters, sha256 {digest}...>\n"
-        out.append(line)
-    return out
-
-
-def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckResult]:
-    from difflib import unified_diff as unified  # only diff needs it: not imported by every command
-
-    prepared = prepare(spec_path, out)
-    result = _check(prepared, keep_current=True)
-    prepared_plan = prepared.plan
-    chunks: list[str] = []
-    ch = result.changes
-    for rel in sorted(ch.added + ch.changed + ch.removed):
-        old = ch.current.get(rel, b"")
-        new = prepared_plan.files.get(rel, b"")
-        a = f"a/{rel}" if rel not in ch.added else "/dev/null"
-        b = f"b/{rel}" if rel not in ch.removed else "/dev/null"
-        chunks.extend(unified(_display_lines(old), _display_lines(new), a, b))
-    return "".join(chunks), result
 
 
 # ------------------------------------------------------------------------------------------ verify

@@ -9,7 +9,7 @@ from typing import Any
 
 from . import istio_versions
 from .model import MOUNT_DIR, Filter, FilterSet, Service, ServiceFilter
-from .wasm import CLIENT_SIDE_APPLY_LIMIT
+from .wasm import ANNOTATION_LIMIT, last_applied_annotations_size
 
 Obj = dict[str, Any]
 
@@ -38,9 +38,15 @@ def configmap_name(f: Filter) -> str:
 
 
 def configmap(f: Filter, namespace: str, encoded: str) -> Obj:
-    options = ["PruneLast=true"]
-    if f.binary.size > CLIENT_SIDE_APPLY_LIMIT:
-        options.append("ServerSideApply=true")
+    obj = _configmap(f, namespace, encoded, "PruneLast=true")
+    # Client-side apply would store the whole object in last-applied-configuration; when that takes
+    # the annotations past the API server's limit, Argo CD must apply this one server-side.
+    if last_applied_annotations_size(obj) > ANNOTATION_LIMIT:
+        obj["metadata"]["annotations"][SYNC_OPTIONS] = "PruneLast=true,ServerSideApply=true"
+    return obj
+
+
+def _configmap(f: Filter, namespace: str, encoded: str, options: str) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -50,7 +56,7 @@ def configmap(f: Filter, namespace: str, encoded: str) -> Obj:
             "labels": {**MANAGED_BY, "wasm-gitops.io/filter": f.name},
             "annotations": {
                 SYNC_WAVE: "-1",
-                SYNC_OPTIONS: ",".join(options),
+                SYNC_OPTIONS: options,
                 "wasm-gitops.io/sha256": f.binary.sha256,
             },
         },

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import parallel
-from .errors import Finding, OutputError
+from .errors import Finding, OutputError, UsageError
 from .plan import MANIFEST, Plan
 from .safepath import (
     FILE_LIMIT,
@@ -43,7 +43,20 @@ from .safepath import (
 STAGING = ".wasm-gitops.tmp"
 COMMIT = "commit"
 JOURNAL = "journal.json"
-LOCK_WAIT_SECONDS = float(os.environ.get("WASM_GITOPS_LOCK_WAIT", "60"))
+LOCK_WAIT_ENV = "WASM_GITOPS_LOCK_WAIT"
+
+
+def lock_wait_seconds() -> float:
+    """How long to wait for another run's lock. Read when a lock is taken, not at import: a malformed
+    value is a usage error with a message, never a traceback before the CLI can report it."""
+    raw = os.environ.get(LOCK_WAIT_ENV, "60")
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise UsageError(f"{LOCK_WAIT_ENV}={raw!r}: not a number of seconds; set it to e.g. 60, or unset it")
+    return seconds
 
 
 @dataclass
@@ -238,9 +251,11 @@ def compare(plan: Plan, tree: OutputTree, inputs: Inputs, *, keep_current: bool 
 # ------------------------------------------------------------------------------------------ lock
 
 @contextmanager
-def locked(out: Path, *, exclusive: bool, wait: float = LOCK_WAIT_SECONDS,
+def locked(out: Path, *, exclusive: bool, wait: float | None = None,
            say: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Iterator[None]:
     """flock on the output directory itself: no lock file to commit or to leave behind."""
+    if wait is None:
+        wait = lock_wait_seconds()
     fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
     try:
         mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH

@@ -30,10 +30,13 @@ if TYPE_CHECKING:
 # A ConfigMap (like any object) must stay under etcd's 1 MiB request limit.
 CONFIGMAP_LIMIT = 1_048_576
 # Client-side `kubectl apply` copies the whole object into the
-# kubectl.kubernetes.io/last-applied-configuration annotation, and an object's annotations are
-# capped at 262,144 bytes in total. binaryData is base64, 4/3 larger: 196,608 raw bytes already
-# take all 262,144, so anything bigger cannot fit (and a module right at the limit still fails,
-# since the annotation also holds the rest of the object).
+# kubectl.kubernetes.io/last-applied-configuration annotation, and the API server refuses an object
+# whose annotations (every key and value, in bytes) total more than 262,144
+# (apimachinery pkg/api/validation/objectmeta.go, TotalAnnotationSizeLimitB).
+ANNOTATION_LIMIT = 262_144
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+# binaryData is base64, 4/3 larger: past 196,608 raw bytes the annotation cannot fit whatever the rest
+# of the object is. Below it, whether it fits is computed per object (last_applied_annotations_size).
 CLIENT_SIDE_APPLY_LIMIT = 196_608
 
 WASM_MAGIC = b"\0asm"
@@ -64,6 +67,12 @@ class WasmReport:
     import_modules: tuple[str, ...]
     start: str | None
     exported_functions: tuple[str, ...]
+    imports: tuple[str, ...] = ()  # "module.name" of every import
+    code_sha256: str | None = None  # without custom sections (code_sha256()); only with filter_name
+    # The annotations' total under client-side apply, for the ConfigMap wasm-gitops renders for this
+    # binary as filter `apply_filter` in namespace default; None when not asked for.
+    apply_size: int | None = None
+    apply_filter: str = ""
 
     @property
     def legacy(self) -> bool:
@@ -80,6 +89,8 @@ class WasmReport:
 
     @property
     def fits_client_side_apply(self) -> bool:
+        if self.apply_size is not None:
+            return self.apply_size <= ANNOTATION_LIMIT
         return self.size <= CLIENT_SIDE_APPLY_LIMIT
 
     def as_dict(self) -> dict[str, Any]:
@@ -98,7 +109,78 @@ class WasmReport:
             "is_proxy_wasm": self.is_proxy_wasm,
             "fits_configmap": self.fits_configmap,
             "fits_client_side_apply": self.fits_client_side_apply,
+            "imports": list(self.imports),
+            "code_sha256": self.code_sha256,
+            "client_side_apply": None if self.apply_size is None else {
+                "annotations_bytes": self.apply_size, "limit": ANNOTATION_LIMIT,
+                "configmap_of_filter": self.apply_filter, "namespace": APPLY_NAMESPACE},
         }
+
+
+def _go_json_size(value: Any) -> int:
+    """Bytes of `value` as Go's encoding/json Encoder writes it: compact, map keys sorted, non-ASCII
+    as UTF-8, and <, >, &, U+2028 and U+2029 escaped as \\uXXXX (Encoder's default SetEscapeHTML)."""
+    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
+    # Each of the five becomes six ASCII bytes: one byte for <>&, three (UTF-8) for the two separators.
+    return (len(text.encode("utf-8")) + 5 * (text.count("<") + text.count(">") + text.count("&"))
+            + 3 * (text.count("\u2028") + text.count("\u2029")))
+
+
+def last_applied_annotations_size(obj: dict[str, Any]) -> int:
+    """What client-side `kubectl apply` makes the object's annotations total, in bytes.
+
+    kubectl (pkg/util/apply.go, GetModifiedConfiguration) encodes the object without the
+    last-applied annotation with unstructured.UnstructuredJSONScheme, which is Go's json.Encoder
+    (one trailing newline), and stores that as the annotation; the API server then sums len(key) +
+    len(value) over all annotations. binaryData's base64 needs no escaping, so each value is counted
+    by its length instead of being serialised again (a 1 MiB ConfigMap costs nothing extra)."""
+    meta = obj.get("metadata") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != LAST_APPLIED}
+    binary = obj.get("binaryData") or {}
+    light = {**obj, "metadata": {**meta, "annotations": annotations} if annotations else
+             {k: v for k, v in meta.items() if k != "annotations"},
+             **({"binaryData": {k: "" for k in binary}} if binary else {})}
+    encoded = _go_json_size(light) + sum(len(str(v)) for v in binary.values()) + 1  # + Encoder's newline
+    others = sum(len(k.encode("utf-8")) + len(str(v).encode("utf-8")) for k, v in annotations.items())
+    return others + len(LAST_APPLIED) + encoded
+
+
+def code_sha256(data: bytes) -> str | None:
+    """sha256 over every section but custom ones (names, build ids, debug info): equal for two
+    modules whose code and data are identical. None when the bytes are not a module we can walk."""
+    if data[:4] != WASM_MAGIC:
+        return None
+    digest = hashlib.sha256(data[:8])
+    r = _Reader(data, 8)
+    try:
+        while r.pos < r.end:
+            start = r.pos
+            section_id = r.byte()
+            size = r.leb()
+            if r.pos + size > r.end:
+                return None
+            if section_id != 0:
+                digest.update(data[start:r.pos + size])
+            r.pos += size
+    except _UnknownEncoding:
+        return None
+    return digest.hexdigest()
+
+
+APPLY_NAMESPACE = "default"
+
+
+def client_side_apply_size(data: bytes, filter_name: str, namespace: str = APPLY_NAMESPACE) -> int:
+    """last_applied_annotations_size of the very ConfigMap render writes for this binary."""
+    from . import objects  # objects imports this module: resolved at call time
+    from .model import DEFAULT_RUNTIME, Binary, Filter
+
+    f = Filter(name=filter_name, binary=Binary(hashlib.sha256(data).hexdigest(), len(data)), root_id="",
+               vm_id=filter_name, runtime=DEFAULT_RUNTIME, allow_precompiled=True, fail_open=False,
+               config=None, phase=None, priority=None, build=None)
+    cm = objects.configmap(f, namespace, objects.encode(data))
+    cm["metadata"]["annotations"][objects.SYNC_OPTIONS] = "PruneLast=true"  # as measured before marking
+    return last_applied_annotations_size(cm)
 
 
 def _wasmtime() -> Any:
@@ -270,8 +352,9 @@ def _not_wasm_error(data: bytes) -> str:
     return "not a WebAssembly binary: missing the \\0asm magic number"
 
 
-def inspect_wasm(data: bytes, *, compile: bool = False) -> WasmReport:
-    """Inspect one module. compile=True also compiles it with Cranelift (slower, see above)."""
+def inspect_wasm(data: bytes, *, compile: bool = False, filter_name: str | None = None) -> WasmReport:
+    """Inspect one module. compile=True also compiles it with Cranelift (slower, see above);
+    filter_name also measures the client-side-apply annotations of its ConfigMap (apply_size)."""
     size = len(data)
     digest = hashlib.sha256(data).hexdigest()
 
@@ -296,6 +379,10 @@ def inspect_wasm(data: bytes, *, compile: bool = False) -> WasmReport:
             import_modules=tuple(sorted({module for module, _ in imports})),
             start=next((n for n in START_EXPORTS if n in functions), None),
             exported_functions=tuple(functions),
+            imports=tuple(sorted({f"{module}.{name}" for module, name in imports})),
+            code_sha256=code_sha256(data) if filter_name is not None else None,
+            apply_size=client_side_apply_size(data, filter_name) if filter_name is not None else None,
+            apply_filter=filter_name or "",
         )
 
     # Checked before wasmtime sees the bytes: wt.Module accepts WAT text and would
@@ -357,10 +444,24 @@ def _list(items: tuple[str, ...]) -> str:
     return ", ".join(items) if items else "none"
 
 
+def _apply_verdict(report: WasmReport) -> str:
+    if report.apply_size is None:
+        if report.fits_client_side_apply:
+            return "fits"
+        return f"too large (limit {CLIENT_SIDE_APPLY_LIMIT} bytes); use kubectl apply --server-side"
+    measured = (f"last-applied-configuration takes the annotations of its ConfigMap (filter "
+                f"{report.apply_filter!r}, namespace {APPLY_NAMESPACE}) to {report.apply_size:,} of "
+                f"{ANNOTATION_LIMIT:,} bytes")
+    if report.fits_client_side_apply:
+        return f"fits ({measured})"
+    return f"too large ({measured}); render marks it ServerSideApply=true for Argo CD; use kubectl apply --server-side"
+
+
 def format_report(report: WasmReport, path: str, fmt: str) -> str:
     """Render a report as "text" (aligned, one fact a line) or "json" (sorted keys)."""
     if fmt == "json":
-        document = {"path": path, "exit_code": exit_code(report), "verdict": verdict(report), **report.as_dict()}
+        document = {"schemaVersion": 1, "path": path, "exit_code": exit_code(report), "verdict": verdict(report),
+                    **report.as_dict()}
         return json.dumps(document, sort_keys=True, indent=2) + "\n"
     if fmt != "text":
         raise ValueError(f"unknown report format {fmt!r}; expected 'text' or 'json'")
@@ -388,12 +489,7 @@ def format_report(report: WasmReport, path: str, fmt: str) -> str:
                 "configmap",
                 "fits" if report.fits_configmap else f"too large (limit {CONFIGMAP_LIMIT} bytes); serve it over HTTP(S) or OCI instead",
             ),
-            (
-                "client-side apply",
-                "fits"
-                if report.fits_client_side_apply
-                else f"too large (limit {CLIENT_SIDE_APPLY_LIMIT} bytes); use kubectl apply --server-side",
-            ),
+            ("client-side apply", _apply_verdict(report)),
         ]
     width = max(len(label) for label, _ in rows) + 1
     return "".join(f"{label + ':':<{width}} {value}\n" for label, value in rows)

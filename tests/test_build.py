@@ -15,6 +15,7 @@ import wasmtime
 
 from renderer.build import (
     DEFAULT_IMAGE,
+    BuildFailed,
     BuildTarget,
     docker_command,
     local_build_command,
@@ -22,6 +23,7 @@ from renderer.build import (
     run_docker_builds,
     run_local_builds,
 )
+from renderer.errors import UsageError
 from renderer.wasm import inspect_wasm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,25 +79,26 @@ def test_run_docker_builds_runs_each_target_in_order(tmp_path: Path, capsys: pyt
     two.mkdir()
     env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "RECORD": str(record), "WASM_SDK_IMAGE": "mirror/sdk:2"}
 
-    status = run_docker_builds([target(one, name="one"), target(two, image="own/sdk:3", name="two")], env)
+    said: list[str] = []
+    run_docker_builds([target(one, name="one"), target(two, image="own/sdk:3", name="two")], env, said.append)
 
-    assert status == 0
     assert record.read_text().splitlines() == [
         "run", "--rm", "-v", f"{one}:/work", "-w", "/work", "mirror/sdk:2", "/build_wasm.sh", "--",
         "run", "--rm", "-v", f"{two}:/work", "-w", "/work", "own/sdk:3", "/build_wasm.sh", "--",
     ]  # fmt: skip
-    assert capsys.readouterr().err == "wasm-gitops: building one in mirror/sdk:2\nwasm-gitops: building two in own/sdk:3\n"
+    assert said == ["building one in mirror/sdk:2", "building two in own/sdk:3"]
+    assert capsys.readouterr() == ("", ""), "the builder reports through its caller, never by printing"
 
 
 def test_run_docker_builds_without_docker(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    status = run_docker_builds([target(tmp_path)], {"PATH": str(empty)})
-    assert status == 2
-    captured = capsys.readouterr()
-    assert captured.err == NO_DOCKER
-    assert captured.out == ""
-    assert run_docker_builds([target(tmp_path)], {}) == 2
+    for env in ({"PATH": str(empty)}, {}):
+        with pytest.raises(UsageError) as raised:
+            run_docker_builds([target(tmp_path)], env)
+        assert f"wasm-gitops: {raised.value}\n" == NO_DOCKER
+        assert raised.value.exit_code == 2
+    assert capsys.readouterr() == ("", "")
 
 
 def test_run_docker_builds_stops_at_the_first_failure(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -103,20 +106,18 @@ def test_run_docker_builds_stops_at_the_first_failure(tmp_path: Path, capsys: py
     fake_docker(tmp_path / "bin", exit_status=125, produce=False)
     record = tmp_path / "argv.txt"
     env = {"PATH": str(tmp_path / "bin"), "RECORD": str(record)}
-    assert run_docker_builds([target(tmp_path, name="a"), target(tmp_path, name="b")], env) == 1
+    with pytest.raises(BuildFailed) as raised:
+        run_docker_builds([target(tmp_path, name="a"), target(tmp_path, name="b")], env)
     assert record.read_text().count("--\n") == 1
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        "wasm-gitops: a: docker exited with status 125; without a Docker engine, build locally with 'make wasm-local'"
-    )
+    assert (raised.value.exit_code, str(raised.value)) == (
+        1, "a: docker exited with status 125; without a Docker engine, build locally with 'make wasm-local'")
 
 
 def test_run_docker_builds_notices_a_missing_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     fake_docker(tmp_path / "bin", produce=False)
     env = {"PATH": str(tmp_path / "bin"), "RECORD": str(tmp_path / "argv.txt")}
-    assert run_docker_builds([target(tmp_path)], env) == 1
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        f"wasm-gitops: demo: the build succeeded but did not produce {tmp_path / 'demo.wasm'}"
-    )
+    with pytest.raises(BuildFailed, match=f"^demo: the build succeeded but did not produce {tmp_path / 'demo.wasm'}$"):
+        run_docker_builds([target(tmp_path)], env)
 
 
 # ---- local build ----------------------------------------------------------------------------
@@ -145,10 +146,10 @@ def test_local_build_is_reproducible_and_matches_the_committed_module(
         (context / "example-filter.wasm").unlink()
         build = BuildTarget(name="example-filter", context=context, image=None, wasm=context / "example-filter.wasm")
         monkeypatch.setenv("ZIG_GLOBAL_CACHE_DIR", str(tmp_path / "cache" / place / "1"))
-        assert run_local_builds([build], local_compiler()) == 0
+        run_local_builds([build], local_compiler())
         first = build.wasm.read_bytes()
         monkeypatch.setenv("ZIG_GLOBAL_CACHE_DIR", str(tmp_path / "cache" / place / "2"))
-        assert run_local_builds([build], local_compiler()) == 0
+        run_local_builds([build], local_compiler())
         assert build.wasm.read_bytes() == first, "two builds in one place differ"
         assert str(tmp_path).encode() not in first
         builds.append(first)
@@ -180,8 +181,8 @@ def test_local_build_failure_is_reported(tmp_path: Path, capsys: pytest.CaptureF
     shutil.copytree(EXAMPLE, context)
     (context / "example-filter.c").write_text("this is not C\n")
     build = BuildTarget(name="broken", context=context, image=None, wasm=context / "example-filter.wasm")
-    assert run_local_builds([build], local_compiler()) == 1
-    assert capsys.readouterr().err.splitlines()[-1] == "wasm-gitops: broken: make exited with status 2"
+    with pytest.raises(BuildFailed, match="^broken: make exited with status 2$"):
+        run_local_builds([build], local_compiler())
 
 
 # ---- the filter itself, in a hand-written proxy-wasm host -----------------------------------

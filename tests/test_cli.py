@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,3 +121,161 @@ def test_settings_the_module_cannot_honour_are_reported(repo: Repo) -> None:
         "filters.yaml:10:13: warning: the module exports no proxy_on_configure, so it never reads its "
         "configuration; remove config or check the build",
     ]
+
+
+def console(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console script, the way a user or CI runs it."""
+    script = Path(sys.executable).parent / "wasm-gitops"
+    return subprocess.run([str(script), *args], capture_output=True, text=True, cwd=cwd, timeout=300, check=False,
+                          env={**os.environ, **(env or {})})
+
+
+def test_a_crash_exits_3_with_one_line_and_the_traceback_in_a_log(repo: Repo, tmp_path: Path) -> None:
+    assert repo.cli("render").exit_code == 0
+    cache = tmp_path / "cache"
+    # A bug nobody anticipated, raised deep inside a real check run through the console entry point.
+    program = ("import sys, renderer.output as o\n"
+               "def broken(*a, **k):\n    raise ZeroDivisionError('division by zero in compare')\n"
+               "o.compare = broken\nimport renderer.core as c\nc.compare = broken\n"
+               "from renderer.cli import entry\nsys.argv = ['wasm-gitops', 'check', '-f', sys.argv[1]]\nentry()\n")
+    crashed = subprocess.run([sys.executable, "-c", program, str(repo.spec)], capture_output=True, text=True,
+                             timeout=300, check=False, env={**os.environ, "XDG_CACHE_HOME": str(cache)})
+    assert crashed.returncode == 3, crashed.stderr
+    assert crashed.stdout == ""
+    log = cache / "wasm-gitops" / "wasm-gitops.log"
+    assert crashed.stderr == ("wasm-gitops: unexpected error (ZeroDivisionError: division by zero in compare); this "
+                              f"is a bug in wasm-gitops, please report it; the traceback is in {log}\n")
+    text = log.read_text()
+    assert "Traceback (most recent call last)" in text and "in broken" in text
+    assert f"command: wasm-gitops check -f {repo.spec}" in text
+
+
+def test_a_malformed_lock_wait_is_a_usage_error_not_a_traceback(repo: Repo) -> None:
+    assert repo.cli("render").exit_code == 0
+    for value in ("soon", "-1", "nan", "inf"):
+        result = console("check", "-f", str(repo.spec), env={"WASM_GITOPS_LOCK_WAIT": value})
+        assert result.returncode == 2, (value, result.stderr)
+        assert result.stderr == (f"wasm-gitops: WASM_GITOPS_LOCK_WAIT={value!r}: not a number of seconds; set it "
+                                 "to e.g. 60, or unset it\n")
+    assert console("check", "-f", str(repo.spec), env={"WASM_GITOPS_LOCK_WAIT": "2.5"}).returncode == 0
+
+
+def test_every_format_reports_a_broken_spec_in_that_format(repo: Repo) -> None:
+    assert repo.cli("render").exit_code == 0
+    repo.write("filters.yaml", repo.spec.read_text().replace("rootId:", "rootID:"))
+    message = "unknown key 'rootID' in filters[0]; did you mean 'rootId'?"
+    for command in ("validate", "check", "diff"):
+        as_json = repo.cli(command, "--format", "json")
+        assert as_json.exit_code == 2, command
+        doc = json.loads(as_json.stdout)
+        assert (doc["schemaVersion"], doc["valid"]) == (1, False)
+        assert [(p["file"], p["line"], p["column"], p["message"]) for p in doc["problems"]] == [
+            ("filters.yaml", 7, 5, message)], command
+        github = repo.cli(command, "--format", "github")
+        assert (github.exit_code, github.stdout) == (2, f"::error file=filters.yaml,line=7,col=5::{message}\n"), command
+        text = repo.cli(command)
+        assert (text.exit_code, text.stdout, text.stderr) == (2, "", f"filters.yaml:7:5: {message}\n"), command
+    markdown = repo.cli("diff", "--format", "markdown")
+    assert markdown.exit_code == 2
+    assert markdown.stdout.startswith("<!-- wasm-gitops diff part 1 -->\n## wasm-gitops diff\n\n**The spec is invalid**")
+    assert f"- <code>filters.yaml:7:5: {message}</code>\n" in html.unescape(markdown.stdout)
+
+
+def test_warnings_come_in_the_format_too(repo: Repo) -> None:
+    assert repo.cli("render").exit_code == 0
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("big", pad=200_000))
+    assert repo.cli("render").exit_code == 0
+    doc = json.loads(repo.cli("check", "--format", "json").stdout)
+    assert doc["clean"] is True and doc["valid"] is True
+    assert [p["severity"] for p in doc["problems"]] == ["warning", "warning"]
+    github = repo.cli("check", "--format", "github").stdout.splitlines()
+    assert github[0].startswith("::warning file=filters.yaml,line=6,col=11::'filters/example-filter.wasm' is 200,")
+
+
+def test_paths_are_relative_to_the_current_directory_and_annotations_to_the_repository(repo: Repo) -> None:
+    # The GitOps repository keeps its spec in mesh/; commands run from the repository root.
+    mesh = repo.root / "mesh"
+    mesh.mkdir()
+    for name in ("filters", "apps", "filters.yaml"):
+        (repo.root / name).rename(mesh / name)
+    (repo.root / ".git").mkdir()  # what makes repo.root the repository for annotations
+    assert run("render", "-f", "mesh/filters.yaml", cwd=repo.root).returncode == 0
+    (mesh / "filters.yaml").write_text((mesh / "filters.yaml").read_text().replace("rootId:", "rootID:"))
+    text = run("check", "-f", "mesh/filters.yaml", cwd=repo.root)
+    assert text.stderr == "mesh/filters.yaml:7:5: unknown key 'rootID' in filters[0]; did you mean 'rootId'?\n"
+    github = run("check", "-f", "mesh/filters.yaml", "--format", "github", cwd=repo.root)
+    assert github.stdout.startswith("::error file=mesh/filters.yaml,line=7,col=5::")
+    # From inside mesh/, people read paths from there; GitHub still needs them from the root.
+    inside = run("validate", "--format", "github", cwd=mesh)
+    assert inside.stdout.startswith("::error file=mesh/filters.yaml,line=7,col=5::")
+    assert run("validate", cwd=mesh).stderr.startswith("filters.yaml:7:5: ")
+
+    (mesh / "filters.yaml").write_text((mesh / "filters.yaml").read_text().replace("rootID:", "rootId:"))
+    (mesh / "filters/example-filter.wasm").write_bytes(proxy_wasm_module("moved-v2"))
+    drift = run("check", "-f", "mesh/filters.yaml", cwd=repo.root)
+    assert drift.returncode == 1
+    assert "changed  mesh/base/default/example-filter.configmap.yaml" in drift.stdout.splitlines()
+    annotated = run("check", "-f", "mesh/filters.yaml", "--format", "github", cwd=repo.root).stdout
+    assert "::error file=mesh/base/default/example-filter.configmap.yaml::changed: " in annotated
+    diff = run("diff", "--format", "github", cwd=mesh).stdout
+    assert "::notice file=mesh/overlays/details/deployment-patch.yaml," in diff
+    assert "~ Deployment default/details-v1  (overlays/details/deployment-patch.yaml); pods roll" in run(
+        "diff", cwd=mesh).stdout.splitlines()
+
+
+def test_a_missing_default_spec_says_how_to_name_one(tmp_path: Path) -> None:
+    result = run("check", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == (f"wasm-gitops: filters.yaml: no such file in {tmp_path}; pass the spec with -f PATH (in "
+                             ".pre-commit-config.yaml: args: [-f, path/to/filters.yaml]), or create one with "
+                             "'wasm-gitops init'\n")
+
+
+def test_every_json_output_carries_a_schema_version(repo: Repo, tmp_path: Path) -> None:
+    assert repo.cli("render").exit_code == 0
+    wasm = tmp_path / "f.wasm"
+    wasm.write_bytes(proxy_wasm_module("x"))
+    outputs = [repo.cli("validate", "--format", "json").stdout, repo.cli("check", "--format", "json").stdout,
+               repo.cli("diff", "--format", "json").stdout, run("inspect", str(wasm), "--format", "json").stdout]
+    assert [json.loads(o)["schemaVersion"] for o in outputs] == [1, 1, 1, 1]
+
+
+def test_help_shows_examples_for_each_command() -> None:
+    for command in ("render", "validate", "check", "diff", "init", "inspect", "verify", "build", "completion"):
+        result = run(command, "--help")
+        assert result.returncode == 0, command
+        examples = result.stdout[result.stdout.index("Examples:"):].splitlines()[1:]
+        assert examples and all(line.strip().startswith((f"wasm-gitops {command}", "eval "))
+                                for line in examples if line.strip()), (command, examples)
+
+
+def test_bash_completion_completes_commands_and_options() -> None:
+    script = console("completion", "bash")
+    assert script.returncode == 0 and "_WASM_GITOPS_COMPLETE" in script.stdout
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+
+    def complete(*words: str) -> list[str]:
+        probe = (f"{script.stdout}\nCOMP_WORDS=(wasm-gitops {' '.join(words)}); COMP_CWORD={len(words)}; "
+                 "_wasm_gitops_completion wasm-gitops; printf '%s\\n' \"${COMPREPLY[@]}\"")
+        done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, timeout=60, check=False,
+                              env={**os.environ, "PATH": path})
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("di") == ["diff"]
+    assert "markdown" in complete("diff", "--format", "")
+    for shell, mark in (("zsh", "compdef"), ("fish", "complete --no-files --command wasm-gitops")):
+        other = console("completion", shell)
+        assert other.returncode == 0 and mark in other.stdout, shell
+    assert console("completion", "tcsh").returncode == 2
+
+
+def test_inspect_measures_the_client_side_apply_annotation(tmp_path: Path) -> None:
+    wasm = tmp_path / "big-filter.wasm"
+    wasm.write_bytes(proxy_wasm_module("big", pad=150_000))
+    doc = json.loads(run("inspect", str(wasm), "--format", "json").stdout)
+    measured = doc["client_side_apply"]
+    assert measured["configmap_of_filter"] == "big-filter" and measured["limit"] == 262_144
+    assert 200_000 < measured["annotations_bytes"] < 262_144 and doc["fits_client_side_apply"] is True
+    text = run("inspect", str(wasm)).stdout
+    assert f"to {measured['annotations_bytes']:,} of 262,144 bytes" in text

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -74,15 +76,48 @@ def test_init_never_overwrites_a_spec(tmp_path: Path) -> None:
     assert spec.read_text() == "mine\n"
 
 
-def test_outside_a_checkout_the_modeline_names_the_installed_schema_and_says_so(tmp_path: Path) -> None:
-    code, _, err = init(tmp_path / "p")
-    assert code == 0
-    first, second = (tmp_path / "p/filters.yaml").read_text().splitlines()[:2]
-    assert first.startswith(MODELINE)
-    target = Path(first.removeprefix(MODELINE))
-    assert target.is_absolute() and json.loads(target.read_text())["$id"] == "urn:wasm-gitops:schemas:filters:v1"
-    assert "no public URL" in second
-    assert "installed copy" in err
+def test_outside_a_checkout_the_modeline_names_a_copy_of_the_schema_beside_the_spec(tmp_path: Path) -> None:
+    code, out, err = init(tmp_path / "p")
+    assert (code, err) == (0, "")
+    project = tmp_path / "p"
+    first = (project / "filters.yaml").read_text().splitlines()[0]
+    # Relative, so it works on every clone; never a path into this machine's site-packages.
+    assert first == f"{MODELINE}schemas/filters.schema.json"
+    assert (project / "schemas/filters.schema.json").read_bytes() == (REPO / "schemas/filters.schema.json").read_bytes()
+    assert out.splitlines()[:3] == [f"wrote {project / 'filters.yaml'}", f"wrote {project / 'schemas/filters.schema.json'}",
+                                    f"wrote {project / '.gitignore'}"]
+    assert str(Path(sys.prefix)) not in (project / "filters.yaml").read_text()
+
+
+def test_init_ignores_the_staging_directory_a_killed_render_leaves(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / ".gitignore").write_text("build/\n*.log")  # the user's own lines, no final newline
+    assert init(project)[0] == 0
+    assert (project / ".gitignore").read_text().splitlines()[:2] == ["build/", "*.log"]
+    repo = Repo(project)
+    repo.write("filters/my-filter/my-filter.wasm", proxy_wasm_module("mine"))
+    repo.app("my-app", "my-app", "my-app")
+    # A render killed after its commit point leaves the staging directory, as a crash or ^C would.
+    killed = subprocess.run([sys.executable, "-m", "renderer", "render", "-f", str(repo.spec)], cwd=project,
+                            env={**os.environ, "WASM_GITOPS_KILL_AT": "apply:1"}, capture_output=True, timeout=300,
+                            check=False)
+    assert killed.returncode == -9, killed.stderr
+    assert (project / ".wasm-gitops.tmp").is_dir()
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-c", "init.defaultBranch=main", *args], cwd=project, check=True,
+                              capture_output=True, text=True).stdout
+
+    git("init", "-q")
+    git("add", "-A")  # the walkthrough's command
+    staged = git("ls-files").splitlines()
+    assert "filters.yaml" in staged and "schemas/filters.schema.json" in staged
+    assert not [f for f in staged if f.startswith(".wasm-gitops.tmp")], staged
+    # Running init elsewhere in the same place adds the line once, never twice.
+    (project / "filters.yaml").rename(project / "old.yaml")
+    assert init(project)[0] == 0
+    assert (project / ".gitignore").read_text().count(".wasm-gitops.tmp/") == 1
 
 
 def test_inside_a_checkout_the_modeline_is_relative_to_the_repository_schema(tmp_path: Path) -> None:

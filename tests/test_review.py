@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def rendered(repo: Repo) -> Repo:
 
 
 def binary(data: bytes) -> str:
-    return f"{len(data):,} bytes, sha256 {hashlib.sha256(data).hexdigest()[:12]}"
+    return f"{len(data):,} bytes, sha256 of the binary {hashlib.sha256(data).hexdigest()[:12]}"
 
 
 def test_a_filter_upgrade_reads_as_new_configmap_new_name_rolling_pods(repo: Repo) -> None:
@@ -36,13 +37,18 @@ def test_a_filter_upgrade_reads_as_new_configmap_new_name_rolling_pods(repo: Rep
     old_name = f"wasm-example-filter-{hashlib.sha256(old).hexdigest()[:10]}"
     new_name = f"wasm-example-filter-{hashlib.sha256(new).hexdigest()[:10]}"
     assert result.stdout.splitlines() == [
-        f"+ ConfigMap default/{new_name}  (base/default/example-filter.configmap.yaml)",
+        f"+ ConfigMap default/{new_name}  (base/default/example-filter.configmap.yaml); pods roll",
         f"    replaces {old_name}",
         "    metadata.annotations[wasm-gitops.io/sha256]:",
         f"      - {hashlib.sha256(old).hexdigest()}",
         f"      + {hashlib.sha256(new).hexdigest()}",
-        f"    binaryData[example-filter.wasm]: {binary(old)} -> {binary(new)}",
-        f"- ConfigMap default/{old_name}  (base/default/example-filter.configmap.yaml)",
+        "    binaryData[example-filter.wasm]:",
+        f"      - {binary(old)}",
+        f"      + {binary(new)}",
+        "    module ABI: 0.2.1",
+        "    module proxy_on_* callbacks: unchanged",
+        "    module imports: unchanged",
+        f"- ConfigMap default/{old_name}  (base/default/example-filter.configmap.yaml); pruned after rollout",
         f"    replaced by {new_name}",
         "~ Deployment default/details-v1  (overlays/details/deployment-patch.yaml); pods roll",
         ("    spec.template.metadata.annotations[sidecar.istio.io/userVolume] (JSON) "
@@ -67,12 +73,13 @@ def test_a_configuration_change_rolls_nothing(repo: Repo) -> None:
     result = repo.cli("diff")
     assert result.exit_code == 1
     assert result.stdout.splitlines() == [
-        "~ EnvoyFilter default/productpage-other-filter  (overlays/productpage/other-filter.envoyfilter.yaml)",
+        ("~ EnvoyFilter default/productpage-other-filter  (overlays/productpage/other-filter.envoyfilter.yaml); "
+         "listener drains"),
         "    spec.configPatches[0].patch.value.typed_config.config.configuration.value (JSON) mode:",
         "      - relaxed",
         "      + lenient",
         "",
-        "0 objects added, 1 changed, 0 removed; workloads that will roll: none",
+        "0 objects added, 1 changed, 0 removed; workloads that will roll: none; listeners that drain: 1 object",
     ]
 
 
@@ -83,17 +90,20 @@ def test_a_new_service_adds_its_objects_and_rolls_its_workload(repo: Repo) -> No
     result = repo.cli("diff")
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
-    assert lines[-1] == "4 objects added, 2 changed, 0 removed; workloads that will roll: bookinfo/reviews-v1"
+    assert lines[-1] == ("4 objects added, 2 changed, 0 removed; workloads that will roll: bookinfo/reviews-v1; "
+                         "listeners that drain: 1 object")
     module = (repo.root / "filters/example-filter.wasm").read_bytes()
     digest = hashlib.sha256(module).hexdigest()
     # Objects in a stable order: kind, then namespace/name; a kustomization.yaml is named by its file.
     assert [line for line in lines if line[:2] in ("+ ", "~ ", "- ")] == [
-        f"+ ConfigMap bookinfo/wasm-example-filter-{digest[:10]}  (base/bookinfo/example-filter.configmap.yaml)",
+        f"+ ConfigMap bookinfo/wasm-example-filter-{digest[:10]}  (base/bookinfo/example-filter.configmap.yaml); "
+        "pods roll",
         "+ Deployment bookinfo/reviews-v1  (overlays/reviews/deployment-patch.yaml); pods roll",
-        "+ EnvoyFilter bookinfo/reviews-example-filter  (overlays/reviews/example-filter.envoyfilter.yaml)",
-        "~ Kustomization base/kustomization.yaml",
-        "~ Kustomization kustomization.yaml",
-        "+ Kustomization overlays/reviews/kustomization.yaml",
+        "+ EnvoyFilter bookinfo/reviews-example-filter  (overlays/reviews/example-filter.envoyfilter.yaml); "
+        "listener drains",
+        "~ Kustomization base/kustomization.yaml; no mesh effect",
+        "~ Kustomization kustomization.yaml; no mesh effect",
+        "+ Kustomization overlays/reviews/kustomization.yaml; no mesh effect",
     ]
     assert "    + resources: overlays/reviews" in lines  # the root gains the overlay
     assert "    + resources: bookinfo/example-filter.configmap.yaml" in lines
@@ -101,6 +111,11 @@ def test_a_new_service_adds_its_objects_and_rolls_its_workload(repo: Repo) -> No
 
 
 def test_a_dropped_service_is_reported_as_leaving_the_tree_not_rolling(repo: Repo) -> None:
+    # The team's resources hold more than the Deployment: every object of them leaves the built tree.
+    repo.write("apps/details/service.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: details}\n"
+               "spec: {selector: {app: details}, ports: [{port: 9080}]}\n")
+    repo.write("apps/details/kustomization.yaml", "apiVersion: kustomize.config.k8s.io/v1beta1\n"
+               "kind: Kustomization\nresources: [deployment.yaml, service.yaml]\n")
     rendered(repo)
     spec = BASIC_SPEC[:BASIC_SPEC.index("  - name: details\n")]
     repo.write("filters.yaml", spec)
@@ -108,15 +123,19 @@ def test_a_dropped_service_is_reported_as_leaving_the_tree_not_rolling(repo: Rep
     assert result.exit_code == 1
     lines = result.stdout.splitlines()
     assert lines == [
-        "- Deployment default/details-v1  (overlays/details/deployment-patch.yaml)",
+        "- Deployment default/details-v1  (overlays/details/deployment-patch.yaml); pruned",
         "    its overlay is gone: Argo CD and Flux (prune) delete this workload unless something else manages it",
-        "- EnvoyFilter default/details-example-filter  (overlays/details/example-filter.envoyfilter.yaml)",
-        "~ Kustomization kustomization.yaml",
+        "- Service default/details  (apps/details); pruned",
+        "    leaves the tree with its overlay's resources: Argo CD and Flux (prune) delete it unless something "
+        "else manages it",
+        "- EnvoyFilter default/details-example-filter  (overlays/details/example-filter.envoyfilter.yaml); "
+        "listener drains",
+        "~ Kustomization kustomization.yaml; no mesh effect",
         "    - resources: overlays/details",
-        "- Kustomization overlays/details/kustomization.yaml",
+        "- Kustomization overlays/details/kustomization.yaml; no mesh effect",
         "",
-        ("0 objects added, 1 changed, 3 removed; workloads that will roll: none; workloads leaving the tree "
-        "(pruned unless managed elsewhere): default/details-v1"),
+        ("0 objects added, 1 changed, 4 removed; workloads that will roll: none; listeners that drain: 1 object; "
+         "workloads leaving the tree (pruned unless managed elsewhere): default/details-v1"),
     ]
 
 
@@ -158,13 +177,16 @@ def test_github_format_is_one_workflow_command_per_line_summary_first(repo: Repo
     lines = result.stdout.splitlines()
     assert lines[0] == ("::notice title=wasm-gitops diff::1 object added, 2 changed, 1 removed; workloads that "
                         "will roll: default/details-v1, default/productpage-v1")
-    assert all(line.startswith("::notice ") for line in lines)
-    assert len(lines) == 5
-    rolls = [line for line in lines if "(pods roll)" in line]
+    # The spec's warnings come as annotations on filters.yaml, right after the summary.
+    assert lines[1].startswith("::warning file=filters.yaml,line=10,col=13::the module exports no proxy_on_configure")
+    assert all(line.startswith("::notice ") for line in lines[2:])
+    assert len(lines) == 6
+    rolls = [line for line in lines if "Deployment" in line and "(pods roll)" in line]
     assert [line.split(",title=")[0] for line in rolls] == [
         "::notice file=overlays/details/deployment-patch.yaml",
         "::notice file=overlays/productpage/deployment-patch.yaml"]
     assert "::spec.template.metadata.annotations[sidecar.istio.io/userVolume] (JSON) " in rolls[0]
+    assert sum("(pruned after rollout)" in line for line in lines) == 1
     assert "%0A  - wasm-example-filter-" in rolls[0]
 
 
@@ -172,14 +194,14 @@ def test_github_escapes_properties_and_data() -> None:
     review = Review((ObjectChange("changed", ObjectId("EnvoyFilter", "ns", "a"), "odd,na:me.yaml",
                                   (FieldChange("x", "50%", "1\n2"),)),), (), (), (), ())
     lines = format_review(review, "github").splitlines()
-    assert lines[1] == "::notice file=odd%2Cna%3Ame.yaml,title=~ EnvoyFilter ns/a::x: 50%25 -> 1%0A2"
+    assert lines[1] == "::notice file=odd%2Cna%3Ame.yaml,title=~ EnvoyFilter ns/a (no mesh effect)::x: 50%25 -> 1%0A2"
 
 
 def test_gitops_objects_show_up_as_objects(repo: Repo) -> None:
     rendered(repo)
     repo.write("filters.yaml", BASIC_SPEC + "gitops:\n  repoURL: https://git.example.invalid/m.git\n  argocd: {}\n")
     lines = repo.cli("diff").stdout.splitlines()
-    assert "+ Application argocd/wasm-filters  (gitops/argocd/wasm-filters.application.yaml)" in lines
+    assert "+ Application argocd/wasm-filters  (gitops/argocd/wasm-filters.application.yaml); no mesh effect" in lines
     assert ("    spec.syncPolicy.syncOptions: ServerSideApply=true, FailOnSharedResource=true, "
             "ApplyOutOfSyncOnly=true") in lines
     assert lines[-1] == "1 object added, 0 changed, 0 removed; workloads that will roll: none"
@@ -210,10 +232,111 @@ def test_the_example_ci_workflow_reviews_a_pull_request_against_its_base(repo: R
     checked = sh(clone, check)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     summary = tmp_path / "summary.md"
-    done = sh(clone, review, BASE_REF="main", GITHUB_STEP_SUMMARY=str(summary))
+    runner_temp = tmp_path / "runner-temp"
+    runner_temp.mkdir()
+    done = sh(clone, review, BASE_REF="main", GITHUB_STEP_SUMMARY=str(summary), RUNNER_TEMP=str(runner_temp))
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.splitlines()[0] == ("::notice title=wasm-gitops diff::1 object added, 2 changed, 1 removed; "
                                            "workloads that will roll: default/details-v1, default/productpage-v1")
     text = summary.read_text()
-    assert text.startswith("### wasm-gitops diff\n```text\n+ ConfigMap default/wasm-example-filter-")
-    assert "workloads that will roll: default/details-v1, default/productpage-v1\n```\n" in text
+    assert text.startswith("<!-- wasm-gitops diff part 1 -->\n## wasm-gitops diff\n\n1 object added, 2 changed, "
+                           "1 removed; 2 workloads will roll.\n")
+    assert "| workloads whose pods roll (2) | <code>default/details-v1</code>, <code>default/productpage-v1</code> |" in text
+    assert (runner_temp / "wasm-gitops-comment" / "part-1-of-1.md").read_text() == text
+
+
+WASM_PLUGIN_SPEC = BASIC_SPEC.replace('istio: "1.22"\n', 'istio: "1.22"\noutput: {kind: WasmPlugin}\n')
+
+
+def effects(repo: Repo) -> dict[str, str]:
+    doc = json.loads(repo.cli("diff", "--format", "json").stdout)
+    return {f"{o['kind']} {o['namespace']}/{o['name']}": o["effect"] for o in doc["objects"]}
+
+
+def test_a_wasm_plugin_configuration_change_is_hot(repo: Repo) -> None:
+    repo.write("filters.yaml", WASM_PLUGIN_SPEC)
+    rendered(repo)
+    repo.write("filters.yaml", WASM_PLUGIN_SPEC.replace("config: {mode: relaxed}", "config: {mode: lenient}"))
+    result = repo.cli("diff")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        "~ WasmPlugin default/productpage-other-filter  (overlays/productpage/other-filter.wasmplugin.yaml); hot",
+        "    spec.pluginConfig.mode: relaxed -> lenient",
+        "",
+        "0 objects added, 1 changed, 0 removed; workloads that will roll: none; applied without a restart: 1",
+    ]
+
+
+def test_a_wasm_plugin_reorder_drains_the_listener_and_shows_the_chain(repo: Repo) -> None:
+    repo.write("filters.yaml", WASM_PLUGIN_SPEC)
+    rendered(repo)
+    swapped = WASM_PLUGIN_SPEC.replace("      - example-filter\n      - {name: other-filter, config: {mode: relaxed}}\n",
+                                       "      - {name: other-filter, config: {mode: relaxed}}\n      - example-filter\n")
+    repo.write("filters.yaml", swapped)
+    lines = repo.cli("diff").stdout.splitlines()
+    assert ("filter chain of productpage: example-filter -> other-filter -> router becomes "
+            "other-filter -> example-filter -> router") in lines
+    found = effects(repo)
+    assert found["WasmPlugin default/productpage-example-filter"] == "listener drains"
+    assert found["WasmPlugin default/productpage-other-filter"] == "listener drains"
+    assert found["Deployment default/productpage-v1"] == "pods roll"  # the projected volume's order changed too
+
+
+def test_every_effect_label_in_json(repo: Repo) -> None:
+    """One golden case per label, in one diff: a new binary, a config change, a dropped service."""
+    rendered(repo)
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("example-json"))
+    repo.write("filters.yaml", BASIC_SPEC[:BASIC_SPEC.index("  - name: details\n")]
+               .replace("config: {mode: relaxed}", "config: {mode: lenient}"))
+    doc = json.loads(repo.cli("diff", "--format", "json").stdout)
+    assert doc["schemaVersion"] == 1 and doc["clean"] is False
+    found = {f"{o['state']} {o['kind']} {o['name']}": o["effect"] for o in doc["objects"]}
+    example = hashlib.sha256(proxy_wasm_module("example-json")).hexdigest()[:10]
+    assert found[f"added ConfigMap wasm-example-filter-{example}"] == "pods roll"
+    assert [e for k, e in found.items() if k.startswith("removed ConfigMap")] == ["pruned after rollout"]
+    assert found["changed Deployment productpage-v1"] == "pods roll"
+    assert found["removed Deployment details-v1"] == "pruned"
+    assert found["changed EnvoyFilter productpage-other-filter"] == "listener drains"
+    assert found["changed Kustomization kustomization.yaml"] == "no mesh effect"
+    assert set(doc["summary"]["effects"]) == {"pods roll", "listener drains", "hot", "pruned after rollout",
+                                              "pruned", "no mesh effect"}
+    assert doc["summary"]["workloads_leaving"] == ["default/details-v1"]
+    module = next(o["module"] for o in doc["objects"] if o["kind"] == "ConfigMap" and o["state"] == "added")
+    assert module["abi_after"] == "0.2.1" and module["only_custom_sections_changed"] is False
+
+
+def test_a_rebuild_that_only_changes_custom_sections_says_the_code_is_identical(repo: Repo) -> None:
+    from renderer.wasm import with_custom_section
+
+    rendered(repo)
+    module = (repo.root / "filters/example-filter.wasm").read_bytes()
+    repo.write("filters/example-filter.wasm", with_custom_section(module, "build_id", b"ci-run-2"))
+    lines = repo.cli("diff").stdout.splitlines()
+    assert "    module code: identical; only custom sections (names, build ids, debug info) changed" in lines
+
+
+def test_a_new_callback_and_import_are_named(repo: Repo) -> None:
+    import wasmtime
+
+    rendered(repo)
+    richer = bytes(wasmtime.wat2wasm(
+        '(module (import "env" "proxy_log" (func (param i32 i32 i32) (result i32))) (memory (export "memory") 1)'
+        ' (func (export "proxy_abi_version_0_2_1")) (func (export "proxy_on_memory_allocate") (param i32)'
+        ' (result i32) i32.const 0) (func (export "proxy_on_context_create") (param i32 i32))'
+        ' (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) i32.const 0))'))
+    repo.write("filters/example-filter.wasm", richer)
+    lines = repo.cli("diff").stdout.splitlines()
+    assert "    module proxy_on_* callbacks: +proxy_on_request_headers, -proxy_on_response_headers" in lines
+    assert "    module imports: +env.proxy_log" in lines
+
+
+def test_unified_puts_the_manifest_last_and_labels_digests(repo: Repo) -> None:
+    rendered(repo)
+    new = proxy_wasm_module("example-unified", pad=2000)  # its base64 line is summarised, not printed
+    repo.write("filters/example-filter.wasm", new)
+    text = repo.cli("diff", "--format", "unified").stdout
+    files = [line[4:] for line in text.splitlines() if line.startswith("+++ ")]
+    assert files[-1] == "b/.wasm-gitops-manifest.json" and len(files) > 1
+    assert max(len(line) for line in text.splitlines()) <= 400, "no base64 line is printed whole"
+    assert (f"+  example-filter.wasm: <{len(base64.b64encode(new)):,} characters of base64: {len(new):,} bytes, "
+            f"sha256 of the binary {hashlib.sha256(new).hexdigest()[:12]}...>") in text.splitlines()

@@ -57,6 +57,7 @@ def test_abi_versions(abi: str) -> None:
         import_modules=("env",),
         start=None,
         exported_functions=(f"proxy_abi_version_{abi.replace('.', '_')}", *EXPECTED_CALLBACKS),
+        imports=("env.proxy_log",),
     )
     assert report.is_proxy_wasm and not report.legacy
     assert exit_code(report) == 0
@@ -258,6 +259,10 @@ def test_json_report_exact() -> None:
         "fits_client_side_apply": True,
         "fits_configmap": True,
         "import_modules": ["wasi_unstable"],
+        "imports": ["wasi_unstable.fd_write"],
+        "code_sha256": None,
+        "client_side_apply": None,
+        "schemaVersion": 1,
         "is_proxy_wasm": True,
         "is_wasm": True,
         "legacy": True,
