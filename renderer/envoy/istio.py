@@ -53,7 +53,7 @@ import binascii
 import hashlib
 import json
 import posixpath
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -408,19 +408,32 @@ def _apply(chain: list[ChainFilter | str], patch: Obj, path: str, obj: Obj, wher
 
 
 def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Context], module_dir: Path, *,
-                   only: Collection[str] | None = None) -> list[ServiceChain]:
+                   only: Collection[str] | None = None,
+                   on_error: Callable[[str, ChainError], None] | None = None) -> list[ServiceChain]:
     """The chain of each overlay's sidecar (or of those named in `only`), for the listener class its
     service declares (contexts: overlay name -> context; SIDECAR_INBOUND when absent). Modules are
-    written to module_dir. Raises ChainError naming the file that gives no loadable chain."""
+    written to module_dir. A tree that gives a service no loadable chain raises ChainError naming
+    the file, or, with on_error, is reported there and the service left out."""
     overlays, configmaps = _overlays(pairs)
     modules = _Modules(module_dir)
-    return [_chain(ov, contexts.get(name, "SIDECAR_INBOUND"), configmaps, modules)
-            for name, ov in sorted(overlays.items()) if only is None or name in only]
+    chains = []
+    for name, ov in sorted(overlays.items()):
+        if only is not None and name not in only:
+            continue
+        try:
+            chains.append(_chain(ov, contexts.get(name, "SIDECAR_INBOUND"), configmaps, modules))
+        except ChainError as e:
+            if on_error is None:
+                raise
+            on_error(name, e)
+    return chains
 
 
 def filter_set_chains(fs: FilterSet, pairs: Iterable[tuple[str, Obj]], module_dir: Path, *,
-                      only: Collection[str] | None = None) -> list[ServiceChain]:
-    return service_chains(pairs, {s.name: s.context for s in fs.services}, module_dir, only=only)
+                      only: Collection[str] | None = None,
+                      on_error: Callable[[str, ChainError], None] | None = None) -> list[ServiceChain]:
+    return service_chains(pairs, {s.name: s.context for s in fs.services}, module_dir, only=only,
+                          on_error=on_error)
 
 
 def http_filter(fs: FilterSet, f: Filter, config: str | None, module_dir: Path, *,
