@@ -128,6 +128,10 @@ filters:
         expect: {}
       - name: expects a pause
         expect: {paused: response}
+      - name: sends trailers
+        request: {headers: {":method": POST}, body: x, trailers: {x-request-trailer: "1"}}
+        response: {headers: {":status": "200"}, body: y, trailers: {x-response-trailer: "1"}}
+        expect: {status: 200}
 services:
 """ + PRODUCTPAGE_SERVICE + "    filters: [cpp]\n"
 
@@ -193,6 +197,13 @@ def test_a_paused_stream_is_seen_by_envoys_stream_idle_timeout(cpp_results: dict
     assert failure.startswith("paused: expected none, got request (the stream stalled until Envoy's stream idle "
                               "timeout, the upstream never received the request")
     assert cpp_results["cpp/expects a pause"].failures == ("paused: expected response, got none",)
+
+
+def test_http1_trailers_are_dropped_as_in_a_sidecar(cpp_results: dict[str, CaseResult]) -> None:
+    result = cpp_results["cpp/sends trailers"]
+    assert result.passed and result.upstream is not None and result.response is not None
+    assert result.upstream.body == b"x<<>>" and result.upstream.trailers == ()
+    assert result.response.trailers == ()
 
 
 def test_text_report_shows_what_envoy_sent_and_received(cpp_results: dict[str, CaseResult]) -> None:
@@ -449,3 +460,66 @@ def test_progress_on_a_terminal_and_silence_otherwise() -> None:
     total = len(proc.stdout.decode().splitlines()) - 1
     assert f"verify: {total}/{total} ok".encode() in seen
     assert proc.stdout.decode() == quiet.stdout
+
+
+# ------------------------------------------------------------------ the spec
+
+
+def test_config_rejected_with_other_expectations_is_refused_at_its_line(repo: Repo) -> None:
+    repo.write("filters/cpp.wasm", wat("cpp_sdk_env"))
+    repo.write("filters.yaml", HEAD + textwrap.dedent("""\
+        filters:
+          - name: cpp
+            wasm: filters/cpp.wasm
+            tests:
+              - {name: both, expect: {configRejected: true, status: 200}}
+        services: []
+        """))
+    result = repo.cli("validate")
+    assert result.exit_code == 2
+    assert result.output == ("filters.yaml:8:47: configRejected: true means Envoy refuses the listener, so no "
+                             "request is sent and nothing else can be checked; remove the other expectations "
+                             "(status) or this one\n")
+
+
+@pytest.mark.parametrize("test,message", [
+    ("{name: t, config: {a: 1}, expect: {}}", "unknown key 'config'"),
+    ("{name: t, request: {chunks: 0}, expect: {}}", "chunks"),
+    ("{name: t, expect: {status: 99}}", "status"),
+    ("{name: t, expect: {configRejected: false}}", "configRejected"),
+])
+def test_service_tests_are_checked_by_the_schema(repo: Repo, test: str, message: str) -> None:
+    repo.write("filters.yaml", HEAD + "filters:\n  - {name: example-filter, wasm: filters/example-filter.wasm}\n"
+               "services:\n" + PRODUCTPAGE_SERVICE + f"    filters: [example-filter]\n    tests: [{test}]\n")
+    result = repo.cli("validate")
+    assert result.exit_code == 2 and result.output.startswith("filters.yaml:"), result.output
+    assert message in result.output
+
+
+def test_a_chain_that_cannot_run_fails_its_service_cases(repo: Repo) -> None:
+    repo.write("filters/example-filter.wasm", EXAMPLE_FILTER.read_bytes())
+    spec = HEAD + "output: {kind: WasmPlugin}\n" + textwrap.dedent(f"""\
+        filters:
+          - {{name: local, wasm: filters/example-filter.wasm}}
+          - {{name: remote, wasm: "oci://registry.example.com/f:1", sha256: "{'a' * 64}"}}
+        services:
+        """) + PRODUCTPAGE_SERVICE + "    filters: [local, remote]\n    tests: [{name: t, expect: {}}]\n"
+    (result,) = verify(repo, spec).values()
+    (failure,) = result.failures
+    assert failure.startswith("error: overlays/productpage/remote.wasmplugin.yaml (WasmPlugin default/productpage-"
+                              "remote): WasmPlugin default/productpage-remote loads 'oci://registry.example.com/f:1'")
+
+
+def test_a_client_x_forwarded_for_does_not_confuse_the_access_log(repo: Repo) -> None:
+    repo.write("filters/cpp.wasm", wat("cpp_sdk_env"))
+    spec = HEAD + textwrap.dedent("""\
+        filters:
+          - name: cpp
+            wasm: filters/cpp.wasm
+            tests:
+              - {name: pauses, request: {headers: {x-pause: "1", x-forwarded-for: 10.1.2.3}}, expect: {paused: request}}
+        services: []
+        """)
+    result = verify(repo, spec)["cpp/pauses"]
+    assert result.passed, result.failures
+    assert "SI" in result.flags

@@ -493,7 +493,7 @@ def _hcm(context: Context, stat_prefix: str, route: Obj, http_filters: Sequence[
 
 
 ACCESS_LOG_FIELDS = {
-    "peer": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "peer": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",  # the socket, never an x-forwarded-for
     "code": "%RESPONSE_CODE%",
     "flags": "%RESPONSE_FLAGS%",
     "details": "%RESPONSE_CODE_DETAILS%",
