@@ -45,8 +45,8 @@ __all__ = ["Case", "CaseResult", "Listener", "format_results", "run"]
 OutputFormat = Literal["text", "json"]
 Obj = dict[str, Any]
 
-STREAM_IDLE_TIMEOUT = 0.5  # seconds: how long a stalled stream takes to count as paused
-CLIENT_TIMEOUT = 3.0  # a filter that never returns blocks Envoy's worker: the client gives up here
+STREAM_IDLE_TIMEOUT = 1.0  # seconds: how long a stalled stream takes to count as paused
+CLIENT_TIMEOUT = 4.0  # a filter that never returns blocks Envoy's worker: the client gives up here
 ACCESS_LOG_WAIT = 1.0
 LOG_FORMAT = "%l|%n|%v"
 FILE_FLUSH_MS = 5

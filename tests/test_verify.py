@@ -267,7 +267,7 @@ def test_a_trap_and_a_loop_fail_their_own_case_and_no_envoy_outlives_the_command
     assert any("in-VM backtrace" in line for line in results["cpp/traps"].envoy_log)
     assert results["cpp/after the trap"].passed, results["cpp/after the trap"].failures
     (loop,) = results["cpp/loops"].failures
-    assert loop.startswith("error: Envoy sent no response in 3 s and logged no end of the stream")
+    assert loop.startswith("error: Envoy sent no response in 4 s and logged no end of the stream")
     assert results["cpp/after the loop"].passed, results["cpp/after the loop"].failures
     assert elapsed < 20, f"a looping filter must not hang verify ({elapsed:.1f} s)"
     assert envoy_children() == []
