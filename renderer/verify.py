@@ -214,8 +214,12 @@ def _vm_failures(entries: Sequence[_Entry]) -> list[str]:
             if e.logger == "wasm" and e.level in ("error", "critical") and not _FILTER_LOG.match(e.message)]
 
 
+_CONFIG_PATH = re.compile(r"error initializing configuration '[^']*': ")
+
+
 def _reasons(log: str) -> str:
-    picked = [e.message for e in _entries(log) if e.level in ("error", "critical")]
+    """Envoy's error lines, without the path of the temporary bootstrap (the same words every run)."""
+    picked = [_CONFIG_PATH.sub("", e.message) for e in _entries(log) if e.level in ("error", "critical")]
     return "; ".join(picked) if picked else log.strip()[-2000:]
 
 
@@ -263,9 +267,9 @@ def _rejected(envoy: EnvoyBinary, listeners: Sequence[Listener], workdir: Path) 
                          workdir, log_format=LOG_FORMAT)
         if not again.ok:
             rejected.update({lst.name: _reasons(again.log) for lst in rest})
-    elif not rest or not rejected:
-        # Nothing single refused, yet the whole was: every listener shares the blame.
-        rejected.update({lst.name: _reasons(whole.log) for lst in loadable if lst.name not in rejected})
+    elif not rejected:
+        # No filter refused alone, yet the whole was: every listener shares the blame.
+        rejected.update({lst.name: _reasons(whole.log) for lst in loadable})
     return rejected
 
 
@@ -352,7 +356,7 @@ class _Runner:
             self.stop(grace=0.2 if stuck else None)
         error = None
         if failures:
-            error = failures[0].splitlines()[0] if len(failures) == 1 else "; ".join(f.splitlines()[0] for f in failures)
+            error = "; ".join(f.splitlines()[0] for f in failures)  # the backtrace stays in the log
         elif stuck:
             error = (f"Envoy sent no response in {CLIENT_TIMEOUT:.0f} s and logged no end of the stream: a filter "
                      "that does not return (a loop) holds Envoy's worker")
