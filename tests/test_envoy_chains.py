@@ -244,3 +244,36 @@ def test_listener_shape_per_context(context: str, server: str | None, remote: bo
     assert lst["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 0}
     result = validate(find_envoy(), istio.bootstrap([lst], [istio.cluster("up", 9)]), tmp_path)
     assert result.ok, result.log
+
+
+def _with_operation(pairs: Pairs, operation: str, sub: str | None) -> Pairs:
+    out = copy.deepcopy(pairs)
+    for path, obj in out:
+        if path == "overlays/details/example-filter.envoyfilter.yaml":
+            patch = obj["spec"]["configPatches"][0]
+            patch["patch"]["operation"] = operation
+            network = patch["match"]["listener"]["filterChain"]["filter"]
+            if sub is None:
+                network.pop("subFilter")
+            else:
+                network["subFilter"]["name"] = sub
+    return out
+
+
+@pytest.mark.parametrize("operation,sub,position", [("INSERT_FIRST", None, 0), ("INSERT_BEFORE", None, 0),
+                                                     ("INSERT_AFTER", "envoy.filters.http.wasm", 1)])
+def test_other_insert_operations_place_the_filter_as_istiod_does(repo: Repo, tmp_path: Path, operation: str,
+                                                                 sub: str | None, position: int) -> None:
+    fs, pairs, _ = rendered(repo, "basic")
+    chains = {c.service: c for c in istio.filter_set_chains(fs, _with_operation(pairs, operation, sub), tmp_path)}
+    names = [f.object_name for f in chains["details"].filters]
+    assert names.index("default/details-example-filter") == position, names
+
+
+@pytest.mark.parametrize("operation,sub", [("ADD", None), ("INSERT_AFTER", None),
+                                           ("INSERT_AFTER", "envoy.filters.http.router")])
+def test_a_filter_after_the_router_fails_clearly(repo: Repo, tmp_path: Path, operation: str, sub: str | None) -> None:
+    fs, pairs, _ = rendered(repo, "basic")
+    with pytest.raises(istio.ChainError, match=r"example-filter.envoyfilter.yaml \(EnvoyFilter default/details-"
+                                                r"example-filter\): the patch puts the filter after the router"):
+        istio.filter_set_chains(fs, _with_operation(pairs, operation, sub), tmp_path)

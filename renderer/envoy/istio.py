@@ -9,11 +9,12 @@ Modelled, from istiod's source (istio/istio, pilot/pkg):
   sortEnvoyFilters, sortConfigByCreationTime). A tree applied in one sync creates its objects within
   the same second (CreationTimestamp has a resolution of a second), so creation time is taken as
   equal and equal priorities fall back to the name.
-- HTTP_FILTER patches of the service's context (or ANY): INSERT_BEFORE / INSERT_AFTER the matched
-  sub-filter, INSERT_FIRST, ADD (appended, then the router moved last by istiod's own chain)
-  (networking/core/envoyfilter/listener_patch.go). A patch whose sub-filter matches nothing is
-  skipped by istiod; here it is an error, since the filter would silently be missing. The matched
-  names accept both the canonical and the deprecated filter names (the alias table of Istio 1.7-1.18).
+- HTTP_FILTER patches of the service's context (or ANY), as patchHTTPFilters applies them
+  (networking/core/envoyfilter/listener_patch.go): INSERT_BEFORE / INSERT_AFTER the matched
+  sub-filter (without a sub-filter: first / last), INSERT_FIRST, ADD (appended: after the router,
+  which Envoy refuses, so it is an error here). A patch whose sub-filter matches nothing is skipped
+  by istiod; here it is an error, since the filter would silently be missing. The matched names
+  accept both the canonical and the deprecated filter names (the alias table of Istio 1.7-1.18).
 - WasmPlugin -> TrafficExtension -> Envoy (config/kube/extensions/translate.go, model/extensions.go
   buildWasmConfig, networking/core/listener_builder.go buildHTTPConnectionManager): the plugins of a
   listener class (match.mode SERVER for inbound, CLIENT for outbound and gateways; no match: every
@@ -369,6 +370,7 @@ def _build(ov: _Overlay, context: Context, files: Mapping[str, bytes | str], mod
         for patch in (obj.get("spec") or {}).get("configPatches") or []:
             if patch.get("applyTo") == "HTTP_FILTER" and _matches_context(patch, context):
                 _apply(chain, patch, path, obj, where, files, modules)
+    _router_last(chain, context)
     return tuple(f for f in chain if isinstance(f, ChainFilter))
 
 
@@ -392,12 +394,12 @@ def _apply(chain: list[ChainFilter | str], patch: Obj, path: str, obj: Obj, wher
                        {"name": str(value.get("name", objects.WASM_FILTER)),
                         "typed_config": {"@type": WASM_TYPE, "config": plugin}}, module_path, translated)
     names = [_canonical(f.http_filter["name"]) if isinstance(f, ChainFilter) else f for f in chain]
-    if operation == "INSERT_FIRST":
+    if operation == "INSERT_FIRST" or (operation == "INSERT_BEFORE" and sub is None):
         chain.insert(0, item)
-    elif operation == "ADD":
-        chain.insert(names.index(objects.ROUTER), item)  # istiod keeps the router last
+    elif operation == "ADD" or (operation == "INSERT_AFTER" and sub is None):
+        chain.append(item)
     elif operation in ("INSERT_BEFORE", "INSERT_AFTER"):
-        if sub is None or _canonical(sub) not in names:
+        if _canonical(sub) not in names:
             raise ChainError(f"{where}: {operation} {sub!r}, which is not in the "
                              f"{(patch.get('match') or {}).get('context', 'ANY')} chain ({', '.join(names)}): "
                              "istiod skips the patch and the filter is missing")
@@ -405,6 +407,14 @@ def _apply(chain: list[ChainFilter | str], patch: Obj, path: str, obj: Obj, wher
         chain.insert(at if operation == "INSERT_BEFORE" else at + 1, item)
     else:
         raise ChainError(f"{where}: patch operation {operation!r} on an HTTP filter is not modelled")
+
+
+def _router_last(chain: Sequence[ChainFilter | str], context: Context) -> None:
+    after = [f for f in chain[chain.index(objects.ROUTER) + 1:] if isinstance(f, ChainFilter)]
+    if after:
+        raise ChainError(f"{after[0].source} ({after[0].kind} {after[0].object_name}): the patch puts the filter "
+                         f"after the router of the {context} chain, and Envoy refuses a filter after its terminal "
+                         "router; insert it before envoy.filters.http.router")
 
 
 def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Context], module_dir: Path, *,
