@@ -523,3 +523,26 @@ def test_a_client_x_forwarded_for_does_not_confuse_the_access_log(repo: Repo) ->
     result = verify(repo, spec)["cpp/pauses"]
     assert result.passed, result.failures
     assert "SI" in result.flags
+
+
+def test_each_context_gets_its_own_listener_shape(repo: Repo) -> None:
+    repo.write("filters/example-filter.wasm", EXAMPLE_FILTER.read_bytes())
+    test = "    filters: [example-filter]\n    tests: [{name: t, expect: {responseHeaders: {resp-header-demo: added by our filter}}}]\n"
+    spec = HEAD + "filters:\n  - {name: example-filter, wasm: filters/example-filter.wasm}\nservices:\n" + \
+        PRODUCTPAGE_SERVICE + test + \
+        "  - name: reviews\n    namespace: bookinfo\n    deployment: reviews-v1\n    resources: [apps/reviews]\n" \
+        "    context: SIDECAR_OUTBOUND\n" + test + \
+        "  - name: ingress\n    namespace: istio-system\n    deployment: istio-ingressgateway\n" \
+        "    selector: {app: istio-ingressgateway}\n    resources: [apps/gateway]\n    context: GATEWAY\n" + test
+    results = verify(repo, spec)
+    seen = {}
+    for label, result in results.items():
+        assert result.passed, (label, result.failures)
+        assert result.upstream is not None and result.response is not None
+        seen[label.split("/")[0]] = (dict(result.upstream.headers), dict(result.response.headers))
+    inbound, outbound, gateway = seen["service:productpage"], seen["service:reviews"], seen["service:ingress"]
+    # istiod names the inbound and gateway servers istio-envoy, and leaves outbound at Envoy's default.
+    assert (inbound[1]["server"], outbound[1]["server"], gateway[1]["server"]) == ("istio-envoy", "envoy", "istio-envoy")
+    # Outbound and gateway routes count attempts; only the gateway uses the remote address.
+    assert "x-envoy-attempt-count" not in inbound[0] and outbound[0]["x-envoy-attempt-count"] == "1"
+    assert gateway[0]["x-envoy-external-address"] == "127.0.0.1" and "x-envoy-external-address" not in outbound[0]
