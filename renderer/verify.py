@@ -236,7 +236,7 @@ def _rejected(envoy: EnvoyBinary, listeners: Sequence[Listener], workdir: Path) 
     """Listener name -> Envoy's reason, for every listener Envoy refuses (`--mode validate`). One run
     for all; only when it fails, one run per distinct filter configuration says which."""
     upstream = [istio.cluster("upstream", 9)]
-    loadable = [lst for lst in listeners if lst.problem is None]
+    loadable = list(listeners)
     whole = validate(envoy, istio.bootstrap([_listener_config(lst, None, "upstream") for lst in loadable], upstream),
                      workdir, log_format=LOG_FORMAT)
     if whole.ok:
@@ -492,11 +492,19 @@ def run(envoy: EnvoyBinary, listeners: Sequence[Listener], cases: Sequence[Case]
     with tempfile.TemporaryDirectory(prefix="wasm-gitops-verify-") as tmp:
         workdir = Path(tmp)
         problems = {lst.name: lst.problem for lst in listeners if lst.problem is not None}
-        rejected = _rejected(envoy, listeners, workdir) if any(lst.problem is None for lst in listeners) else {}
-        live = [lst for lst in listeners if lst.name not in rejected and lst.name not in problems]
+        rejected: dict[str, str] = {}
         with http.Upstream() as upstream:
-            runner = _Runner(envoy, live, workdir, upstream)
+            runner = _Runner(envoy, [lst for lst in listeners if lst.problem is None], workdir, upstream)
             try:
+                runnable = [c for c in cases if c.listener in runner.listeners]
+                if runnable:
+                    # Starting is the cheapest check that Envoy takes every listener; only when it does
+                    # not, `--mode validate` per filter configuration says which listeners it refuses.
+                    try:
+                        runner.start(runnable[0].wasm_level)
+                    except EnvoyFailed:
+                        rejected = _rejected(envoy, list(runner.listeners.values()), workdir)
+                        runner.listeners = {n: lst for n, lst in runner.listeners.items() if n not in rejected}
                 for case in cases:
                     if case.listener in problems:
                         done(CaseResult(case, False, (f"error: {problems[case.listener]}",),
