@@ -93,11 +93,36 @@ def test_wasmplugin_translated_as_istiod_does(repo: Repo, tmp_path: Path) -> Non
     (chain,) = istio.filter_set_chains(fs, pairs, tmp_path)
     (f,) = chain.filters
     assert f.kind == "WasmPlugin"
-    assert f.http_filter["name"] == "extensions.istio.io/wasmplugin/default.productpage-example-filter"
+    assert f.http_filter["name"] == "extenstions.istio.io/wasmplugin/default.productpage-example-filter"
     assert f.plugin["name"] == "default.productpage-example-filter"
     assert f.plugin["root_id"] == "my_root_id"
     assert f.plugin["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
     assert "vm_id" not in f.plugin["vm_config"]
+    assert "fail_open" not in f.plugin and "failure_policy" not in f.plugin
+
+
+@pytest.mark.parametrize("version,filter_name,plugin_name,failure", [
+    ((1, 22), "extenstions.istio.io/wasmplugin/default.productpage-example-filter",
+     "default.productpage-example-filter", ("fail_open", True)),
+    ((1, 26), "extensions.istio.io/wasmplugin/default.productpage-example-filter",
+     "default.productpage-example-filter", ("failure_policy", "FAIL_OPEN")),
+    ((1, 30), "extensions.istio.io/trafficextension/default.productpage-example-filter~istio-translated-wasmplugin",
+     "default.productpage-example-filter~istio-translated-wasmplugin", ("failure_policy", "FAIL_OPEN")),
+])
+def test_wasmplugin_names_and_fail_strategy_per_release(repo: Repo, tmp_path: Path, version: tuple[int, int],
+                                                        filter_name: str, plugin_name: str,
+                                                        failure: tuple[str, Any]) -> None:
+    fs, pairs, _ = rendered(repo, "wasmplugin-istio-1.12")
+    opened = copy.deepcopy(pairs)
+    for _, obj in opened:
+        if obj["kind"] == "WasmPlugin":
+            obj["spec"]["failStrategy"] = "FAIL_OPEN"
+    (chain,) = istio.service_chains(opened, {}, tmp_path, istio=version)
+    (f,) = chain.filters
+    assert (f.http_filter["name"], f.plugin["name"]) == (filter_name, plugin_name)
+    assert {k: v for k, v in f.plugin.items() if k in ("fail_open", "failure_policy")} == dict([failure])
+    result = validate(find_envoy(), istio.chain_bootstrap([chain]), tmp_path)
+    assert result.ok, result.log
 
 
 def test_wasmplugin_phase_then_descending_priority(repo: Repo, tmp_path: Path) -> None:
@@ -230,7 +255,7 @@ def test_http_filter_for_one_configuration_is_what_the_rendered_object_gives(rep
             object_name = f"{svc.namespace}.{svc.name}-{sf.filter.name}"
             assert want["typed_config"]["config"]["name"] == object_name
             want["typed_config"]["config"]["name"] = f"default.validate-{sf.filter.name}"
-            want["name"] = f"extensions.istio.io/wasmplugin/default.validate-{sf.filter.name}"
+            want["name"] = want["name"].replace(object_name, f"default.validate-{sf.filter.name}")
         assert got == want, case
 
 

@@ -20,11 +20,14 @@ Modelled, from istiod's source (istio/istio, pilot/pkg):
   listener class (match.mode SERVER for inbound, CLIENT for outbound and gateways; no match: every
   class) in creation-time-then-name order, stably sorted by descending `priority` (unset = lowest),
   placed by phase: AUTHN, then AUTHZ, then STATS, then unspecified, all before the EnvoyFilter
-  patches (which istiod applies to the finished listener). PluginConfig: name `<namespace>.<name>`,
-  root_id from `pluginName`, `pluginConfig` as JSON in a google.protobuf.StringValue, runtime V8,
-  `file://` stripped to a local filename, `failStrategy` as `failure_policy` (current istiod; the
-  releases up to 1.2x set the now deprecated `fail_open`, which Envoy reads the same way). In a mesh
-  the plugin reaches Envoy over ECDS; in the static bootstrap here its config sits inline in the chain.
+  patches (which istiod applies to the finished listener). PluginConfig: name `<namespace>.<name>`
+  (from 1.30, where a WasmPlugin becomes a TrafficExtension, `<namespace>.<name>~istio-translated-
+  wasmplugin`), HCM filter name `extenstions.istio.io/wasmplugin/<name>` (sic, up to 1.25),
+  `extensions.istio.io/wasmplugin/<name>` (1.26-1.29) or `extensions.istio.io/trafficextension/
+  <name>` (1.30+), root_id from `pluginName`, `pluginConfig` as JSON in a google.protobuf.StringValue,
+  runtime V8, `file://` stripped to a local filename, `failStrategy` as `failure_policy` for 1.25+
+  and as the deprecated `fail_open` before. In a mesh the plugin reaches Envoy over ECDS; in the
+  static bootstrap here its config sits inline in the chain.
 - Shapes that current Envoy cannot load are translated: the Istio 1.5/1.6 `config:` Struct (JSON
   names, a plain string configuration) becomes a typed Wasm config with a StringValue
   configuration; the Istio 1.7 udpa TypedStruct is unwrapped into the Wasm type it names.
@@ -262,15 +265,23 @@ def _snake(plugin: Obj) -> Obj:
     return out
 
 
-def _wasm_plugin_filter(obj: Obj) -> tuple[str, Obj]:
-    """A WasmPlugin -> (the HCM filter name istiod gives it, its PluginConfig), as buildWasmConfig."""
+def _wasm_plugin_filter(obj: Obj, istio: tuple[int, int] | None) -> tuple[str, Obj]:
+    """A WasmPlugin -> (the HCM filter name istiod gives it, its PluginConfig), as buildWasmConfig
+    does in the target release (the newest shape when it is not known)."""
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     namespace, name = str(meta.get("namespace", "default")), str(meta.get("name"))
     url = str(spec.get("url", ""))
     if not url.startswith("file://"):
         raise ChainError(f"WasmPlugin {namespace}/{name} loads {url!r}: only file:// modules (mounted from the "
                          "rendered ConfigMap) can run offline")
-    plugin: Obj = {"name": f"{namespace}.{name}", "root_id": str(spec.get("pluginName", ""))}
+    version = istio or (99, 0)
+    if version >= (1, 30):  # translated into a TrafficExtension (config/kube/extensions/translate.go)
+        resource = f"{namespace}.{name}~istio-translated-wasmplugin"
+        filter_name = f"extensions.istio.io/trafficextension/{resource}"
+    else:  # the prefix was misspelt until 1.26
+        resource = f"{namespace}.{name}"
+        filter_name = f"{'extensions' if version >= (1, 26) else 'extenstions'}.istio.io/wasmplugin/{resource}"
+    plugin: Obj = {"name": resource, "root_id": str(spec.get("pluginName", ""))}
     if spec.get("pluginConfig"):
         plugin["configuration"] = {"@type": STRING_VALUE,
                                    "value": json.dumps(spec["pluginConfig"], separators=(",", ":"))}
@@ -279,11 +290,13 @@ def _wasm_plugin_filter(obj: Obj) -> tuple[str, Obj]:
                            # istiod's resource version of the object; a static tree has none.
                            "environment_variables": {"key_values": {"ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": ""}}}
     strategy = spec.get("failStrategy")
-    if strategy == "FAIL_OPEN":
-        plugin["failure_policy"] = "FAIL_OPEN"
-    elif strategy == "FAIL_CLOSE":
-        plugin["failure_policy"] = "FAIL_CLOSED"
-    return f"extensions.istio.io/wasmplugin/{namespace}.{name}", plugin
+    if version >= (1, 25):  # failure_policy for 1.25+ proxies, the deprecated fail_open before
+        policy = {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}.get(str(strategy))
+        if policy is not None and (policy != "FAIL_RELOAD" or version >= (1, 30)):
+            plugin["failure_policy"] = policy
+    elif strategy == "FAIL_OPEN":
+        plugin["fail_open"] = True
+    return filter_name, plugin
 
 
 def _localise(plugin: Obj, files: Mapping[str, bytes | str], modules: _Modules, where: str) -> tuple[Obj, str]:
@@ -343,21 +356,21 @@ def _wasm_plugins_in_order(ov: _Overlay, context: Context) -> list[tuple[str, Ob
 
 
 def _chain(ov: _Overlay, context: Context, configmaps: Mapping[tuple[str, str], Obj],
-           modules: _Modules) -> ServiceChain:
+           modules: _Modules, istio: tuple[int, int] | None) -> ServiceChain:
     files = _mounted_files(ov, configmaps) if (ov.envoy_filters or ov.wasm_plugins) else {}
     levels = tuple((a, b) for a, _, b in (part.partition(":") for part in
                                            ov.annotations.get(COMPONENT_LOG_LEVEL, "").split(",")) if b)
-    return ServiceChain(ov.name, ov.namespace, context, _build(ov, context, files, modules), levels)
+    return ServiceChain(ov.name, ov.namespace, context, _build(ov, context, files, modules, istio), levels)
 
 
-def _build(ov: _Overlay, context: Context, files: Mapping[str, bytes | str], modules: _Modules) -> \
-        tuple[ChainFilter, ...]:
+def _build(ov: _Overlay, context: Context, files: Mapping[str, bytes | str], modules: _Modules,
+           istio: tuple[int, int] | None) -> tuple[ChainFilter, ...]:
     chain: list[ChainFilter | str] = []  # str: a filter istiod places that is not Wasm (the router)
     for path, obj in _wasm_plugins_in_order(ov, context):
         meta = obj["metadata"]
         where = f"{path} (WasmPlugin {meta.get('namespace')}/{meta.get('name')})"
         try:
-            name, plugin = _wasm_plugin_filter(obj)
+            name, plugin = _wasm_plugin_filter(obj, istio)
         except ChainError as e:
             raise ChainError(f"{where}: {e}") from None
         plugin, module_path = _localise(plugin, files, modules, where)
@@ -419,10 +432,11 @@ def _router_last(chain: Sequence[ChainFilter | str], context: Context) -> None:
 
 def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Context], module_dir: Path, *,
                    only: Collection[str] | None = None,
-                   on_error: Callable[[str, ChainError], None] | None = None) -> list[ServiceChain]:
+                   on_error: Callable[[str, ChainError], None] | None = None,
+                   istio: tuple[int, int] | None = None) -> list[ServiceChain]:
     """The chain of each overlay's sidecar (or of those named in `only`), for the listener class its
     service declares (contexts: overlay name -> context; SIDECAR_INBOUND when absent). Modules are
-    written to module_dir. A tree that gives a service no loadable chain raises ChainError naming
+    written to module_dir; `istio` (major, minor) picks the release's WasmPlugin translation. A tree that gives a service no loadable chain raises ChainError naming
     the file, or, with on_error, is reported there and the service left out."""
     overlays, configmaps = _overlays(pairs)
     modules = _Modules(module_dir)
@@ -431,7 +445,7 @@ def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Cont
         if only is not None and name not in only:
             continue
         try:
-            chains.append(_chain(ov, contexts.get(name, "SIDECAR_INBOUND"), configmaps, modules))
+            chains.append(_chain(ov, contexts.get(name, "SIDECAR_INBOUND"), configmaps, modules, istio))
         except ChainError as e:
             if on_error is None:
                 raise
@@ -443,7 +457,7 @@ def filter_set_chains(fs: FilterSet, pairs: Iterable[tuple[str, Obj]], module_di
                       only: Collection[str] | None = None,
                       on_error: Callable[[str, ChainError], None] | None = None) -> list[ServiceChain]:
     return service_chains(pairs, {s.name: s.context for s in fs.services}, module_dir, only=only,
-                          on_error=on_error)
+                          on_error=on_error, istio=fs.istio)
 
 
 def http_filter(fs: FilterSet, f: Filter, config: str | None, module_dir: Path, *,
@@ -464,7 +478,7 @@ def http_filter(fs: FilterSet, f: Filter, config: str | None, module_dir: Path, 
     ov.envoy_filters, ov.wasm_plugins = ([], [(key, obj)]) if output == "WasmPlugin" else ([(key, obj)], [])
     # The mount is the rendered patch's by construction (objects.user_volume_mount): the module sits
     # at the filter's mounted path.
-    chain = _build(ov, context, files, _Modules(module_dir))
+    chain = _build(ov, context, files, _Modules(module_dir), fs.istio)
     if len(chain) != 1:
         raise ChainError(f"filter {f.name!r}: the rendered object gives {len(chain)} filters in the {context} chain")
     return chain[0].http_filter
