@@ -302,3 +302,31 @@ def test_a_filter_after_the_router_fails_clearly(repo: Repo, tmp_path: Path, ope
     with pytest.raises(istio.ChainError, match=r"example-filter.envoyfilter.yaml \(EnvoyFilter default/details-"
                                                 r"example-filter\): the patch puts the filter after the router"):
         istio.filter_set_chains(fs, _with_operation(pairs, operation, sub), tmp_path)
+
+
+def _rename_matches(pairs: Pairs, hcm: str, router: str) -> Pairs:
+    out = copy.deepcopy(pairs)
+    for _, obj in out:
+        if obj["kind"] == "EnvoyFilter":
+            network = obj["spec"]["configPatches"][0]["match"]["listener"]["filterChain"]["filter"]
+            network["name"], network["subFilter"]["name"] = hcm, router
+    return out
+
+
+def test_matched_filter_names_as_the_target_release_knows_them(repo: Repo, tmp_path: Path) -> None:
+    fs, pairs, _ = rendered(repo, "basic")  # Istio 1.22: the deprecated names are no longer matched
+    legacy = _rename_matches(pairs, "envoy.filters.network.http_connection_manager", "envoy.router")
+    with pytest.raises(istio.ChainError, match=r"INSERT_BEFORE 'envoy.router', which is not in the SIDECAR_INBOUND "
+                                                r"chain of Istio 1.22"):
+        istio.filter_set_chains(fs, legacy, tmp_path)
+    with pytest.raises(istio.ChainError, match=r"network filter 'envoy.http_connection_manager', which is not the "
+                                                r"HTTP connection manager's name in Istio 1.22"):
+        istio.filter_set_chains(fs, _rename_matches(pairs, "envoy.http_connection_manager", "envoy.filters.http.router"),
+                                tmp_path)
+    fs, pairs, _ = rendered(repo, "contexts-and-logs")  # Istio 1.9: the alias table matches both
+    assert istio.filter_set_chains(fs, _rename_matches(pairs, "envoy.http_connection_manager", "envoy.router"),
+                                   tmp_path)
+    fs, pairs, _ = rendered(repo, "legacy-istio-1.6")  # Istio 1.6 generated only the deprecated names
+    canonical = _rename_matches(pairs, "envoy.filters.network.http_connection_manager", "envoy.filters.http.router")
+    with pytest.raises(istio.ChainError, match="not the HTTP connection manager's name in Istio 1.6"):
+        istio.filter_set_chains(fs, canonical, tmp_path)

@@ -13,8 +13,9 @@ Modelled, from istiod's source (istio/istio, pilot/pkg):
   (networking/core/envoyfilter/listener_patch.go): INSERT_BEFORE / INSERT_AFTER the matched
   sub-filter (without a sub-filter: first / last), INSERT_FIRST, ADD (appended: after the router,
   which Envoy refuses, so it is an error here). A patch whose sub-filter matches nothing is skipped
-  by istiod; here it is an error, since the filter would silently be missing. The matched names
-  accept both the canonical and the deprecated filter names (the alias table of Istio 1.7-1.18).
+  by istiod; here it is an error, since the filter would silently be missing. Matched names as the
+  target release knows them: only the deprecated ones up to 1.6, both through 1.18 (an alias table),
+  only the canonical ones from 1.19.
 - WasmPlugin -> TrafficExtension -> Envoy (config/kube/extensions/translate.go, model/extensions.go
   buildWasmConfig, networking/core/listener_builder.go buildHTTPConnectionManager): the plugins of a
   listener class (match.mode SERVER for inbound, CLIENT for outbound and gateways; no match: every
@@ -329,6 +330,23 @@ def _canonical(name: Any) -> str:
     return _ALIASES.get(str(name), str(name))
 
 
+def _known_as(name: Any, istio: tuple[int, int] | None) -> str | None:
+    """The filter a patch's match name finds in the target release's listeners, None when it finds
+    none there: Istio <= 1.6 generated only the deprecated names, 1.7-1.18 matched both through an
+    alias table, 1.19 dropped the alias (renderer.istio_versions: filter_names.*). An unknown
+    release matches both."""
+    name, version = str(name), istio or (1, 18)
+    if name in _ALIASES:
+        return _ALIASES[name] if version <= (1, 18) else None
+    if name in _ALIASES.values() and version <= (1, 6):
+        return None
+    return name
+
+
+def _release(istio: tuple[int, int] | None) -> str:
+    return f"Istio {istio[0]}.{istio[1]}" if istio else "this Istio"
+
+
 def _envoy_filter_order(item: tuple[str, Obj]) -> tuple[int, str]:
     _, obj = item
     meta = obj.get("metadata") or {}
@@ -382,18 +400,18 @@ def _build(ov: _Overlay, context: Context, files: Mapping[str, bytes | str], mod
         where = f"{path} (EnvoyFilter {meta.get('namespace')}/{meta.get('name')})"
         for patch in (obj.get("spec") or {}).get("configPatches") or []:
             if patch.get("applyTo") == "HTTP_FILTER" and _matches_context(patch, context):
-                _apply(chain, patch, path, obj, where, files, modules)
+                _apply(chain, patch, path, obj, where, files, modules, istio)
     _router_last(chain, context)
     return tuple(f for f in chain if isinstance(f, ChainFilter))
 
 
 def _apply(chain: list[ChainFilter | str], patch: Obj, path: str, obj: Obj, where: str,
-           files: Mapping[str, bytes | str], modules: _Modules) -> None:
+           files: Mapping[str, bytes | str], modules: _Modules, istio: tuple[int, int] | None) -> None:
     listener = (patch.get("match") or {}).get("listener") or {}
     network = ((listener.get("filterChain") or {}).get("filter")) or {}
-    if network.get("name") is not None and _canonical(network["name"]) != objects.HCM:
-        raise ChainError(f"{where}: the patch matches network filter {network['name']!r}, not the HTTP "
-                         "connection manager: istiod would add no HTTP filter")
+    if network.get("name") is not None and _known_as(network["name"], istio) != objects.HCM:
+        raise ChainError(f"{where}: the patch matches network filter {network['name']!r}, which is not the HTTP "
+                         f"connection manager's name in {_release(istio)}'s listeners: istiod adds no HTTP filter")
     sub = (network.get("subFilter") or {}).get("name")
     value = (patch.get("patch") or {}).get("value") or {}
     operation = (patch.get("patch") or {}).get("operation")
@@ -412,11 +430,12 @@ def _apply(chain: list[ChainFilter | str], patch: Obj, path: str, obj: Obj, wher
     elif operation == "ADD" or (operation == "INSERT_AFTER" and sub is None):
         chain.append(item)
     elif operation in ("INSERT_BEFORE", "INSERT_AFTER"):
-        if _canonical(sub) not in names:
+        known = _known_as(sub, istio)
+        if known is None or known not in names:
             raise ChainError(f"{where}: {operation} {sub!r}, which is not in the "
-                             f"{(patch.get('match') or {}).get('context', 'ANY')} chain ({', '.join(names)}): "
-                             "istiod skips the patch and the filter is missing")
-        at = names.index(_canonical(sub))
+                             f"{(patch.get('match') or {}).get('context', 'ANY')} chain of {_release(istio)} "
+                             f"({', '.join(names)}): istiod skips the patch and the filter is missing")
+        at = names.index(known)
         chain.insert(at if operation == "INSERT_BEFORE" else at + 1, item)
     else:
         raise ChainError(f"{where}: patch operation {operation!r} on an HTTP filter is not modelled")
