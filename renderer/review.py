@@ -20,7 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .core import CheckResult, _check, prepare
+from .core import ENVOY, CheckResult, _check, prepare
+from .envoy.load import EnvoyStep
 from .output import Changes
 from .plan import MANIFEST, Plan
 from .yamlio import SpecSyntaxError, load_document
@@ -85,8 +86,9 @@ class Review:
         return text
 
 
-def review_diff(spec_path: Path, out: Path | None = None) -> tuple[Review, CheckResult]:
-    prepared = prepare(spec_path, out, keep_objects=True)
+def review_diff(spec_path: Path, out: Path | None = None,
+                envoy: EnvoyStep = ENVOY) -> tuple[Review, CheckResult]:
+    prepared = prepare(spec_path, out, keep_objects=True, envoy=envoy)
     result = _check(prepared, keep_current=True)  # the check's own comparison, on the plan just built
     return build_review(result.changes, prepared.plan), result
 

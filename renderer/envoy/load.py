@@ -1,0 +1,317 @@
+"""The Envoy step of validate, render, check and diff: every distinct filter configuration of the spec,
+loaded by a real `envoy --mode validate`, and what Envoy refuses reported at its place in filters.yaml.
+
+What is loaded is what the rendered objects make a sidecar load (translated by renderer.envoy.istio),
+one HTTP filter per distinct configuration. Distinct means distinct Envoy config, with the plugin's name
+left out (it only names the plugin in logs and stats): 1,000 services sharing 5 filters are 5 plugins in
+one bootstrap, each in a listener of its own, so a failure names its listener.
+
+Envoy stops at the first filter it cannot create, so the step runs again without what failed until every
+problem is known. A module Envoy refuses is refused however it is configured: every configuration of
+that filter leaves the next run at once. `fail_open` is turned off for the check (with it, Envoy would
+skip a filter that cannot load and say nothing), since the question is whether the filter loads at all.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import Finding, RenderBug, SpecError
+from ..model import Context, FilterSet
+from ..spec import LoadedSpec
+from ..yamlio import Document
+
+WASM_FILTER = "envoy.filters.http.wasm"
+LISTENER_PREFIX = "load-"
+
+
+@dataclass(frozen=True)
+class EnvoyStep:
+    """What the command line asked of the step: run it (the default) and with which Envoy."""
+
+    enabled: bool = True
+    envoy: Path | None = None  # --envoy PATH; None: the usual lookup (renderer.envoy.binary)
+
+
+@dataclass(frozen=True)
+class Site:
+    """One use of a filter in the spec: services[service_index].filters[entry_index]."""
+
+    filter_index: int
+    filter_name: str
+    service_index: int
+    service_name: str
+    entry_index: int
+    per_service_config: bool  # the entry carries its own config:, which is then what a refusal points at
+
+
+@dataclass
+class Candidate:
+    """One distinct HTTP filter configuration, and every place in the spec that produces it."""
+
+    key: str
+    http_filter: dict[str, Any]
+    context: Context  # of the first service that loads it: the listener it is tried in
+    sites: list[Site] = field(default_factory=list)
+
+    @property
+    def filter_name(self) -> str:
+        return self.sites[0].filter_name
+
+
+@dataclass(frozen=True)
+class EnvoyLoad:
+    """What the step did: how many distinct configurations Envoy loaded, with which Envoy, and what it
+    could not try (warnings that say which filter and why)."""
+
+    envoy: str  # "Envoy 1.40.0"; "" when nothing needed loading
+    loaded: int
+    runs: int
+    notes: tuple[Finding, ...] = ()
+
+
+@dataclass(frozen=True)
+class Failure:
+    listener: str
+    reasons: tuple[str, ...]
+    module: bool  # the module itself (not its configuration) is what Envoy refused
+
+
+# ------------------------------------------------------------------------------------ Envoy's log
+
+# "[2026-12-01 08:23:02.881][15081][warning][wasm] [source/extensions/common/wasm/context.cc:1154] text"
+_ENTRY = re.compile(r"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\]\[\d+\]\[(\w+)\]\[([\w-]+)\] \[[^\]]*\] ?(.*)$")
+_BEGIN = re.compile(r"begin add/update listener: name=(\S+)")
+_UNABLE = re.compile(r"Unable to create Wasm plugin (\S+)")
+_INIT_ERROR = re.compile(r"^error initializing configuration '[^']*': (.*)$")
+# Envoy's own summary of a failure it has already explained in the lines before.
+_GENERIC = (re.compile(r"^Plugin \S+ failed to load$"), re.compile(r"^Plugin configured to fail closed failed to load$"))
+_SEVERE = frozenset({"warning", "error", "critical"})
+# proxy_on_configure returned false (or trapped): the configuration, not the module, was refused.
+_CONFIGURE = re.compile(r"Failed to configure base Wasm plugin|on_configure|proxy_on_configure")
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    level: str
+    component: str
+    text: str  # the first line, without timestamp, thread, level, component and source location
+
+
+def log_entries(log: str) -> list[LogEntry]:
+    """Envoy's log as entries; continuation lines (a Wasm backtrace) are left out: one line per entry."""
+    out: list[LogEntry] = []
+    for line in log.splitlines():
+        m = _ENTRY.match(line)
+        if m is not None:
+            out.append(LogEntry(m.group(1), m.group(2), m.group(3).strip()))
+    return out
+
+
+def failure_of(log: str, listeners: Sequence[str]) -> Failure | None:
+    """Which of our listeners Envoy gave up on, and why, from a `--mode validate` log at debug level.
+
+    The listener is the one named by "Unable to create Wasm plugin <name>" (our plugins are named like
+    their listeners), else the last one Envoy began to add; the reasons are the warning-or-worse lines
+    logged since it began that listener."""
+    entries = log_entries(log)
+    known = set(listeners)
+    begun: str | None = None
+    start = 0
+    named: str | None = None
+    for i, e in enumerate(entries):
+        m = _BEGIN.search(e.text)
+        if m is not None and m.group(1) in known:
+            begun, start = m.group(1), i + 1
+        u = _UNABLE.search(e.text)
+        if u is not None and u.group(1) in known:
+            named = u.group(1)
+    listener = named or begun
+    if listener is None:
+        return None
+    reasons: list[str] = []
+    final: str | None = None
+    for e in entries[start:]:
+        if e.level not in _SEVERE:
+            continue
+        init = _INIT_ERROR.match(e.text)
+        if init is not None:
+            final = init.group(1)
+            continue
+        if any(g.match(e.text) for g in _GENERIC):
+            continue
+        reasons.append(e.text)
+    if not reasons and final is not None:
+        reasons.append(final)  # e.g. a proto constraint Envoy checks before any Wasm runs
+    if not reasons:
+        reasons.append("Envoy gave no reason")
+    module = not any(_CONFIGURE.search(r) for r in reasons)
+    return Failure(listener, tuple(_dedup(reasons)), module)
+
+
+def _dedup(items: Iterable[str]) -> list[str]:
+    seen: dict[str, None] = {}
+    for item in items:
+        seen.setdefault(item, None)
+    return list(seen)
+
+
+# ------------------------------------------------------------------------------------ the spec's uses
+
+def sites(fs: FilterSet, doc: Document) -> Iterator[Site]:
+    """Every (service, filter) of a valid spec, with the indexes of its entries in the document.
+
+    A valid spec's model keeps the document's order: filters and services have unique names and a
+    service's entries all resolve, so index i of the model is index i of the YAML."""
+    filter_index = {f.name: k for k, f in enumerate(fs.filters)}
+    raw_services = doc.data.get("services", [])
+    for i, service in enumerate(fs.services):
+        raw_entries = raw_services[i]["filters"]
+        for j, sf in enumerate(service.filters):
+            entry = raw_entries[j]
+            yield Site(filter_index[sf.filter.name], sf.filter.name, i, service.name, j,
+                       isinstance(entry, dict) and "config" in entry)
+
+
+def canonical_key(http_filter: dict[str, Any]) -> str:
+    """The identity of an HTTP filter for loading: its config with the plugin's name left out."""
+    value = json.loads(json.dumps(http_filter))
+    plugin = value.get("typed_config", {}).get("config")
+    if isinstance(plugin, dict):
+        plugin.pop("name", None)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def for_loading(http_filter: dict[str, Any], name: str) -> dict[str, Any]:
+    """The HTTP filter as the load check runs it: the plugin named after its listener, failing closed."""
+    value: dict[str, Any] = json.loads(json.dumps(http_filter))
+    plugin = value.get("typed_config", {}).get("config")
+    if isinstance(plugin, dict):
+        plugin["name"] = name
+        plugin.pop("fail_open", None)
+        plugin.pop("failure_policy", None)
+    return value
+
+
+# ------------------------------------------------------------------------------------ findings
+
+def refusal_findings(doc: Document, fs: FilterSet, candidate: Candidate, failure: Failure,
+                     version: str) -> list[Finding]:
+    """One finding per place in the spec that Envoy's refusal is about."""
+    reason = "; ".join(failure.reasons)
+    out: list[Finding] = []
+    if failure.module:
+        k = candidate.sites[0].filter_index
+        out.append(doc.finding(("filters", k, "wasm"), f"Envoy {version} cannot load the module of filter "
+                               f"{candidate.filter_name!r}: {reason}; fix the module (or rebuild it with a "
+                               "current proxy-wasm SDK)"))
+        return out
+    for site in candidate.sites:
+        if site.per_service_config:
+            out.append(doc.finding(("services", site.service_index, "filters", site.entry_index, "config"),
+                                   f"Envoy {version} refuses filter {site.filter_name!r} with this configuration "
+                                   f"(service {site.service_name!r}): {reason}; fix the configuration"))
+        else:
+            f = fs.filters[site.filter_index]
+            path: tuple[str | int, ...] = ("filters", site.filter_index, "config" if f.config is not None else "name")
+            what = "its configuration" if f.config is not None else "no configuration"
+            out.append(doc.finding(path, f"Envoy {version} refuses filter {site.filter_name!r} with {what}: "
+                                   f"{reason}; fix the configuration"))
+    return out
+
+
+def run(loaded: LoadedSpec, step: EnvoyStep) -> EnvoyLoad | None:
+    """The step: None when it is turned off; raises SpecError with every refusal found."""
+    if not step.enabled:
+        return None
+    doc = loaded.document
+    if doc is None:
+        raise RenderBug("the Envoy step needs the spec's document (load_spec keeps it)")
+    from . import binary, process  # the CLI imports this module; only the step needs these
+
+    fs = loaded.filter_set
+    with tempfile.TemporaryDirectory(prefix="wasm-gitops-envoy-") as tmp:
+        workdir = Path(tmp)
+        candidates, notes = collect(fs, doc, workdir)
+        if not candidates:
+            return EnvoyLoad("", 0, 0, tuple(notes))
+        envoy = binary.find_envoy(step.envoy)
+        version = envoy.version
+        pending = {f"{LISTENER_PREFIX}{n}": c for n, c in enumerate(candidates)}
+        findings: list[Finding] = []
+        runs = 0
+        while pending:
+            runs += 1
+            result = process.validate(envoy, bootstrap(pending), workdir, log_level="debug")
+            if result.ok:
+                break
+            failure = failure_of(result.log, list(pending))
+            if failure is None:
+                raise RenderBug("Envoy refused the load-check bootstrap without naming a filter (a bug in "
+                                "wasm-gitops, please report it):\n" + _tail(result.log))
+            failed = pending.pop(failure.listener)
+            findings.extend(refusal_findings(doc, fs, failed, failure, version))
+            if failure.module:
+                # The module fails the same way under every configuration: no run for each of them.
+                for name in [n for n, c in pending.items() if c.filter_name == failed.filter_name]:
+                    del pending[name]
+        if findings:
+            raise SpecError([*findings])
+        return EnvoyLoad(f"Envoy {version}", len(pending), runs, tuple(notes))
+
+
+def _tail(log: str, lines: int = 20) -> str:
+    return "\n".join(log.splitlines()[-lines:])
+
+
+def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate], list[Finding]]:
+    """The distinct HTTP filters of the spec, each with the sites that produce it, and a warning for
+    each filter that cannot be loaded here at all (and why)."""
+    from . import istio
+
+    modules = workdir / "modules"
+    modules.mkdir()
+    by_key: dict[str, Candidate] = {}
+    # The translation depends only on these (the object istio renders for a filter does not vary
+    # with the service otherwise): computed once each, however many services share them.
+    translated: dict[tuple[str, str | None, str, str], dict[str, Any] | str] = {}
+    skipped: dict[int, str] = {}
+    for site in sites(fs, doc):
+        service = fs.services[site.service_index]
+        sf = service.filters[site.entry_index]
+        inputs = (sf.filter.name, sf.config, service.output, service.context)
+        if inputs not in translated:
+            try:
+                translated[inputs] = istio.http_filter(fs, sf.filter, sf.config, modules, output=service.output,
+                                                       context=service.context)
+            except istio.ChainError as e:
+                translated[inputs] = str(e)
+        value = translated[inputs]
+        if isinstance(value, str):
+            skipped.setdefault(site.filter_index, value)
+            continue
+        key = canonical_key(value)
+        candidate = by_key.get(key)
+        if candidate is None:
+            candidate = by_key[key] = Candidate(key, value, service.context)
+        candidate.sites.append(site)
+    notes = [doc.finding(("filters", k, "wasm"), f"filter {fs.filters[k].name!r} is not loaded in Envoy: {why}; "
+                         "validate, render and check cannot tell whether Envoy accepts it", severity="warning")
+             for k, why in sorted(skipped.items())]
+    return list(by_key.values()), notes
+
+
+def bootstrap(pending: dict[str, Candidate]) -> dict[str, Any]:
+    """One listener per distinct filter, named like its plugin, each chain that filter then the router."""
+    from . import istio
+
+    upstream = "load-check"
+    listeners = [istio.listener(name, c.context, [for_loading(c.http_filter, name)], upstream)
+                 for name, c in pending.items()]
+    return istio.bootstrap(listeners, [istio.cluster(upstream, 9)])
