@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import Finding, RenderBug, SpecError
+from ..errors import Finding, RenderBug, SpecError, UsageError
 from ..model import Context, FilterSet
 from ..spec import LoadedSpec
 from ..yamlio import Document
@@ -149,6 +149,9 @@ def failure_of(log: str, listeners: Sequence[str]) -> Failure | None:
         reasons.append(e.text)
     if not reasons and final is not None:
         reasons.append(final)  # e.g. a proto constraint Envoy checks before any Wasm runs
+    last = log.rstrip().rsplit("\n", 1)[-1]
+    if last.startswith("(envoy --mode validate did not answer"):
+        reasons.append(last.strip("()") + ": a loop in the module's start or configure callback?")
     if not reasons:
         reasons.append("Envoy gave no reason")
     module = not any(_CONFIGURE.search(r) for r in reasons)
@@ -233,37 +236,47 @@ def run(loaded: LoadedSpec, step: EnvoyStep) -> EnvoyLoad | None:
     doc = loaded.document
     if doc is None:
         raise RenderBug("the Envoy step needs the spec's document (load_spec keeps it)")
-    from . import binary, process  # the CLI imports this module; only the step needs these
 
     fs = loaded.filter_set
-    with tempfile.TemporaryDirectory(prefix="wasm-gitops-envoy-") as tmp:
-        workdir = Path(tmp)
-        candidates, notes = collect(fs, doc, workdir)
-        if not candidates:
-            return EnvoyLoad("", 0, 0, tuple(notes))
-        envoy = binary.find_envoy(step.envoy)
-        version = envoy.version
-        pending = {f"{LISTENER_PREFIX}{n}": c for n, c in enumerate(candidates)}
-        findings: list[Finding] = []
-        runs = 0
-        while pending:
-            runs += 1
-            result = process.validate(envoy, bootstrap(pending), workdir, log_level="debug")
-            if result.ok:
-                break
-            failure = failure_of(result.log, list(pending))
-            if failure is None:
-                raise RenderBug("Envoy refused the load-check bootstrap without naming a filter (a bug in "
-                                "wasm-gitops, please report it):\n" + _tail(result.log))
-            failed = pending.pop(failure.listener)
-            findings.extend(refusal_findings(doc, fs, failed, failure, version))
-            if failure.module:
-                # The module fails the same way under every configuration: no run for each of them.
-                for name in [n for n, c in pending.items() if c.filter_name == failed.filter_name]:
-                    del pending[name]
-        if findings:
-            raise SpecError([*findings])
-        return EnvoyLoad(f"Envoy {version}", len(pending), runs, tuple(notes))
+    try:
+        with tempfile.TemporaryDirectory(prefix="wasm-gitops-envoy-") as tmp:
+            return _load(loaded, doc, fs, step, Path(tmp))
+    except OSError as e:
+        where = f" at {e.filename}" if e.filename else ""
+        raise UsageError(f"the Envoy step cannot write or run its files{where} ({e.strerror or e}); free "
+                         "space or point TMPDIR elsewhere, or skip the step with --no-envoy") from None
+
+
+def _load(loaded: LoadedSpec, doc: Document, fs: FilterSet, step: EnvoyStep, workdir: Path) -> EnvoyLoad:
+    from . import binary, process  # the CLI imports this module; only the step needs these
+
+    candidates, notes = collect(fs, doc, workdir)
+    if not candidates:
+        return EnvoyLoad("", 0, 0, tuple(notes))
+    envoy = binary.find_envoy(step.envoy)
+    version = envoy.version
+    pending = {f"{LISTENER_PREFIX}{n}": c for n, c in enumerate(candidates)}
+    findings: list[Finding] = []
+    runs = 0
+    while pending:
+        runs += 1
+        result = process.validate(envoy, bootstrap(pending), workdir, log_level="debug")
+        if result.ok:
+            break
+        failure = failure_of(result.log, list(pending))
+        if failure is None:
+            raise RenderBug("Envoy refused the load-check bootstrap without naming a filter (a bug in "
+                            "wasm-gitops, please report it):\n" + _tail(result.log))
+        failed = pending.pop(failure.listener)
+        findings.extend(refusal_findings(doc, fs, failed, failure, version))
+        if failure.module:
+            # The module fails the same way under every configuration: no run for each of them.
+            for name in [n for n, c in pending.items() if c.filter_name == failed.filter_name]:
+                del pending[name]
+    if findings:
+        # The spec's own warnings too: "no ABI marker" is often the reason Envoy gives.
+        raise SpecError([*findings, *loaded.warnings, *notes])
+    return EnvoyLoad(f"Envoy {version}", len(pending), runs, tuple(notes))
 
 
 def _tail(log: str, lines: int = 20) -> str:
