@@ -29,6 +29,9 @@ from .binary import EnvoyBinary
 READY_TIMEOUT = 30.0  # seconds for a server to load its Wasm VMs and report LIVE
 VALIDATE_TIMEOUT = 120.0
 STOP_GRACE = 5.0
+# Envoy writes --log-path through a buffer flushed every 10 s by default: a log line of one request
+# would show up long after the request. 20 ms keeps log_since() current at a negligible cost.
+LOG_FLUSH_MSEC = 20
 
 
 class EnvoyFailed(Exception):
@@ -87,7 +90,8 @@ class EnvoyServer:
         self._admin_path = workdir / "admin-address"
         self._argv = [os.fspath(envoy.path), "-c", os.fspath(self.config), "--concurrency", "1",
                       "--use-dynamic-base-id", "--admin-address-path", os.fspath(self._admin_path),
-                      "--log-level", log_level, "--log-path", os.fspath(self.log_path)]
+                      "--log-level", log_level, "--log-path", os.fspath(self.log_path),
+                      "--file-flush-interval-msec", str(LOG_FLUSH_MSEC)]
         if component_log_level:
             self._argv += ["--component-log-level", ",".join(f"{c}:{lv}" for c, lv in component_log_level)]
         self._proc: subprocess.Popen[bytes] | None = None
@@ -104,6 +108,8 @@ class EnvoyServer:
         self.stop()
 
     def start(self) -> None:
+        # A file left by an earlier server in the same workdir would name a dead admin address.
+        self._admin_path.unlink(missing_ok=True)
         self._proc = subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE, start_new_session=True,
                                       preexec_fn=_die_with_parent)
