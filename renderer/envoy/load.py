@@ -304,6 +304,10 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
                 translated[inputs] = istio.http_filter(fs, sf.filter, sf.config, modules, output=service.output,
                                                        context=service.context)
             except istio.ChainError as e:
+                if not sf.filter.binary.is_oci:
+                    # The objects we render for a file in the tree always give a chain.
+                    raise RenderBug(f"the rendered objects of filter {sf.filter.name!r} give no Envoy filter (a bug "
+                                    f"in wasm-gitops, please report it): {e}") from None
                 translated[inputs] = str(e)
         value = translated[inputs]
         if isinstance(value, str):
@@ -314,8 +318,8 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
         if candidate is None:
             candidate = by_key[key] = Candidate(key, value, service.context)
         candidate.sites.append(site)
-    notes = [doc.finding(("filters", k, "wasm"), f"filter {fs.filters[k].name!r} is not loaded in Envoy: {why}; "
-                         "validate, render and check cannot tell whether Envoy accepts it", severity="warning")
+    notes = [doc.finding(("filters", k, "wasm"), f"not loaded in Envoy: {why}; validate, render and check "
+                         "cannot tell whether Envoy accepts it", severity="warning")
              for k, why in sorted(skipped.items())]
     return list(by_key.values()), notes
 
