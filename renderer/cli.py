@@ -140,7 +140,7 @@ def validate(spec: Path, fmt: str, no_envoy: bool, envoy_path: Path | None) -> N
             envoy = ""
             if loaded.envoy is not None and loaded.envoy.loaded:
                 count = loaded.envoy.loaded
-                envoy = f"; {loaded.envoy.envoy} loaded {count} distinct filter configuration{'s' * (count != 1)}"
+                envoy = f"; Envoy loaded {count} distinct filter configuration{'s' * (count != 1)}"
             click.echo(f"{spec}: valid ({len(fs.filters)} filters, {len(fs.services)} services, "
                        f"Istio {fs.istio_text}{envoy})")
         return 0

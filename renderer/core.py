@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .envoy.load import EnvoyLoad, EnvoyStep
+from .envoy.load import EnvoyLoad, EnvoyStep, Loading
 from .envoy.load import run as load_in_envoy
 from .errors import Finding, OutputError, RenderBug, UsageError
 from .files import is_within
@@ -84,12 +84,17 @@ def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False,
             envoy: EnvoyStep = ENVOY) -> Prepared:
     loaded = load_spec(spec_path, meanwhile=warm_up)
     out_dir = (out if out is not None else spec_path.parent)
-    plan = build_plan(loaded.filter_set, out_dir, keep_objects=keep_objects)
-    if plan.problems:
-        raise RenderBug("wasm-gitops rendered objects that fail validation (a bug in wasm-gitops, please "
-                        "report it):\n" + "\n".join(str(p) for p in plan.problems))
-    # Last before any comparison or write: what Envoy refuses is a spec error, and nothing is written.
-    return Prepared(loaded, plan, out_dir, load_in_envoy(loaded, envoy))
+    # Envoy loads the filters in a helper process while the plan is built; its answer is taken before
+    # any comparison or write: what Envoy refuses is a spec error, and nothing is written.
+    loading = Loading(loaded, envoy)
+    try:
+        plan = build_plan(loaded.filter_set, out_dir, keep_objects=keep_objects)
+        if plan.problems:
+            raise RenderBug("wasm-gitops rendered objects that fail validation (a bug in wasm-gitops, please "
+                            "report it):\n" + "\n".join(str(p) for p in plan.problems))
+        return Prepared(loaded, plan, out_dir, loading.result())
+    finally:
+        loading.cancel()
 
 
 def _guard_out(prepared: Prepared) -> None:

@@ -167,7 +167,7 @@ def test_a_configuration_the_filter_accepts_loads(repo: Repo) -> None:
     example_repo(repo, productpage="{header: x-a, value: b}")
     result = cli(repo, "validate")
     assert result.returncode == 0, result.stderr
-    assert "Envoy 1.40.0 loaded 2 distinct filter configurations" in result.stdout
+    assert "Envoy loaded 2 distinct filter configurations" in result.stdout
 
 
 def test_a_filter_level_configuration_is_reported_once_at_the_filter(repo: Repo) -> None:
@@ -214,7 +214,7 @@ def test_two_hundred_services_load_a_handful_of_plugins(repo: Repo) -> None:
     assert len(list((workdir / "modules").iterdir())) == 2
     result = cli(repo, "validate")
     assert result.returncode == 0, result.stderr
-    assert "200 services" in result.stdout and "Envoy 1.40.0 loaded 3 distinct filter configurations" in result.stdout
+    assert "200 services" in result.stdout and "Envoy loaded 3 distinct filter configurations" in result.stdout
 
 
 # ----------------------------------------------------------------------------------- skipping, and no Envoy

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -67,10 +68,9 @@ class Candidate:
 
 @dataclass(frozen=True)
 class EnvoyLoad:
-    """What the step did: how many distinct configurations Envoy loaded, with which Envoy, and what it
+    """What the step did: how many distinct configurations Envoy loaded, in how many runs, and what it
     could not try (warnings that say which filter and why)."""
 
-    envoy: str  # "Envoy 1.40.0"; "" when nothing needed loading
     loaded: int
     runs: int
     notes: tuple[Finding, ...] = ()
@@ -229,32 +229,110 @@ def refusal_findings(doc: Document, fs: FilterSet, candidate: Candidate, failure
     return out
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """The step's answer as data (it may travel back from a helper process): what loaded, or what to
+    raise."""
+
+    load: EnvoyLoad | None = None
+    refused: tuple[Finding, ...] = ()  # SpecError: Envoy refused these (with the spec's warnings)
+    usage: str = ""  # UsageError: no Envoy, or the step cannot write its files
+    bug: str = ""  # RenderBug
+
+
+class Loading:
+    """The step, started: it runs in a helper process (renderer.parallel) while the caller builds the
+    plan, and result() collects it. This process owns the step's temporary directory, so it is removed
+    however the helper ends; cancel() (or result()) must be called."""
+
+    def __init__(self, loaded: LoadedSpec, step: EnvoyStep) -> None:
+        from .. import parallel
+
+        self._enabled = step.enabled
+        self._tmp: str | None = None
+        self._early: Outcome | None = None
+        self._pending: parallel.Pending[Outcome] | None = None
+        if not step.enabled:
+            return
+        try:
+            self._tmp = tempfile.mkdtemp(prefix="wasm-gitops-envoy-")
+        except OSError as e:
+            self._early = Outcome(usage=_io_problem(e))
+            return
+        workdir = Path(self._tmp)
+        self._pending = parallel.submit(lambda: _outcome(loaded, step, workdir))
+
+    def result(self) -> EnvoyLoad | None:
+        if not self._enabled:
+            return None
+        try:
+            outcome = self._early if self._pending is None else self._pending.result()
+        finally:
+            self.cancel()
+        assert outcome is not None
+        return _unwrap(outcome)
+
+    def cancel(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.cancel()  # reaps the helper; its Envoy dies with it (PR_SET_PDEATHSIG)
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def run(loaded: LoadedSpec, step: EnvoyStep) -> EnvoyLoad | None:
-    """The step: None when it is turned off; raises SpecError with every refusal found."""
+    """The step, here and now: None when it is turned off; raises SpecError with every refusal found."""
     if not step.enabled:
         return None
-    doc = loaded.document
-    if doc is None:
-        raise RenderBug("the Envoy step needs the spec's document (load_spec keeps it)")
-
-    fs = loaded.filter_set
     try:
         with tempfile.TemporaryDirectory(prefix="wasm-gitops-envoy-") as tmp:
-            return _load(loaded, doc, fs, step, Path(tmp))
+            outcome = _outcome(loaded, step, Path(tmp))
+    except OSError as e:  # creating or removing the directory
+        raise UsageError(_io_problem(e)) from None
+    return _unwrap(outcome)
+
+
+def _unwrap(outcome: Outcome) -> EnvoyLoad | None:
+    if outcome.bug:
+        raise RenderBug(outcome.bug)
+    if outcome.usage:
+        raise UsageError(outcome.usage)
+    if outcome.refused:
+        raise SpecError(outcome.refused)
+    return outcome.load
+
+
+def _io_problem(e: OSError) -> str:
+    where = f" at {e.filename}" if e.filename else ""
+    return (f"the Envoy step cannot write or run its files{where} ({e.strerror or e}); free space or point "
+            "TMPDIR elsewhere, or skip the step with --no-envoy")
+
+
+def _outcome(loaded: LoadedSpec, step: EnvoyStep, workdir: Path) -> Outcome:
+    """Everything a user can be told is returned as data; only a bug of ours raises."""
+    from ..errors import WasmGitopsError
+
+    doc = loaded.document
+    if doc is None:
+        return Outcome(bug="the Envoy step needs the spec's document (load_spec keeps it)")
+    try:
+        return _load(loaded, doc, loaded.filter_set, step, workdir)
     except OSError as e:
-        where = f" at {e.filename}" if e.filename else ""
-        raise UsageError(f"the Envoy step cannot write or run its files{where} ({e.strerror or e}); free "
-                         "space or point TMPDIR elsewhere, or skip the step with --no-envoy") from None
+        return Outcome(usage=_io_problem(e))
+    except RenderBug as e:
+        return Outcome(bug=str(e))
+    except WasmGitopsError as e:  # EnvoyNotFound and other usage problems
+        return Outcome(usage=str(e))
 
 
-def _load(loaded: LoadedSpec, doc: Document, fs: FilterSet, step: EnvoyStep, workdir: Path) -> EnvoyLoad:
+def _load(loaded: LoadedSpec, doc: Document, fs: FilterSet, step: EnvoyStep, workdir: Path) -> Outcome:
     from . import binary, process  # the CLI imports this module; only the step needs these
 
     candidates, notes = collect(fs, doc, workdir)
     if not candidates:
-        return EnvoyLoad("", 0, 0, tuple(notes))
+        return Outcome(EnvoyLoad(0, 0, tuple(notes)))
     envoy = binary.find_envoy(step.envoy)
-    version = envoy.version
     pending = {f"{LISTENER_PREFIX}{n}": c for n, c in enumerate(candidates)}
     findings: list[Finding] = []
     runs = 0
@@ -268,15 +346,16 @@ def _load(loaded: LoadedSpec, doc: Document, fs: FilterSet, step: EnvoyStep, wor
             raise RenderBug("Envoy refused the load-check bootstrap without naming a filter (a bug in "
                             "wasm-gitops, please report it):\n" + _tail(result.log))
         failed = pending.pop(failure.listener)
-        findings.extend(refusal_findings(doc, fs, failed, failure, version))
+        # `envoy --version` is a process of its own (~0.1 s): asked only when there is something to say.
+        findings.extend(refusal_findings(doc, fs, failed, failure, envoy.version))
         if failure.module:
             # The module fails the same way under every configuration: no run for each of them.
             for name in [n for n, c in pending.items() if c.filter_name == failed.filter_name]:
                 del pending[name]
     if findings:
         # The spec's own warnings too: "no ABI marker" is often the reason Envoy gives.
-        raise SpecError([*findings, *loaded.warnings, *notes])
-    return EnvoyLoad(f"Envoy {version}", len(pending), runs, tuple(notes))
+        return Outcome(refused=tuple(sorted(set([*findings, *loaded.warnings, *notes]))))
+    return Outcome(EnvoyLoad(len(pending), runs, tuple(notes)))
 
 
 def _tail(log: str, lines: int = 20) -> str:
@@ -289,11 +368,12 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
     from . import istio
 
     modules = workdir / "modules"
-    modules.mkdir()
+    modules.mkdir(exist_ok=True)  # a helper that failed may have begun it
     by_key: dict[str, Candidate] = {}
     # The translation depends only on these (the object istio renders for a filter does not vary
     # with the service otherwise): computed once each, however many services share them.
     translated: dict[tuple[str, str | None, str, str], dict[str, Any] | str] = {}
+    keys: dict[tuple[str, str | None, str, str], str] = {}
     skipped: dict[int, str] = {}
     for site in sites(fs, doc):
         service = fs.services[site.service_index]
@@ -313,7 +393,9 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
         if isinstance(value, str):
             skipped.setdefault(site.filter_index, value)
             continue
-        key = canonical_key(value)
+        if inputs not in keys:
+            keys[inputs] = canonical_key(value)
+        key = keys[inputs]
         candidate = by_key.get(key)
         if candidate is None:
             candidate = by_key[key] = Candidate(key, value, service.context)
