@@ -303,3 +303,30 @@ def test_bootstrap_names_each_plugin_after_its_listener_and_fails_closed(repo: R
         assert "fail_open" not in wasm["typed_config"]["config"]
     assert json.dumps(boot, sort_keys=True) == json.dumps(
         load.bootstrap({f"load-{n}": c for n, c in enumerate(candidates)}), sort_keys=True)
+
+
+@pytest.mark.parametrize("broken", [False, True])
+def test_no_temporary_file_outlives_the_command(repo: Repo, tmp_path: Path, broken: bool) -> None:
+    # The step runs in a helper process while the plan is built; this process removes its directory.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    if broken:
+        repo.write("filters/other-filter.wasm", module("refused_bad_signature"))
+    for command in ("validate", "render", "check"):
+        result = cli(repo, command, env={"TMPDIR": str(scratch)})
+        assert result.returncode in ((2,) if broken else (0, 1)), result.stderr
+        assert list(scratch.iterdir()) == [], command
+
+
+def test_a_module_refused_for_its_configure_signature_is_a_module_problem(repo: Repo) -> None:
+    # Envoy names proxy_on_configure in its reason, but no configuration can fix a wrong signature.
+    wat = (MODULES / "refused_bad_signature.wat").read_text(encoding="utf-8").replace(
+        '(func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)\n    i32.const 0)',
+        '(func (export "proxy_on_configure") (param i32 i32 i32) (result i32)\n    i32.const 1)')
+    assert "proxy_on_configure" in wat
+    repo.write("filters/other-filter.wasm", bytes(wasmtime.wat2wasm(wat)))
+    result = cli(repo, "validate")
+    assert result.returncode == 2, result.stderr
+    [line] = errors(result)
+    assert line.startswith(f"{position(repo, 'filters/other-filter.wasm')}: Envoy 1.40.0 cannot load the module "
+                           "of filter 'other-filter': Bad function signature for: proxy_on_configure"), line

@@ -93,8 +93,11 @@ _INIT_ERROR = re.compile(r"^error initializing configuration '[^']*': (.*)$")
 # Envoy's own summary of a failure it has already explained in the lines before.
 _GENERIC = (re.compile(r"^Plugin \S+ failed to load$"), re.compile(r"^Plugin configured to fail closed failed to load$"))
 _SEVERE = frozenset({"warning", "error", "critical"})
+# The module itself: it cannot be compiled, linked or started, whatever its configuration.
+_MODULE = re.compile(r"Failed to (?:initialize|load) Wasm code|Failed to create Wasm VM|Failed to start base Wasm"
+                     r"|Bad function signature|missing import")
 # proxy_on_configure returned false (or trapped): the configuration, not the module, was refused.
-_CONFIGURE = re.compile(r"Failed to configure base Wasm plugin|on_configure|proxy_on_configure")
+_CONFIGURE = re.compile(r"Failed to configure base Wasm plugin|proxy_on_configure")
 
 
 @dataclass(frozen=True)
@@ -154,7 +157,7 @@ def failure_of(log: str, listeners: Sequence[str]) -> Failure | None:
         reasons.append(last.strip("()") + ": a loop in the module's start or configure callback?")
     if not reasons:
         reasons.append("Envoy gave no reason")
-    module = not any(_CONFIGURE.search(r) for r in reasons)
+    module = any(_MODULE.search(r) for r in reasons) or not any(_CONFIGURE.search(r) for r in reasons)
     return Failure(listener, tuple(_dedup(reasons)), module)
 
 
@@ -282,15 +285,12 @@ class Loading:
 
 
 def run(loaded: LoadedSpec, step: EnvoyStep) -> EnvoyLoad | None:
-    """The step, here and now: None when it is turned off; raises SpecError with every refusal found."""
-    if not step.enabled:
-        return None
+    """The step, start to end: None when it is turned off; raises SpecError with every refusal found."""
+    loading = Loading(loaded, step)
     try:
-        with tempfile.TemporaryDirectory(prefix="wasm-gitops-envoy-") as tmp:
-            outcome = _outcome(loaded, step, Path(tmp))
-    except OSError as e:  # creating or removing the directory
-        raise UsageError(_io_problem(e)) from None
-    return _unwrap(outcome)
+        return loading.result()
+    finally:
+        loading.cancel()
 
 
 def _unwrap(outcome: Outcome) -> EnvoyLoad | None:
