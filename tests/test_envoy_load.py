@@ -330,3 +330,24 @@ def test_a_module_refused_for_its_configure_signature_is_a_module_problem(repo: 
     [line] = errors(result)
     assert line.startswith(f"{position(repo, 'filters/other-filter.wasm')}: Envoy 1.40.0 cannot load the module "
                            "of filter 'other-filter': Bad function signature for: proxy_on_configure"), line
+
+
+def test_a_filter_no_service_uses_is_loaded_too(repo: Repo) -> None:
+    repo.write("filters/unused.wasm", module("refused_missing_import"))
+    repo.write("filters.yaml", repo.spec.read_text().replace(
+        "services:\n", "  - name: unused\n    wasm: filters/unused.wasm\nservices:\n", 1))
+    result = cli(repo, "validate")
+    assert result.returncode == 2, result.stderr
+    [line] = errors(result)
+    assert line.startswith(f"{position(repo, 'filters/unused.wasm')}: Envoy 1.40.0 cannot load the module of "
+                           "filter 'unused': "), line
+
+
+def test_refusals_in_json_carry_the_path_into_the_spec(repo: Repo) -> None:
+    example_repo(repo, productpage="{header: 5}")
+    result = cli(repo, "validate", "--format", "json")
+    assert result.returncode == 2, result.stderr
+    [problem] = [p for p in json.loads(result.stdout)["problems"] if p["severity"] == "error"]
+    assert problem["path"] == "$.services[0].filters[0].config"
+    assert f"filters.yaml:{problem['line']}:{problem['column']}" == position(repo, "{header: 5}")
+    assert "rejecting plugin configuration" in problem["message"]

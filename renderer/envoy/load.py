@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Finding, RenderBug, SpecError, UsageError
-from ..model import Context, FilterSet
+from ..model import Context, FilterSet, OutputKind
 from ..spec import LoadedSpec
 from ..yamlio import Document
 
@@ -42,7 +42,8 @@ class EnvoyStep:
 
 @dataclass(frozen=True)
 class Site:
-    """One use of a filter in the spec: services[service_index].filters[entry_index]."""
+    """One use of a filter in the spec: services[service_index].filters[entry_index] (-1 and -1: the
+    filter itself, which no service uses)."""
 
     filter_index: int
     filter_name: str
@@ -375,18 +376,16 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
     translated: dict[tuple[str, str | None, str, str], dict[str, Any] | str] = {}
     keys: dict[tuple[str, str | None, str, str], str] = {}
     skipped: dict[int, str] = {}
-    for site in sites(fs, doc):
-        service = fs.services[site.service_index]
-        sf = service.filters[site.entry_index]
-        inputs = (sf.filter.name, sf.config, service.output, service.context)
+    for site, output, context, config in _uses(fs, doc):
+        f = fs.filters[site.filter_index]
+        inputs = (f.name, config, output, context)
         if inputs not in translated:
             try:
-                translated[inputs] = istio.http_filter(fs, sf.filter, sf.config, modules, output=service.output,
-                                                       context=service.context)
+                translated[inputs] = istio.http_filter(fs, f, config, modules, output=output, context=context)
             except istio.ChainError as e:
-                if not sf.filter.binary.is_oci:
+                if not f.binary.is_oci:
                     # The objects we render for a file in the tree always give a chain.
-                    raise RenderBug(f"the rendered objects of filter {sf.filter.name!r} give no Envoy filter (a bug "
+                    raise RenderBug(f"the rendered objects of filter {f.name!r} give no Envoy filter (a bug "
                                     f"in wasm-gitops, please report it): {e}") from None
                 translated[inputs] = str(e)
         value = translated[inputs]
@@ -398,12 +397,27 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
         key = keys[inputs]
         candidate = by_key.get(key)
         if candidate is None:
-            candidate = by_key[key] = Candidate(key, value, service.context)
+            candidate = by_key[key] = Candidate(key, value, context)
         candidate.sites.append(site)
     notes = [doc.finding(("filters", k, "wasm"), f"not loaded in Envoy: {why}; validate, render and check "
                          "cannot tell whether Envoy accepts it", severity="warning")
              for k, why in sorted(skipped.items())]
     return list(by_key.values()), notes
+
+
+def _uses(fs: FilterSet, doc: Document) -> Iterator[tuple[Site, OutputKind, Context, str | None]]:
+    """Every use of a filter with what its object depends on; a filter no service uses is loaded too
+    (with its own configuration, as an EnvoyFilter on an inbound sidecar would load it): a module that
+    cannot load is worth knowing before the first service adds it."""
+    used: set[int] = set()
+    for site in sites(fs, doc):
+        service = fs.services[site.service_index]
+        used.add(site.filter_index)
+        yield site, service.output, service.context, service.filters[site.entry_index].config
+    for k, f in enumerate(fs.filters):
+        if k not in used:
+            output: OutputKind = "WasmPlugin" if f.binary.is_oci else "EnvoyFilter"
+            yield Site(k, f.name, -1, "", -1, False), output, "SIDECAR_INBOUND", f.config
 
 
 def bootstrap(pending: dict[str, Candidate]) -> dict[str, Any]:
