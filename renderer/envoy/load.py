@@ -8,8 +8,10 @@ one bootstrap, each in a listener of its own, so a failure names its listener.
 
 Envoy stops at the first filter it cannot create, so the step runs again without what failed until every
 problem is known. A module Envoy refuses is refused however it is configured: every configuration of
-that filter leaves the next run at once. `fail_open` is turned off for the check (with it, Envoy would
-skip a filter that cannot load and say nothing), since the question is whether the filter loads at all.
+that filter leaves the next run at once. `fail_open` and `failure_policy` are left out of the check: they
+decide what a sidecar does when a running VM fails, not whether the filter loads (Envoy 1.40 refuses a
+plugin that cannot load either way, measured), and the deprecated `fail_open` would add a warning of its
+own to the lines a refusal is explained with.
 """
 
 from __future__ import annotations
@@ -148,7 +150,8 @@ def failure_of(log: str, listeners: Sequence[str]) -> Failure | None:
         if init is not None:
             final = init.group(1)
             continue
-        if any(g.match(e.text) for g in _GENERIC):
+        # Only the Wasm extension's lines explain a plugin (not, say, a deprecated-field notice).
+        if e.component != "wasm" or any(g.match(e.text) for g in _GENERIC):
             continue
         reasons.append(e.text)
     if not reasons and final is not None:
@@ -196,7 +199,8 @@ def canonical_key(http_filter: dict[str, Any]) -> str:
 
 
 def for_loading(http_filter: dict[str, Any], name: str) -> dict[str, Any]:
-    """The HTTP filter as the load check runs it: the plugin named after its listener, failing closed."""
+    """The HTTP filter as the load check runs it: the plugin named after its listener, without the
+    settings of a running VM's failure (fail_open, failure_policy)."""
     value: dict[str, Any] = json.loads(json.dumps(http_filter))
     plugin = value.get("typed_config", {}).get("config")
     if isinstance(plugin, dict):
