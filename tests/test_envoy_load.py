@@ -353,3 +353,58 @@ def test_refusals_in_json_carry_the_path_into_the_spec(repo: Repo) -> None:
     assert problem["path"] == "$.services[0].filters[0].config"
     assert f"filters.yaml:{problem['line']}:{problem['column']}" == position(repo, "{header: 5}")
     assert "rejecting plugin configuration" in problem["message"]
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue  # gone meanwhile
+    return found
+
+
+def test_a_killed_command_leaves_no_process_and_its_directory_goes_with_the_next_run(
+        repo: Repo, tmp_path: Path) -> None:
+    import signal
+    import time
+
+    # A module whose _start never returns: Envoy would wait for it until the step's timeout, so any
+    # process of the step still there after the kill would stay for a minute.
+    repo.write("filters/other-filter.wasm", bytes(wasmtime.wat2wasm(
+        '(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1")) '
+        '(func (export "proxy_on_context_create") (param i32 i32)) '
+        '(func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 0) '
+        '(func (export "_start") (loop br 0)))')))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "renderer", "render", "-f", str(repo.spec)], cwd=REPO,
+                            env={**os.environ, "TMPDIR": str(scratch)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any((d / "validate.json").exists() for d in scratch.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, "the Envoy step never started"
+            time.sleep(0.01)
+        time.sleep(0.5)  # Envoy is in the module's _start by now
+        [stale] = list(scratch.iterdir())
+        assert stale.name.startswith(f"{load.TMP_PREFIX}{proc.pid}-")
+        assert _processes_mentioning(str(stale)), "Envoy is not running on the step's bootstrap"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # The helper process and its Envoy die with the command (the kernel's parent-death signal).
+    deadline = time.monotonic() + 5
+    while (_processes_mentioning(str(repo.spec)) or _processes_mentioning(str(stale))) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_mentioning(str(repo.spec)) == [] and _processes_mentioning(str(stale)) == []
+    # A directory of a live process (this one) is never touched; the killed command's is removed.
+    mine = scratch / f"{load.TMP_PREFIX}{os.getpid()}-keep"
+    mine.mkdir()
+    repo.write("filters/other-filter.wasm", module("refused_missing_import"))
+    result = cli(repo, "validate", env={"TMPDIR": str(scratch)})
+    assert result.returncode == 2, result.stderr
+    assert list(scratch.iterdir()) == [mine]

@@ -17,8 +17,10 @@ own to the lines a refusal is explained with.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -32,6 +34,9 @@ from ..yamlio import Document
 
 WASM_FILTER = "envoy.filters.http.wasm"
 LISTENER_PREFIX = "load-"
+# Seconds for one `envoy --mode validate`: V8 compiles a 1 MiB module in well under a second; what takes
+# longer is a module that never returns from _start or proxy_on_configure.
+LOAD_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True)
@@ -263,12 +268,13 @@ class Loading:
         if not step.enabled:
             return
         try:
-            self._tmp = tempfile.mkdtemp(prefix="wasm-gitops-envoy-")
+            self._tmp = _workdir()
         except OSError as e:
             self._early = Outcome(usage=_io_problem(e))
             return
         workdir = Path(self._tmp)
-        self._pending = parallel.submit(lambda: _outcome(loaded, step, workdir))
+        parent = os.getpid()
+        self._pending = parallel.submit(lambda: _outcome(loaded, step, workdir, helper_of=parent))
 
     def result(self) -> EnvoyLoad | None:
         if not self._enabled:
@@ -308,15 +314,68 @@ def _unwrap(outcome: Outcome) -> EnvoyLoad | None:
     return outcome.load
 
 
+TMP_PREFIX = "wasm-gitops-envoy-"
+
+
+def _workdir() -> str:
+    """A new directory for the step's files, named after this process: a run that is killed (SIGKILL
+    gives no chance to clean up) leaves its directory behind, and the next run removes it."""
+    root = tempfile.gettempdir()
+    _sweep(root)
+    return tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=root)
+
+
+def _sweep(root: str) -> None:
+    """Remove the step directories of processes that no longer exist: ours (same user), real directories
+    (never a link someone put there), and never one of a live process."""
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return
+    for name in names:
+        pid, dash, _ = name.removeprefix(TMP_PREFIX).partition("-")
+        if not name.startswith(TMP_PREFIX) or not dash or not pid.isdigit() or _alive(int(pid)):
+            continue
+        path = os.path.join(root, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid():
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
+
+
 def _io_problem(e: OSError) -> str:
     where = f" at {e.filename}" if e.filename else ""
     return (f"the Envoy step cannot write or run its files{where} ({e.strerror or e}); free space or point "
             "TMPDIR elsewhere, or skip the step with --no-envoy")
 
 
-def _outcome(loaded: LoadedSpec, step: EnvoyStep, workdir: Path) -> Outcome:
-    """Everything a user can be told is returned as data; only a bug of ours raises."""
+def _outcome(loaded: LoadedSpec, step: EnvoyStep, workdir: Path, *, helper_of: int = 0) -> Outcome:
+    """Everything a user can be told is returned as data; only a bug of ours raises.
+
+    In a helper process (not in helper_of itself, which computes it when the helper fails), the helper
+    and so its Envoy die with the command: nothing outlives a command that is killed."""
     from ..errors import WasmGitopsError
+
+    if helper_of and os.getpid() != helper_of:
+        from .process import _die_with_parent
+
+        _die_with_parent()
+        if os.getppid() != helper_of:  # the command died before the line above took effect
+            os._exit(1)
 
     doc = loaded.document
     if doc is None:
@@ -343,7 +402,7 @@ def _load(loaded: LoadedSpec, doc: Document, fs: FilterSet, step: EnvoyStep, wor
     runs = 0
     while pending:
         runs += 1
-        result = process.validate(envoy, bootstrap(pending), workdir, log_level="debug")
+        result = process.validate(envoy, bootstrap(pending), workdir, log_level="debug", timeout=LOAD_TIMEOUT)
         if result.ok:
             break
         failure = failure_of(result.log, list(pending))
