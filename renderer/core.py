@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .envoy.load import EnvoyLoad, EnvoyStep, Loading
+from .envoy.load import run as load_in_envoy
 from .errors import Finding, OutputError, RenderBug, UsageError
 from .files import is_within
 from .model import OutputKind
@@ -28,16 +30,33 @@ from .plan import Plan, build_plan
 from .safepath import Inputs, OutputTree
 from .spec import LoadedSpec, load_spec
 
+ENVOY = EnvoyStep()  # the default: every filter configuration loaded in a real Envoy
+
 
 @dataclass(frozen=True)
 class Prepared:
     spec: LoadedSpec
     plan: Plan
     out: Path
+    envoy: EnvoyLoad | None = None  # None: the Envoy step was turned off
 
     @property
     def warnings(self) -> tuple[Finding, ...]:
-        return self.spec.warnings
+        return _warnings(self.spec, self.envoy)
+
+
+@dataclass(frozen=True)
+class Validated:
+    spec: LoadedSpec
+    envoy: EnvoyLoad | None
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return _warnings(self.spec, self.envoy)
+
+
+def _warnings(spec: LoadedSpec, envoy: EnvoyLoad | None) -> tuple[Finding, ...]:
+    return tuple(sorted(spec.warnings + (envoy.notes if envoy is not None else ())))
 
 
 @dataclass(frozen=True)
@@ -58,18 +77,26 @@ class CheckResult:
         return not self.interrupted and not self.changes.drift and not self.changes.hand_edited
 
 
-def validate(spec_path: Path) -> LoadedSpec:
-    return load_spec(spec_path)
+def validate(spec_path: Path, envoy: EnvoyStep = ENVOY) -> Validated:
+    loaded = load_spec(spec_path)
+    return Validated(loaded, load_in_envoy(loaded, envoy))
 
 
-def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False) -> Prepared:
+def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False,
+            envoy: EnvoyStep = ENVOY) -> Prepared:
     out_dir = (out if out is not None else spec_path.parent)
     loaded = load_spec(spec_path, meanwhile=warm_up, out=out_dir)
-    plan = build_plan(loaded.filter_set, out_dir, keep_objects=keep_objects)
-    if plan.problems:
-        raise RenderBug("wasm-gitops rendered objects that fail validation (a bug in wasm-gitops, please "
-                        "report it):\n" + "\n".join(str(p) for p in plan.problems))
-    return Prepared(loaded, plan, out_dir)
+    # Envoy loads the filters in a helper process while the plan is built; its answer is taken before
+    # any comparison or write: what Envoy refuses is a spec error, and nothing is written.
+    loading = Loading(loaded, envoy)
+    try:
+        plan = build_plan(loaded.filter_set, out_dir, keep_objects=keep_objects)
+        if plan.problems:
+            raise RenderBug("wasm-gitops rendered objects that fail validation (a bug in wasm-gitops, please "
+                            "report it):\n" + "\n".join(str(p) for p in plan.problems))
+        return Prepared(loaded, plan, out_dir, loading.result())
+    finally:
+        loading.cancel()
 
 
 def _guard_out(prepared: Prepared) -> None:
@@ -116,9 +143,9 @@ def fault_from_env(spec: str | None) -> Callable[[str], None] | None:
 
 
 def render(spec_path: Path, out: Path | None = None,
-           fault: Callable[[str], None] | None = None) -> RenderResult:
+           fault: Callable[[str], None] | None = None, envoy: EnvoyStep = ENVOY) -> RenderResult:
     fault = fault or fault_from_env(os.environ.get("WASM_GITOPS_KILL_AT"))
-    prepared = prepare(spec_path, out)
+    prepared = prepare(spec_path, out, envoy=envoy)
     out_dir = prepared.out
     with _output_errors(out_dir):
         return _render(prepared, fault)
@@ -166,8 +193,8 @@ def _refuse_losses(out: Path, changes: Changes) -> None:
         raise OutputError("\n".join(lines))
 
 
-def check(spec_path: Path, out: Path | None = None) -> CheckResult:
-    return _check(prepare(spec_path, out))
+def check(spec_path: Path, out: Path | None = None, envoy: EnvoyStep = ENVOY) -> CheckResult:
+    return _check(prepare(spec_path, out, envoy=envoy))
 
 
 def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
@@ -200,7 +227,9 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
     from .envoy import istio
     from .envoy.binary import find_envoy
 
-    prepared = prepare(spec_path, None, keep_objects=True)
+    # verify's own Envoy loads each chain, and a refused module or configuration fails the cases
+    # that use it, with Envoy's reason: the separate load step would only stop the command earlier.
+    prepared = prepare(spec_path, None, keep_objects=True, envoy=EnvoyStep(enabled=False))
     fs = prepared.spec.filter_set
     known = {f.name for f in fs.filters} | {s.name for s in fs.services}
     unknown = sorted(set(names) - known)

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .core import CheckResult, _check, prepare
+from .core import ENVOY, CheckResult, _check, prepare
+from .envoy.load import EnvoyStep
 from .errors import Finding, UsageError
 from .output import Changes
 from .plan import MANIFEST, Plan
@@ -194,8 +195,9 @@ class Review:
         return text
 
 
-def review_diff(spec_path: Path, out: Path | None = None) -> tuple[Review, CheckResult]:
-    prepared = prepare(spec_path, out, keep_objects=True)
+def review_diff(spec_path: Path, out: Path | None = None,
+                envoy: EnvoyStep = ENVOY) -> tuple[Review, CheckResult]:
+    prepared = prepare(spec_path, out, keep_objects=True, envoy=envoy)
     result = _check(prepared, keep_current=True)  # the check's own comparison, on the plan just built
     root = str(prepared.spec.filter_set.root)
     return build_review(result.changes, prepared.plan, prepared.out, root), result
@@ -980,10 +982,11 @@ def _display_lines(data: bytes) -> list[str]:
     return out
 
 
-def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckResult]:
+def unified_diff(spec_path: Path, out: Path | None = None,
+                 envoy: EnvoyStep = ENVOY) -> tuple[str, CheckResult]:
     from difflib import unified_diff as unified  # only diff needs it: not imported by every command
 
-    prepared = prepare(spec_path, out)
+    prepared = prepare(spec_path, out, envoy=envoy)
     result = _check(prepared, keep_current=True)
     chunks: list[str] = []
     ch = result.changes

@@ -13,7 +13,7 @@ import posixpath
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -66,6 +66,8 @@ def _validator() -> Any:
 class LoadedSpec:
     filter_set: FilterSet
     warnings: tuple[Finding, ...]
+    # The parsed document, for findings that later stages place in filters.yaml.
+    document: Document | None = field(default=None, repr=False, compare=False)
 
 
 def read_spec_text(spec_path: Path, display: str) -> bytes:
@@ -853,6 +855,6 @@ def load_spec(spec_path: Path, *, display: str | None = None, inspect: bool = Tr
     model = checker.run()
     if model is None:
         raise SpecError(checker.errors)
-    return LoadedSpec(model, tuple(sorted(checker.warnings)))
+    return LoadedSpec(model, tuple(sorted(checker.warnings)), doc)
 
 

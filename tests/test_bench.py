@@ -22,7 +22,7 @@ def test_a_small_benchmark_run_reports_every_row_and_writes_nothing_it_should_no
         capture_output=True, text=True, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     run = json.loads(results.read_text(encoding="utf-8"))["sizes"][str(SERVICES)]
-    assert set(run["results"]) == {"python", "cli", "validate", "render_full", "render_nochange", "check",
+    assert set(run["results"]) == {"python", "cli", "validate", "validate_no_envoy", "render_full", "render_nochange", "check",
                                    "check_serial", "render_changed", "copy"}
     for key, result in run["results"].items():
         assert [s["returncode"] for s in result["samples"]] == [0], key

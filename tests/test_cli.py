@@ -113,14 +113,22 @@ def test_settings_the_module_cannot_honour_are_reported(repo: Repo) -> None:
         '(module (memory (export "memory") 1) (func (export "malloc") (param i32) (result i32) i32.const 0) '
         '(func (export "proxy_on_context_create") (param i32 i32)))'))
     repo.write("filters/other-filter.wasm", legacy)
-    result = run("validate", "-f", str(repo.spec))
-    assert result.returncode == 0, result.stderr
-    assert result.stderr.splitlines() == [
+    warnings = [
         "filters.yaml:9:11: warning: the module exports no proxy_abi_version_* marker (a pre-2020 build); "
         "current Envoy refuses to load it: rebuild with a current SDK",
         "filters.yaml:10:13: warning: the module exports no proxy_on_configure, so it never reads its "
         "configuration; remove config or check the build",
     ]
+    result = run("validate", "--no-envoy", "-f", str(repo.spec))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == ["wasm-gitops: Envoy step skipped (--no-envoy)", *warnings]
+    # Envoy proves the first warning right, and the warnings still come with its refusal.
+    result = run("validate", "-f", str(repo.spec))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "filters.yaml:9:11: Envoy 1.40.0 cannot load the module of filter 'other-filter': Wasm VM failed Missing "
+        "or unknown Proxy-Wasm ABI version; Wasm VM failed Failed to load Wasm code; fix the module (or rebuild "
+        "it with a current proxy-wasm SDK)", *warnings]
 
 
 def console(*args: str, cwd: Path = REPO, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -51,6 +51,7 @@ class EnvoyFailed(Exception):
 class Validation:
     ok: bool
     log: str  # everything Envoy printed (its reason when not ok)
+    returncode: int | None = None  # None: it did not answer in time; negative: killed by that signal
 
 
 def _die_with_parent() -> None:
@@ -83,7 +84,7 @@ def validate(envoy: EnvoyBinary, bootstrap: dict[str, Any], workdir: Path, *,
     except subprocess.TimeoutExpired as e:
         out = e.output.decode("utf-8", "replace") if isinstance(e.output, bytes) else ""
         return Validation(False, out + f"\n(envoy --mode validate did not answer in {timeout:.0f} s)")
-    return Validation(done.returncode == 0, done.stdout.decode("utf-8", "replace"))
+    return Validation(done.returncode == 0, done.stdout.decode("utf-8", "replace"), done.returncode)
 
 
 class EnvoyServer:
