@@ -24,7 +24,9 @@ from . import istio_versions, parallel
 from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
 from .files import schema_text
+from .lockfile import LockEntry, LockProblem, lock_path, read_lock
 from .model import (
+    DEFAULT_KUBERNETES,
     DEFAULT_RUNTIME,
     ArgoCD,
     Binary,
@@ -35,6 +37,7 @@ from .model import (
     FluxSourceRef,
     GitOps,
     HttpMessageSpec,
+    ImageRef,
     Service,
     ServiceFilter,
     TestSpec,
@@ -248,6 +251,11 @@ class _Checker:
         self.raw_filters: list[dict[str, Any]] = doc.data.get("filters", [])
         # First declaration wins, as in filters(): later duplicates are reported there.
         self.filter_index = {raw["name"]: i for i, raw in reversed(list(enumerate(self.raw_filters)))}
+        self.lock_file = lock_path(spec_path)
+        self._lock: dict[str, LockEntry] | None = None
+        self._lock_read = False
+        self._lock_broken = False
+        self.kubernetes = (1, 33)
 
     def error(self, path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
         self.errors.append(self.doc.finding(path, message, key=key))
@@ -264,6 +272,8 @@ class _Checker:
                        "(Wasm filters arrived in Istio 1.5); target 1.5 or later")
             version = (1, 99)
         top_output = (data.get("output") or {}).get("kind", "EnvoyFilter")
+        kubernetes_text = data.get("kubernetes", DEFAULT_KUBERNETES)
+        self.kubernetes = istio_versions.parse_version(kubernetes_text) or (1, 33)
         filters = self.filters(data.get("filters", []), version)
         inspection = self.inspect_binaries()
         try:
@@ -277,7 +287,7 @@ class _Checker:
         if self.errors:
             return None
         return FilterSet(self.spec_path, self.root, version, istio_text,
-                         tuple(filters.values()), tuple(services), gitops=gitops)
+                         tuple(filters.values()), tuple(services), gitops=gitops, kubernetes=self.kubernetes)
 
     # ------------------------------------------------------------------ gitops
     def gitops(self, raw: dict[str, Any]) -> GitOps:
@@ -346,7 +356,8 @@ class _Checker:
             if name in out or name in self.broken_filters:
                 self.error(p + ("name",), f"filter name {name!r} is used twice; filter names must be unique")
                 continue
-            binary = self.binary(p, raw)
+            delivery = raw.get("delivery", "oci" if "image" in raw else "configMap")
+            binary = self.binary(p, raw, configmap=delivery == "configMap")
             if binary is None:
                 self.broken_filters.add(name)  # reported once, at its wasm; not again at each use
                 continue
@@ -366,6 +377,7 @@ class _Checker:
                 except PathProblem as e:
                     self.error(p + ("build", "context"), str(e))
             tests = self.tests(p, raw)
+            image = self.image(p, raw, binary, delivery, version)
             out[name] = Filter(
                 name=name,
                 binary=binary,
@@ -379,8 +391,102 @@ class _Checker:
                 priority=raw.get("priority"),
                 build=build,
                 tests=tests,
+                delivery=delivery,
+                image=image,
             )
         return out
+
+    def lock(self) -> dict[str, LockEntry] | None:
+        if not self._lock_read:
+            self._lock_read = True
+            try:
+                self._lock = read_lock(self.lock_file)
+            except LockProblem as e:
+                self._lock_broken = True
+                first = next(i for i, raw in enumerate(self.raw_filters) if "image" in raw)
+                self.error(("filters", first, "image"), f"{self.lock_file.name} cannot be used: {e}; restore it "
+                           "from version control or run 'wasm-gitops push' again")
+                self._lock = {}
+        return self._lock
+
+    def image(self, p: tuple[str | int, ...], raw: dict[str, Any], binary: Binary, delivery: str,
+              version: tuple[int, int]) -> ImageRef | None:
+        """The image a filter is delivered as, pinned by the digest the lock recorded at push."""
+        name = raw["name"]
+        dp = p + ("delivery",) if "delivery" in raw else p + ("image",)
+        if "image" not in raw:
+            if delivery != "configMap":
+                self.error(dp, f"delivery {delivery} needs an image: add image: {{repository: REGISTRY/PATH, "
+                           "tag: TAG}} and run 'wasm-gitops push'")
+            return None
+        if binary.is_oci:
+            self.error(p + ("image",), "wasm is already an oci:// reference; remove image (it is for publishing a "
+                       "local .wasm) or point wasm at the local file")
+            return None
+        if delivery == "configMap":
+            return None  # published, but this render ships the ConfigMap: the lock is not needed
+        spec_image = raw["image"]
+        lock = self.lock()
+        if self._lock_broken:
+            return None
+        if lock is None:
+            self.error(p + ("image",), f"there is no {self.lock_file.name} beside the spec, so the image has no "
+                       f"digest to pin; run 'wasm-gitops push {name}' and commit {self.lock_file.name}")
+            return None
+        entry = lock.get(name)
+        if entry is None:
+            if self.lock_file.exists():
+                self.error(p + ("image",), f"{self.lock_file.name} has no entry for filter {name!r}; run "
+                           f"'wasm-gitops push {name}' and commit {self.lock_file.name}")
+            return None
+        problem = False
+        if entry.repository != spec_image["repository"] or entry.tag != spec_image["tag"]:
+            what = "repository" if entry.repository != spec_image["repository"] else "tag"
+            self.error(p + ("image", what), f"{self.lock_file.name} records {entry.repository}:{entry.tag} for "
+                       f"this filter, not {spec_image['repository']}:{spec_image['tag']}; push it again "
+                       f"('wasm-gitops push {name}')")
+            problem = True
+        if entry.module_sha256 != binary.sha256:
+            self.error(p + ("wasm",), f"{raw['wasm']!r} has sha256 {binary.sha256}, but the image in "
+                       f"{self.lock_file.name} holds {entry.module_sha256} (pushed as {entry.pinned}); push it "
+                       f"again ('wasm-gitops push {name}')")
+            problem = True
+        if delivery == "imageVolume":
+            problem = self.image_volume_limits(p, dp, raw, entry, version) or problem
+        if problem:
+            return None
+        return ImageRef(entry.repository, entry.tag, entry.manifest_digest, entry.variant)
+
+    def image_volume_limits(self, p: tuple[str | int, ...], dp: tuple[str | int, ...], raw: dict[str, Any],
+                            entry: LockEntry, version: tuple[int, int]) -> bool:
+        """What the cluster must have for an image volume: an error (True) where it cannot work."""
+        failed = False
+        k8s = self.kubernetes
+        k8s_text = self.doc.data.get("kubernetes", f"{DEFAULT_KUBERNETES} (the default)")
+        if k8s < (1, 33):
+            self.error(dp, f"delivery imageVolume needs Kubernetes 1.33 or later (image volumes are beta from "
+                       f"1.33, on by default from 1.35); the spec targets kubernetes {k8s_text}: raise kubernetes "
+                       "or use delivery oci")
+            failed = True
+        elif k8s < (1, 35):
+            self.warn(dp, f"image volumes are off by default before Kubernetes 1.35 (the spec targets kubernetes "
+                      f"{k8s_text}): enable the ImageVolume feature gate on the API server and the kubelets, or "
+                      "the volume is dropped")
+        if not istio_versions.supports(version, "injection.imageVolume"):
+            self.error(dp, f"Istio before 1.24 drops the image volume source while injecting the sidecar (its "
+                       f"Kubernetes API types predate image volumes), so the pod would mount an empty volume; the "
+                       f"spec targets istio {self.doc.data['istio']}: raise istio or use delivery oci")
+            failed = True
+        if entry.variant != "compat":
+            self.error(dp, f"the image in {self.lock_file.name} is the {entry.variant} variant, whose layers a "
+                       "container runtime does not unpack; push the compat variant ('wasm-gitops push "
+                       f"--variant compat {raw['name']}') for an image volume")
+            failed = True
+        if len(f"wasm-{raw['name']}") > 63:
+            self.error(p + ("name",), f"the image volume would be named wasm-{raw['name']}, more than 63 "
+                       "characters; shorten the filter name")
+            failed = True
+        return failed
 
     def tests(self, p: tuple[str | int, ...], raw: dict[str, Any]) -> tuple[TestSpec, ...]:
         seen: set[str] = set()
@@ -406,7 +512,7 @@ class _Checker:
             ))
         return tuple(out)
 
-    def binary(self, p: tuple[str | int, ...], raw: dict[str, Any]) -> Binary | None:
+    def binary(self, p: tuple[str | int, ...], raw: dict[str, Any], *, configmap: bool = True) -> Binary | None:
         ref: str = raw["wasm"]
         declared = raw.get("sha256")
         if ref.startswith("oci://"):
@@ -441,7 +547,9 @@ class _Checker:
         if declared is not None and declared != digest:
             self.error(p + ("sha256",), f"sha256 {declared} does not match {ref!r} ({digest}); update "
                        "one of them")
-        if len(data) > CONFIGMAP_LIMIT:
+        if not configmap:
+            pass  # an image has no ConfigMap's size limit
+        elif len(data) > CONFIGMAP_LIMIT:
             self.error(p + ("wasm",), f"{ref!r} is {len(data):,} bytes; a ConfigMap holds at most "
                        f"{CONFIGMAP_LIMIT:,}: shrink the module (wasm-opt -Oz, strip) or publish it as "
                        "oci:// with output kind WasmPlugin")
@@ -514,12 +622,15 @@ class _Checker:
                            f"service {workloads[key]!r}; list all its filters in one service")
             workloads.setdefault(key, name)
             output = (raw.get("output") or {}).get("kind", top_output)
+            opath = p + ("output", "kind") if "output" in raw else ("output", "kind")
             if output == "WasmPlugin" and not istio_versions.supports(version, "WasmPlugin"):
-                opath = p + ("output", "kind") if "output" in raw else ("output", "kind")
                 self.error(opath, f"WasmPlugin needs Istio 1.12 or later, the spec targets "
                            f"{self.doc.data['istio']}; use output kind EnvoyFilter or raise istio")
+            if output == "TrafficExtension" and not istio_versions.supports(version, "TrafficExtension"):
+                self.error(opath, f"TrafficExtension needs Istio 1.30 or later, the spec targets "
+                           f"{self.doc.data['istio']}; use output kind WasmPlugin or raise istio")
             service_filters = self.service_filters(p, raw, filters, output)
-            if output == "WasmPlugin":
+            if output in ("WasmPlugin", "TrafficExtension"):
                 self.wasm_plugin_limits(p, raw, service_filters, version)
             selector = self.selector(p, raw, namespace, deployment, resource_owner, name)
             log_levels = tuple(sorted((raw.get("proxyLogLevel") or {}).items()))
@@ -576,14 +687,28 @@ class _Checker:
                 continue
             seen.add(fname)
             f = filters[fname]
-            if f.binary.is_oci and output != "WasmPlugin":
+            if f.binary.is_oci and output not in ("WasmPlugin", "TrafficExtension"):
                 self.error(npath, f"filter {fname!r} is an oci:// image, which only WasmPlugin can load; "
                            "set output kind WasmPlugin for this service")
+            elif f.delivery == "oci" and output == "EnvoyFilter":
+                self.error(npath, f"filter {fname!r} is delivered as an image istio-agent pulls (delivery oci), "
+                           "which an EnvoyFilter cannot ask for; set output kind WasmPlugin or TrafficExtension "
+                           "for this service, or delivery imageVolume for the filter")
+            if f.delivery == "imageVolume" and any(c.filter.in_configmap for c in chosen):
+                self.error(npath, self._mixed(fname))
+            elif f.in_configmap and any(c.filter.delivery == "imageVolume" for c in chosen):
+                self.error(npath, self._mixed(fname))
             config = f.config
             if isinstance(entry, dict) and "config" in entry:
                 config = _config_text(self.doc, fp + ("config",), entry["config"], self.errors)
             chosen.append(ServiceFilter(f, config))
         return tuple(chosen)
+
+    @staticmethod
+    def _mixed(fname: str) -> str:
+        return (f"filter {fname!r} shares this service with filters delivered the other way (ConfigMap and image "
+                "volume): the ConfigMaps are mounted read-only at /var/local/lib/wasm-filters, where the kubelet "
+                "cannot create the image volumes' mount points; deliver this service's filters the same way")
 
     def resource_dir(self, res: str) -> Path | str | None:
         """The real directory a service resource names, or what is wrong with it; None if remote."""
