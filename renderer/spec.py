@@ -361,11 +361,12 @@ class _Checker:
             if binary is None:
                 self.broken_filters.add(name)  # reported once, at its wasm; not again at each use
                 continue
-            if binary.path is not None and binary.path in by_path:
-                self.warn(p + ("wasm",), f"filter {name!r} uses the same file as {by_path[binary.path]!r}; "
+            shared = binary.path if delivery == "configMap" else None  # only ConfigMaps are per filter
+            if shared is not None and shared in by_path:
+                self.warn(p + ("wasm",), f"filter {name!r} uses the same file as {by_path[shared]!r}; "
                           "it gets a ConfigMap of its own")
-            if binary.path is not None:
-                by_path.setdefault(binary.path, name)
+            if shared is not None:
+                by_path.setdefault(shared, name)
             build = None
             if "build" in raw:
                 try:
