@@ -591,7 +591,7 @@ class RegistryClient:
         self.credentials = credentials_for(ref.registry, env)
         client = self
 
-        class _Registry(oras.provider.Registry):  # type: ignore[misc]
+        class _Registry(oras.provider.Registry):
             def do_request(self, url: str, method: str = "GET", data: Any = None, headers: dict[str, str] | None = None,
                            json: Any = None, stream: bool = False) -> Any:
                 return client.request(self, url, method, data=data, headers=headers, json=json, stream=stream)
