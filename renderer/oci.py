@@ -739,7 +739,7 @@ class RegistryClient:
 
     def _say(self, line: str) -> None:
         if self.progress is not None:
-            self.progress(f"{self.ref.name}:{line}")
+            self.progress(f"{self.ref.name}: {line.strip()}")
 
 
 def _short(error: Exception) -> str:
@@ -792,6 +792,18 @@ def pull(target: str, env: Mapping[str, str] | None = None) -> Pulled:
     """Read an image and apply Istio's rules; `.module` holds the bytes istio-agent would hand to Envoy."""
     fetched, resolve = open_image(target, os.environ if env is None else env)
     return Pulled(fetched.where, classify(fetched, resolve))
+
+
+def pull_pinned(pinned: str, module_sha256: str | None = None, env: Mapping[str, str] | None = None) -> bytes:
+    """The module istio-agent (or the kubelet) gets for REPOSITORY@sha256:DIGEST, checked like the lock:
+    for running a rendered filter in a real proxy with the very bytes the cluster would load."""
+    pulled = pull(pinned if pinned.startswith("oci://") else f"oci://{pinned}", env)
+    if pulled.module is None:
+        raise ImageError(f"{pinned}: istio-agent cannot load it: {'; '.join(pulled.verdict.reasons)}")
+    if module_sha256 is not None and hashlib.sha256(pulled.module).hexdigest() != module_sha256:
+        raise ImageError(f"{pinned}: holds a module with sha256 {hashlib.sha256(pulled.module).hexdigest()}, not "
+                         f"{module_sha256}")
+    return pulled.module
 
 
 def iter_blobs(image: Image) -> Iterator[tuple[str, int]]:

@@ -223,7 +223,11 @@ def test_render_with_the_lock_and_verify_the_pulled_module(image_repo: Repo, reg
         # What istio-agent pulls from that URL is exactly the module the filter's tests pass with.
         pulled = oci.pull(wasm["url"], {})
         assert pulled.verdict.manifest_digest.removeprefix("sha256:") == wasm["sha256"]
-        image_repo.write("pulled/example-filter.wasm", pulled.module or b"")
+        module = oci.pull_pinned(wasm["url"], lock(image_repo)["example-filter"]["moduleSha256"], {})
+        assert module == pulled.module == EXAMPLE.read_bytes()
+        with pytest.raises(oci.ImageError, match="holds a module with sha256"):
+            oci.pull_pinned(wasm["url"], "0" * 64, {})
+        image_repo.write("pulled/example-filter.wasm", module)
         image_repo.write("pulled.yaml", image_repo.spec.read_text().replace(
             "wasm: filters/example-filter.wasm", "wasm: pulled/example-filter.wasm").replace(
             "delivery: oci", "delivery: configMap"))
@@ -344,6 +348,8 @@ def test_inspect_refuses_a_single_layer_wasm_image_with_istios_reason(registry: 
         "schemaVersion": 2, "mediaType": oci.OCI_MANIFEST, "artifactType": "application/wasm",
         "config": _desc("application/vnd.oci.empty.v1+json", empty), "layers": [_desc("application/wasm", module)]},
         {oci.sha256_digest(empty): empty, oci.sha256_digest(module): module})
+    with pytest.raises(oci.ImageError, match="istio-agent cannot load it: as the compat variant"):
+        oci.pull_pinned(f"{registry.host}/vendor/single-layer:1", None, {})
     result = repo.run("inspect", f"oci://{registry.host}/vendor/single-layer:1")
     assert result.exit_code == 2, result.output
     assert "none of Istio's three Wasm image layouts" in result.output
@@ -373,3 +379,17 @@ def test_inspect_names_a_docker_image(registry: Registry, repo: Repo, tmp_path: 
     result = repo.run("inspect", f"oci://{registry.host}/vendor/docker:1")
     assert result.exit_code == 0, result.output
     assert "Docker image (schema 2 manifest" in result.output
+
+
+def test_progress_goes_to_a_terminal_only(image_repo: Repo, registry: Registry) -> None:
+    from renderer import publish
+
+    quiet = image_repo.cli("push")  # CliRunner's stderr is no terminal
+    assert quiet.exit_code == 0 and "blob" not in quiet.output
+    lines: list[str] = []
+    image_repo.write("filters/example-filter.wasm", proxy_wasm_module("progress"))
+    publish.push(image_repo.spec, (), "compat", {}, lines.append)
+    name = f"{registry.host}/mesh/example-filter"
+    assert lines[0] == f"pushing example-filter to {name}:1.2.0"
+    assert [line.split(" ", 2)[1] for line in lines[1:]] == ["blob", "blob", "manifest"]
+    assert all(line.startswith(f"{name}: ") for line in lines[1:])
