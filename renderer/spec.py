@@ -418,7 +418,7 @@ class _Checker:
         if "image" not in raw:
             if delivery != "configMap":
                 self.error(dp, f"delivery {delivery} needs an image: add image: {{repository: REGISTRY/PATH, "
-                           "tag: TAG}} and run 'wasm-gitops push'")
+                           "tag: TAG} and run 'wasm-gitops push'")
             return None
         if binary.is_oci:
             self.error(p + ("image",), "wasm is already an oci:// reference; remove image (it is for publishing a "
@@ -426,6 +426,8 @@ class _Checker:
             return None
         if delivery == "configMap":
             return None  # published, but this render ships the ConfigMap: the lock is not needed
+        # What the cluster cannot do is said first: pushing would not help.
+        failed = delivery == "imageVolume" and self.image_volume_limits(p, dp, raw, version)
         spec_image = raw["image"]
         lock = self.lock()
         if self._lock_broken:
@@ -440,7 +442,7 @@ class _Checker:
                 self.error(p + ("image",), f"{self.lock_file.name} has no entry for filter {name!r}; run "
                            f"'wasm-gitops push {name}' and commit {self.lock_file.name}")
             return None
-        problem = False
+        problem = failed
         if entry.repository != spec_image["repository"] or entry.tag != spec_image["tag"]:
             what = "repository" if entry.repository != spec_image["repository"] else "tag"
             self.error(p + ("image", what), f"{self.lock_file.name} records {entry.repository}:{entry.tag} for "
@@ -452,14 +454,17 @@ class _Checker:
                        f"{self.lock_file.name} holds {entry.module_sha256} (pushed as {entry.pinned}); push it "
                        f"again ('wasm-gitops push {name}')")
             problem = True
-        if delivery == "imageVolume":
-            problem = self.image_volume_limits(p, dp, raw, entry, version) or problem
+        if delivery == "imageVolume" and entry.variant != "compat":
+            self.error(dp, f"the image in {self.lock_file.name} is the {entry.variant} variant, whose layers a "
+                       "container runtime does not unpack; push the compat variant ('wasm-gitops push "
+                       f"--variant compat {name}') for an image volume")
+            problem = True
         if problem:
             return None
         return ImageRef(entry.repository, entry.tag, entry.manifest_digest, entry.variant)
 
     def image_volume_limits(self, p: tuple[str | int, ...], dp: tuple[str | int, ...], raw: dict[str, Any],
-                            entry: LockEntry, version: tuple[int, int]) -> bool:
+                            version: tuple[int, int]) -> bool:
         """What the cluster must have for an image volume: an error (True) where it cannot work."""
         failed = False
         k8s = self.kubernetes
@@ -477,11 +482,6 @@ class _Checker:
             self.error(dp, f"Istio before 1.24 drops the image volume source while injecting the sidecar (its "
                        f"Kubernetes API types predate image volumes), so the pod would mount an empty volume; the "
                        f"spec targets istio {self.doc.data['istio']}: raise istio or use delivery oci")
-            failed = True
-        if entry.variant != "compat":
-            self.error(dp, f"the image in {self.lock_file.name} is the {entry.variant} variant, whose layers a "
-                       "container runtime does not unpack; push the compat variant ('wasm-gitops push "
-                       f"--variant compat {raw['name']}') for an image volume")
             failed = True
         if len(f"wasm-{raw['name']}") > 63:
             self.error(p + ("name",), f"the image volume would be named wasm-{raw['name']}, more than 63 "
