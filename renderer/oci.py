@@ -414,16 +414,18 @@ def _platform_entry(index: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def classify(fetched: Fetched, resolve: Callable[[str], Fetched] | None = None) -> Verdict:
+def classify(fetched: Fetched, resolve: Callable[[str], Fetched] | None = None, *, nested: bool = False) -> Verdict:
     """Apply Istio's rules, in Istio's order, to an image; `resolve` reads an index entry's manifest."""
     manifest = _parse_manifest(fetched.manifest, fetched.where)
     media = manifest.get("mediaType") or fetched.content_type
     if media in (OCI_INDEX, DOCKER_LIST) or ("manifests" in manifest and "layers" not in manifest):
+        if nested:
+            return Verdict(None, fetched.digest, ("an index inside an index; istio-agent resolves one level",))
         entry = _platform_entry(manifest)
         if entry is None or resolve is None or not DIGEST.fullmatch(str(entry.get("digest"))):
             return Verdict(None, fetched.digest, ("an image index without a linux/amd64 entry, the platform "
                                                   "istio-agent asks for",))
-        child = classify(resolve(str(entry["digest"])))
+        child = classify(resolve(str(entry["digest"])), nested=True)
         return Verdict(child.layout, child.manifest_digest, child.reasons, child.module, fetched.digest)
     reasons: list[str] = []
     if manifest.get("mediaType") == DOCKER_MANIFEST:
@@ -631,12 +633,14 @@ class RegistryClient:
 
     def _authenticate(self, registry: Any, response: Any) -> bool:
         challenge = response.headers.get("WWW-Authenticate", "")
-        if not self._basic:
-            return False
         if challenge.lower().startswith("basic"):
+            if not self._basic:
+                return False
             self.authorization = f"Basic {self._basic}"
             return True
         if challenge.lower().startswith("bearer"):
+            # With credentials oras exchanges them for a token; without, it asks for an anonymous one
+            # (public images on token-based registries).
             headers, changed = registry.auth.authenticate_request(response, {})
             if changed and headers.get("Authorization"):
                 self.authorization = headers["Authorization"]

@@ -7,12 +7,14 @@ spec: the schema, each filter's wasm file (inside the repository, a proxy-wasm m
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import oci
 from .errors import Finding, SpecError, UsageError
+from .files import is_within
 from .lockfile import LockEntry, LockProblem, lock_path, read_lock, write_lock
 from .spec import _schema_findings, parse
 from .wasm import inspect_wasm
@@ -98,6 +100,10 @@ class Packaged:
 def package(spec_path: Path, names: Iterable[str], variant: oci.Variant, out: Path | None) -> list[Packaged]:
     """An OCI image layout per filter under `out` (default build/oci beside the spec), reproducible."""
     out_dir = out if out is not None else spec_path.parent / "build" / "oci"
+    if out is None and not is_within(os.path.realpath(spec_path.parent), os.path.realpath(out_dir)):
+        # The default lies in the repository, which a pull request can change (a committed `build` link).
+        raise UsageError(f"{out_dir}: leads to {os.path.realpath(out_dir)}, outside the repository; remove the "
+                         "link or pass --out")
     done: list[Packaged] = []
     for t in load_targets(spec_path, names, need_image=False):
         image = oci.build_image(t.module, variant, t.abi_version)

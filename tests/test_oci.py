@@ -634,3 +634,13 @@ def test_schema_is_documented_and_closed() -> None:
         return missing
 
     assert walk(schema, "#") == []
+
+
+def test_package_will_not_follow_a_committed_link_out_of_the_repository(repo: Repo, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (repo.root / "build").symlink_to(elsewhere)
+    result = repo.cli("package")
+    assert result.exit_code == 2
+    assert "outside the repository; remove the link or pass --out" in result.output
+    assert list(elsewhere.iterdir()) == []
