@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
 
@@ -24,7 +24,6 @@ from . import istio_versions, parallel
 from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
 from .files import schema_text
-from .lockfile import LockEntry, LockProblem, lock_path, read_lock
 from .model import (
     DEFAULT_KUBERNETES,
     DEFAULT_RUNTIME,
@@ -45,6 +44,9 @@ from .model import (
 from .wasm import CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, WasmReport, inspect_wasm
 from .workloads import PathProblem, WorkloadReader, inside, inside_stat, is_remote
 from .yamlio import Document, SpecSyntaxError, json_path, load_document
+
+if TYPE_CHECKING:  # the lock (and the OCI module under it) is imported only by specs with images
+    from .lockfile import LockEntry
 
 SCHEMA_FILE = "filters.schema.json"
 
@@ -251,7 +253,7 @@ class _Checker:
         self.raw_filters: list[dict[str, Any]] = doc.data.get("filters", [])
         # First declaration wins, as in filters(): later duplicates are reported there.
         self.filter_index = {raw["name"]: i for i, raw in reversed(list(enumerate(self.raw_filters)))}
-        self.lock_file = lock_path(spec_path)
+        self.lock_file = spec_path.with_suffix(".lock")  # lockfile.lock_path, without importing it
         self._lock: dict[str, LockEntry] | None = None
         self._lock_read = False
         self._lock_broken = False
@@ -399,6 +401,8 @@ class _Checker:
 
     def lock(self) -> dict[str, LockEntry] | None:
         if not self._lock_read:
+            from .lockfile import LockProblem, read_lock
+
             self._lock_read = True
             try:
                 self._lock = read_lock(self.lock_file)
