@@ -644,3 +644,34 @@ def test_package_will_not_follow_a_committed_link_out_of_the_repository(repo: Re
     assert result.exit_code == 2
     assert "outside the repository; remove the link or pass --out" in result.output
     assert list(elsewhere.iterdir()) == []
+
+
+def _skopeo() -> str:
+    import shutil
+
+    path = shutil.which("skopeo")
+    if path is None:
+        pytest.fail("skopeo is not installed (apt-get install -y skopeo): the layouts are cross-checked with "
+                    "containers/image, the image library of CRI-O, podman and skopeo")
+    return path
+
+
+@pytest.mark.parametrize("variant", oci.VARIANTS)
+def test_an_independent_implementation_reads_our_layouts_unchanged(tmp_path: Path, variant: oci.Variant) -> None:
+    import subprocess
+
+    image = oci.build_image(MODULE, variant)
+    oci.write_layout(image, tmp_path / "layout", "1.0")
+    raw = subprocess.run([_skopeo(), "inspect", "--raw", f"oci:{tmp_path / 'layout'}:1.0"], capture_output=True,
+                         check=True, timeout=60).stdout
+    assert raw == image.manifest
+    copied = tmp_path / "copied"
+    subprocess.run([_skopeo(), "copy", "--quiet", f"oci:{tmp_path / 'layout'}:1.0", f"dir:{copied}"],
+                   capture_output=True, check=True, timeout=60)
+    assert (copied / "manifest.json").read_bytes() == image.manifest  # verified, not rewritten
+    for digest, data in image.blobs.items():
+        assert (copied / digest.removeprefix("sha256:")).read_bytes() == data
+    if variant == "compat":
+        config = json.loads(subprocess.run([_skopeo(), "inspect", f"oci:{tmp_path / 'layout'}:1.0"],
+                                           capture_output=True, check=True, timeout=60).stdout)
+        assert (config["Digest"], config["Os"], config["Architecture"]) == (image.digest, "linux", "amd64")

@@ -393,3 +393,19 @@ def test_progress_goes_to_a_terminal_only(image_repo: Repo, registry: Registry) 
     assert lines[0] == f"pushing example-filter to {name}:1.2.0"
     assert [line.split(" ", 2)[1] for line in lines[1:]] == ["blob", "blob", "manifest"]
     assert all(line.startswith(f"{name}: ") for line in lines[1:])
+
+
+def test_a_layout_copied_by_skopeo_keeps_its_digest_in_the_registry(image_repo: Repo, registry: Registry,
+                                                                    tmp_path: Path) -> None:
+    skopeo = shutil.which("skopeo")
+    if skopeo is None:
+        pytest.fail("skopeo is not installed (apt-get install -y skopeo)")
+    assert image_repo.cli("package", "--out", str(tmp_path / "layouts")).exit_code == 0
+    layout = tmp_path / "layouts" / "example-filter"
+    digest = oci.read_layout(layout).digest
+    subprocess.run([skopeo, "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:1.2.0",
+                    f"docker://{registry.host}/mesh/by-skopeo:1"], capture_output=True, check=True, timeout=120,
+                   env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    pulled = oci.pull(f"oci://{registry.host}/mesh/by-skopeo:1", {})
+    assert (pulled.verdict.manifest_digest, pulled.verdict.layout, pulled.module) == \
+        (digest, "compat", EXAMPLE.read_bytes())
