@@ -107,14 +107,20 @@ def write_lock(path: Path, entries: Mapping[str, LockEntry]) -> bool:
             return False
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(prefix=".filters.lock.", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".filters.lock.", dir=path.parent)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write the lock ({e.strerror or e}); the images were pushed, so "
+                         "fix the permissions and push again (the digests will be the same)") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise UsageError(f"{path}: cannot write the lock ({e.strerror or e}); push again") from None
         raise
     return True

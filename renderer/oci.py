@@ -227,12 +227,15 @@ def write_layout(image: Image, directory: Path, tag: str | None) -> None:
             p = directory / rel
             if p.is_file() and rel not in files and rel.startswith("blobs/"):
                 p.unlink()  # a blob of the previous image: content-addressed, so it was ours
-    for rel, data in sorted(files.items()):
-        target = directory / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, target)
+    try:
+        for rel, data in sorted(files.items()):
+            target = directory / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)
+    except OSError as e:
+        raise UsageError(f"{directory}: cannot write the layout ({e.strerror or e})") from None
 
 
 BlobReader = Callable[[str, int], bytes]
@@ -731,11 +734,14 @@ class RegistryClient:
                 raise self._refused(blob, f"reading blob {digest[:19]}")
             chunks: list[bytes] = []
             size = 0
-            for chunk in blob.iter_content(chunk_size=1 << 16):
-                size += len(chunk)
-                if size > limit:
-                    raise ImageError(f"{self.ref}: blob {digest[:19]} is larger than {limit:,} bytes")
-                chunks.append(chunk)
+            try:
+                for chunk in blob.iter_content(chunk_size=1 << 16):
+                    size += len(chunk)
+                    if size > limit:
+                        raise ImageError(f"{self.ref}: blob {digest[:19]} is larger than {limit:,} bytes")
+                    chunks.append(chunk)
+            except self.requests.exceptions.RequestException as e:
+                raise ImageError(f"{self.ref}: reading blob {digest[:19]} failed ({_short(e)})") from None
             return _checked(b"".join(chunks), digest, str(self.ref))
 
         content_type = response.headers.get("Content-Type", "").split(";")[0].strip() or None
