@@ -552,13 +552,12 @@ class _Checker:
         if declared is not None and declared != digest:
             self.error(p + ("sha256",), f"sha256 {declared} does not match {ref!r} ({digest}); update "
                        "one of them")
-        if not configmap:
-            pass  # an image has no ConfigMap's size limit
-        elif len(data) > CONFIGMAP_LIMIT:
+        # An image has no ConfigMap's size limit and no last-applied annotation to fit in.
+        if configmap and len(data) > CONFIGMAP_LIMIT:
             self.error(p + ("wasm",), f"{ref!r} is {len(data):,} bytes; a ConfigMap holds at most "
                        f"{CONFIGMAP_LIMIT:,}: shrink the module (wasm-opt -Oz, strip) or publish it as "
                        "oci:// with output kind WasmPlugin")
-        elif len(data) > CLIENT_SIDE_APPLY_LIMIT:
+        elif configmap and len(data) > CLIENT_SIDE_APPLY_LIMIT:
             self.warn(p + ("wasm",), f"{ref!r} is {len(data):,} bytes, more than {CLIENT_SIDE_APPLY_LIMIT:,}: "
                       "client-side kubectl apply cannot store it in the last-applied annotation, so its "
                       "ConfigMap is marked for server-side apply (Argo CD ServerSideApply=true)")
