@@ -675,3 +675,39 @@ def test_an_independent_implementation_reads_our_layouts_unchanged(tmp_path: Pat
         config = json.loads(subprocess.run([_skopeo(), "inspect", f"oci:{tmp_path / 'layout'}:1.0"],
                                            capture_output=True, check=True, timeout=60).stdout)
         assert (config["Digest"], config["Os"], config["Architecture"]) == (image.digest, "linux", "amd64")
+
+
+def test_a_new_push_is_drift_until_rendered(repo: Repo) -> None:
+    image_repo(repo, delivery="imageVolume")
+    assert repo.cli("render").exit_code == 0
+    assert repo.cli("check").exit_code == 0
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("v2"))
+    lock_for(repo, {"example-filter": ("filters/example-filter.wasm", "registry.example.com/mesh/example-filter",
+                                       "1.2.0")})
+    drift = repo.cli("check")
+    assert drift.exit_code == 1
+    assert "overlays/productpage/deployment-patch.yaml" in drift.output  # a new digest rolls the pods
+    diff = repo.cli("diff")
+    assert diff.exit_code == 1 and "productpage-v1" in diff.output
+
+
+def test_the_lock_is_a_plain_file(repo: Repo, tmp_path: Path) -> None:
+    image_repo(repo)
+    real = tmp_path / "elsewhere.lock"
+    real.write_bytes((repo.root / "filters.lock").read_bytes())
+    (repo.root / "filters.lock").unlink()
+    (repo.root / "filters.lock").symlink_to(real)
+    (line,) = errors(repo)
+    assert "filters.lock cannot be used: it is a symbolic link" in line
+    from renderer.lockfile import read_lock, write_lock
+
+    with pytest.raises(oci.UsageError, match="is not a plain file"):
+        write_lock(repo.root / "filters.lock", {})
+    assert real.read_bytes() != b"" and (repo.root / "filters.lock").is_symlink()
+    (repo.root / "filters.lock").unlink()
+    entries = {"f": LockEntry("registry.example.com/a/f", "1", "sha256:" + "a" * 64, oci.OCI_MANIFEST, "b" * 64,
+                              "compat")}
+    assert write_lock(repo.root / "filters.lock", entries) is True
+    assert write_lock(repo.root / "filters.lock", entries) is False  # unchanged: not rewritten
+    assert read_lock(repo.root / "filters.lock") == entries
+    assert [p.name for p in repo.root.iterdir() if p.name.startswith(".filters.lock")] == []
