@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .errors import UsageError
+from .model import Filter
 
 Variant = Literal["compat", "oci"]
 VARIANTS: tuple[Variant, ...] = ("compat", "oci")
@@ -814,6 +815,14 @@ def pull_pinned(pinned: str, module_sha256: str | None = None, env: Mapping[str,
         raise ImageError(f"{pinned}: holds a module with sha256 {hashlib.sha256(pulled.module).hexdigest()}, not "
                          f"{module_sha256}")
     return pulled.module
+
+
+def delivered_module(f: Filter, env: Mapping[str, str] | None = None) -> bytes:
+    """The bytes a proxy ends up running for filter `f` as rendered: the file's for a ConfigMap, the pinned
+    image's (pulled, the lock's module sha256 checked) for delivery oci and imageVolume."""
+    if f.image is None or f.delivery == "configMap":
+        return f.binary.data
+    return pull_pinned(f.image.pinned, f.binary.sha256, env)
 
 
 def iter_blobs(image: Image) -> Iterator[tuple[str, int]]:

@@ -409,3 +409,20 @@ def test_a_layout_copied_by_skopeo_keeps_its_digest_in_the_registry(image_repo: 
     pulled = oci.pull(f"oci://{registry.host}/mesh/by-skopeo:1", {})
     assert (pulled.verdict.manifest_digest, pulled.verdict.layout, pulled.module) == \
         (digest, "compat", EXAMPLE.read_bytes())
+
+
+def test_the_delivered_module_of_each_rendered_filter(image_repo: Repo, registry: Registry) -> None:
+    from renderer.spec import load_spec
+
+    assert image_repo.cli("push").exit_code == 0
+    for delivery, kind in (("oci", "WasmPlugin"), ("imageVolume", "TrafficExtension"), ("configMap", "EnvoyFilter")):
+        image_repo.write("filters.yaml", spec(registry.host, delivery=delivery, kind=kind))
+        (f,) = load_spec(image_repo.spec).filter_set.filters
+        assert oci.delivered_module(f, {}) == EXAMPLE.read_bytes()
+    image_repo.write("filters.yaml", spec(registry.host, delivery="oci"))
+    (f,) = load_spec(image_repo.spec).filter_set.filters
+    # Moving the tag to another image changes nothing that is delivered: the rendered output names the digest.
+    other = oci.build_image(proxy_wasm_module("replaced"))
+    oci.RegistryClient(oci.parse_reference(f"{registry.host}/mesh/example-filter:1.2.0"), {}).push(other, "1.2.0")
+    assert oci.pull(f"oci://{registry.host}/mesh/example-filter:1.2.0", {}).module != EXAMPLE.read_bytes()
+    assert oci.delivered_module(f, {}) == EXAMPLE.read_bytes()
