@@ -399,22 +399,82 @@ def init(directory: Path) -> None:
 
 
 @main.command(epilog=_examples("wasm-gitops inspect filters/my-filter/my-filter.wasm",
-                               "wasm-gitops inspect my-filter.wasm --format json | jq .abi_version"))
-@click.argument("wasm_file", type=click.Path(path_type=Path, dir_okay=False))
+                               "wasm-gitops inspect my-filter.wasm --format json | jq .abi_version",
+                               "wasm-gitops inspect oci://registry.example.com/mesh/my-filter:1.2.0",
+                               "wasm-gitops inspect build/oci/my-filter   # an OCI image layout"))
+@click.argument("wasm_file")
 @_format_option(("text", "json"))
-def inspect(wasm_file: Path, fmt: str) -> None:
-    """Report what a .wasm module is: ABI version, callbacks, imports, size limits, sha256."""
+def inspect(wasm_file: str, fmt: str) -> None:
+    """Report what a .wasm module is: ABI version, callbacks, imports, size limits, sha256. Given oci://REF
+    or an OCI image layout directory, first which of Istio's image layouts it is."""
 
     def go() -> int:
         from . import wasm
 
+        if wasm_file.startswith("oci://") or Path(wasm_file).is_dir():
+            image = wasm.inspect_image(wasm_file, os.environ)
+            click.echo(wasm.format_image_report(image, fmt), nl=False)
+            return wasm.image_exit_code(image)
+        return inspect_file(Path(wasm_file))
+
+    def inspect_file(wasm_file: Path) -> int:
+        from . import wasm
+        from .files import read_file
+
         try:
-            data = wasm_file.read_bytes()
+            # Never blocks on a FIFO or reads a device; the size is checked before reading.
+            data = read_file(os.fspath(wasm_file), wasm.MODULE_LIMIT)
         except OSError as e:
             raise UsageError(f"{wasm_file}: cannot read it: {e.strerror}") from None
         result = wasm.inspect_wasm(data, filter_name=wasm_file.stem)
         click.echo(wasm.format_report(result, str(wasm_file), fmt), nl=False)
         return wasm.exit_code(result)
+
+    _run(go)
+
+
+_VARIANT_OPTION = click.option("--variant", type=click.Choice(["compat", "oci"]), default="compat",
+                               show_default=True,
+                               help="compat: a tar+gzip layer with plugin.wasm (also for image volumes); "
+                                    "oci: the module as a layer of its own.")
+
+
+@main.command(epilog=_examples("wasm-gitops package", "wasm-gitops package --variant oci example-filter"))
+@SPEC_OPTION
+@_VARIANT_OPTION
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where the layouts go, one directory per filter. Default: build/oci beside the spec.")
+@click.argument("filters", nargs=-1)
+def package(spec: Path, variant: str, out: Path | None, filters: tuple[str, ...]) -> None:
+    """Build each filter (all, or those named) as a byte-reproducible OCI image layout on disk."""
+    from . import publish
+
+    def go() -> int:
+        for done in publish.package(spec, filters, variant, out):  # type: ignore[arg-type]
+            click.echo(f"packaged {done.name}: {done.directory} {done.image.digest} ({variant})")
+        return 0
+
+    _run(go)
+
+
+@main.command(epilog=_examples("wasm-gitops push", "REGISTRY_AUTH_FILE=auth.json wasm-gitops push example-filter"))
+@SPEC_OPTION
+@_VARIANT_OPTION
+@click.argument("filters", nargs=-1)
+def push(spec: Path, variant: str, filters: tuple[str, ...]) -> None:
+    """Push each filter with an image: (all, or those named) to its registry and record the digests in the
+    lock file beside the spec (filters.lock). Credentials: REGISTRY_AUTH_FILE or the Docker config."""
+    from . import oci, publish
+
+    def go() -> int:
+        pushed, changed = publish.push(spec, filters, variant, os.environ,  # type: ignore[arg-type]
+                                       oci.terminal_progress())
+        for p in pushed:
+            click.echo(f"pushed {p.name}: {p.entry.repository}:{p.entry.tag} {p.entry.manifest_digest} "
+                       f"({p.entry.variant}, module {p.size:,} bytes)")
+        lock = publish.lock_path(spec)
+        click.echo(f"{lock}: {'updated' if changed else 'unchanged'}")
+        return 0
 
     _run(go)
 

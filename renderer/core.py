@@ -217,6 +217,13 @@ def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
 
 # ------------------------------------------------------------------------------------------ verify
 
+def _pull_module(reference: str) -> bytes:
+    """The module of a pinned image, pulled from its registry (the credentials as for `push`)."""
+    from . import oci
+
+    return oci.pull_pinned(reference, None, os.environ)
+
+
 def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None = None,
            progress: Callable[[int, int, Any], None] | None = None) -> list[Any]:
     """Run the declared tests of each filter and service (or of those named) in a real Envoy: a
@@ -261,7 +268,8 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
                 cases.append(runner.Case(f.name, "filter", by_config[config], t, "trace"))
         problems: dict[str, str] = {}
         chains = istio.filter_set_chains(fs, prepared.plan.objects, modules, only={s.name for s in services},
-                                         on_error=lambda name, e: problems.__setitem__(name, str(e)))
+                                         on_error=lambda name, e: problems.__setitem__(name, str(e)),
+                                         images=_pull_module)
         by_service = {c.service: c for c in chains}
         for s in services:
             name = f"service:{s.name}"

@@ -258,6 +258,28 @@ FEATURES: tuple[Feature, ...] = (
         source="istio/api extensions/v1alpha1/wasm.proto targetRefs comment (\"Istio versions prior to 1.22\")",
         note="List of references; mutually exclusive with selector.",
     ),
+    # ---- TrafficExtension ------------------------------------------------------------------
+    Feature(
+        name="TrafficExtension",
+        since=(1, 30),
+        until=None,
+        source="istio/istio commit 9a028a975ce (PR #59052, \"First-class Lua and WASM support via new TrafficExtension "
+        "API\", 2026-04-08): in tag 1.30.0, not in 1.29.x; pilot/pkg/model/extensions.go TrafficExtensionWrapper",
+        note="extensions.istio.io/v1alpha1 TrafficExtension: selector/targetRefs, phase, priority and match at the top, "
+        "the Wasm settings (url, sha256, pluginName, pluginConfig, failStrategy, ...) under wasm (or lua instead).",
+    ),
+    # ---- sidecar injection -------------------------------------------------------------------
+    Feature(
+        name="injection.imageVolume",
+        since=(1, 24),
+        until=None,
+        source="istio/istio pkg/kube/inject/webhook.go applyOverlayYAML (the injected template is unmarshalled into "
+        "corev1.Pod); go.mod k8s.io/api v0.30.1 in 1.23.0, v0.31.1 in 1.24.0",
+        note="The userVolume annotation's volumes pass through the injection template unchanged (toYaml of the JSON "
+        "value), but the result is decoded into the corev1.Pod of the k8s.io/api Istio is built with. "
+        "ImageVolumeSource arrived in k8s.io/api v0.31; older Istio drops the image field silently and the pod "
+        "gets a volume without a source (an emptyDir once defaulted).",
+    ),
 )
 
 _BY_NAME: dict[str, Feature] = {feature.name: feature for feature in FEATURES}

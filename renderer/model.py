@@ -6,13 +6,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-OutputKind = Literal["EnvoyFilter", "WasmPlugin"]
+OutputKind = Literal["EnvoyFilter", "WasmPlugin", "TrafficExtension"]
+# configMap: the binary in a ConfigMap, mounted into istio-proxy. oci: istio-agent pulls the image named by
+# digest (WasmPlugin, TrafficExtension). imageVolume: the kubelet mounts the image as a volume.
+Delivery = Literal["configMap", "oci", "imageVolume"]
 Context = Literal["SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"]
 ArgoCDMode = Literal["Application", "ApplicationSet"]
 FluxMode = Literal["Kustomization", "PerService"]
 FluxSourceKind = Literal["GitRepository", "OCIRepository", "Bucket"]
 
 MOUNT_DIR = "/var/local/lib/wasm-filters"
+IMAGE_FILE = "plugin.wasm"  # where the compat image layer puts the module, so where the volume shows it
+DEFAULT_KUBERNETES = "1.33"  # the oldest release with image volumes; only they depend on it
 DEFAULT_RUNTIME = "envoy.wasm.runtime.v8"
 
 
@@ -29,6 +34,20 @@ class Binary:
     @property
     def is_oci(self) -> bool:
         return self.oci is not None
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A filter's image as pushed and locked: always used by digest, never by the mutable tag."""
+
+    repository: str
+    tag: str
+    manifest_digest: str  # sha256:<hex>
+    variant: str
+
+    @property
+    def pinned(self) -> str:
+        return f"{self.repository}@{self.manifest_digest}"
 
 
 @dataclass(frozen=True)
@@ -97,6 +116,8 @@ class Filter:
     priority: int | None
     build: Build | None
     tests: tuple[TestSpec, ...] = ()
+    delivery: Delivery = "configMap"
+    image: ImageRef | None = None  # set when delivery is oci or imageVolume
 
     @property
     def file_name(self) -> str:
@@ -104,7 +125,33 @@ class Filter:
 
     @property
     def mounted_path(self) -> str:
+        if self.delivery == "imageVolume":
+            return f"{self.image_mount_dir}/{IMAGE_FILE}"
         return f"{MOUNT_DIR}/{self.file_name}"
+
+    @property
+    def image_mount_dir(self) -> str:
+        return f"{MOUNT_DIR}/{self.name}"
+
+    @property
+    def in_configmap(self) -> bool:
+        return not self.binary.is_oci and self.delivery == "configMap"
+
+    @property
+    def oci_url(self) -> str | None:
+        """What istio-agent pulls, or None when the module is a file in the proxy's filesystem."""
+        if self.binary.oci is not None:
+            return self.binary.oci
+        if self.delivery == "oci" and self.image is not None:
+            return f"oci://{self.image.pinned}"
+        return None
+
+    @property
+    def pulled_sha256(self) -> str:
+        """The sha256 istio-agent checks: for an image it is the manifest digest (pkg/wasm/cache.go)."""
+        if self.delivery == "oci" and self.image is not None:
+            return self.image.manifest_digest.removeprefix("sha256:")
+        return self.binary.sha256
 
 
 @dataclass(frozen=True)
@@ -128,7 +175,11 @@ class Service:
 
     @property
     def mounts_configmaps(self) -> bool:
-        return any(not sf.filter.binary.is_oci for sf in self.filters)
+        return any(sf.filter.in_configmap for sf in self.filters)
+
+    @property
+    def image_volumes(self) -> tuple[Filter, ...]:
+        return tuple(sf.filter for sf in self.filters if sf.filter.delivery == "imageVolume")
 
 
 @dataclass(frozen=True)
@@ -176,3 +227,4 @@ class FilterSet:
     filters: tuple[Filter, ...]
     services: tuple[Service, ...]
     gitops: GitOps | None = None
+    kubernetes: tuple[int, int] = (1, 33)

@@ -81,12 +81,29 @@ def user_volume(service: Service) -> str:
     accident of a duplicated `name` key). One projected volume gathers every filter's ConfigMap, so
     several filters land side by side under one mount, never in patches that overwrite each other.
     """
-    sources = [
-        {"configMap": {"name": configmap_name(sf.filter),
-                       "items": [{"key": sf.filter.file_name, "path": sf.filter.file_name}]}}
-        for sf in service.filters if not sf.filter.binary.is_oci
-    ]
-    return _compact({VOLUME_NAME: {"projected": {"sources": sources}}})
+    volumes: Obj = {}
+    if service.mounts_configmaps:
+        sources = [
+            {"configMap": {"name": configmap_name(sf.filter),
+                           "items": [{"key": sf.filter.file_name, "path": sf.filter.file_name}]}}
+            for sf in service.filters if sf.filter.in_configmap
+        ]
+        volumes[VOLUME_NAME] = {"projected": {"sources": sources}}
+    for f in service.image_volumes:
+        volumes[image_volume_name(f)] = {"image": image_volume_source(f)}
+    return _compact(volumes)
+
+
+def image_volume_name(f: Filter) -> str:
+    return f"wasm-{f.name}"
+
+
+def image_volume_source(f: Filter) -> Obj:
+    """A Kubernetes image volume (beta from 1.33): the kubelet pulls the image with the node's
+    credentials and mounts its layers read-only. Pinned by digest, the image never changes under a
+    running pod, so IfNotPresent saves the pull of every restart."""
+    assert f.image is not None
+    return {"reference": f.image.pinned, "pullPolicy": "IfNotPresent"}
 
 
 @functools.cache  # the same for every service: encode it once
@@ -94,11 +111,20 @@ def user_volume_mount() -> str:
     return _compact({VOLUME_NAME: {"mountPath": MOUNT_DIR, "readOnly": True}})
 
 
+def _user_volume_mounts(service: Service) -> str:
+    if not service.image_volumes:
+        return user_volume_mount()
+    mounts: Obj = {VOLUME_NAME: {"mountPath": MOUNT_DIR, "readOnly": True}} if service.mounts_configmaps else {}
+    for f in service.image_volumes:
+        mounts[image_volume_name(f)] = {"mountPath": f.image_mount_dir, "readOnly": True}
+    return _compact(mounts)
+
+
 def deployment_patch(service: Service) -> Obj:
     annotations: dict[str, str] = {}
-    if service.mounts_configmaps:
+    if service.mounts_configmaps or service.image_volumes:
         annotations["sidecar.istio.io/userVolume"] = user_volume(service)
-        annotations["sidecar.istio.io/userVolumeMount"] = user_volume_mount()
+        annotations["sidecar.istio.io/userVolumeMount"] = _user_volume_mounts(service)
     if service.proxy_log_level:
         annotations["sidecar.istio.io/componentLogLevel"] = ",".join(
             f"{k}:{v}" for k, v in service.proxy_log_level)
@@ -186,8 +212,8 @@ def wasm_plugin(fs: FilterSet, service: Service, index: int, sf: ServiceFilter) 
     same mounted file (file://) or pulls it (oci://); fields appear only where the target has them."""
     f = sf.filter
     spec: Obj = {"selector": {"matchLabels": dict(service.selector)}}
-    spec["url"] = f.binary.oci if f.binary.oci else f"file://{f.mounted_path}"
-    spec["sha256"] = f.binary.sha256
+    spec["url"] = f.oci_url or f"file://{f.mounted_path}"
+    spec["sha256"] = f.pulled_sha256
     if f.root_id:
         spec["pluginName"] = f.root_id
     if f.phase and f.phase != "UNSPECIFIED_PHASE":
@@ -203,6 +229,30 @@ def wasm_plugin(fs: FilterSet, service: Service, index: int, sf: ServiceFilter) 
     if mode and istio_versions.supports(fs.istio, "WasmPlugin.match"):
         spec["match"] = [{"mode": mode}]
     return {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+            "metadata": _filter_metadata(service, f), "spec": spec}
+
+
+def traffic_extension(fs: FilterSet, service: Service, index: int, sf: ServiceFilter) -> Obj:
+    """extensions.istio.io/v1alpha1 TrafficExtension (Istio >= 1.30), WasmPlugin's successor: the Wasm
+    settings move under `wasm`, while selector, phase, priority and match stay at the top. Istio orders
+    TrafficExtensions of a phase by priority, higher first (pilot/pkg/model/push_context.go
+    sortByPriority), like WasmPlugins, so the same countdown keeps the listed order."""
+    f = sf.filter
+    wasm: Obj = {"url": f.oci_url or f"file://{f.mounted_path}", "sha256": f.pulled_sha256}
+    if f.root_id:
+        wasm["pluginName"] = f.root_id
+    if sf.config is not None:
+        wasm["pluginConfig"] = json.loads(sf.config)
+    wasm["failStrategy"] = "FAIL_OPEN" if f.fail_open else "FAIL_CLOSE"
+    spec: Obj = {"selector": {"matchLabels": dict(service.selector)}}
+    if f.phase and f.phase != "UNSPECIFIED_PHASE":
+        spec["phase"] = f.phase
+    spec["priority"] = f.priority if f.priority is not None else len(service.filters) - index
+    mode = _MATCH_MODE.get(service.context)
+    if mode:
+        spec["match"] = [{"mode": mode}]
+    spec["wasm"] = wasm
+    return {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "TrafficExtension",
             "metadata": _filter_metadata(service, f), "spec": spec}
 
 

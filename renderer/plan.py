@@ -94,7 +94,7 @@ def _base(fs: FilterSet, header: str) -> _Part:
     used: dict[tuple[str, str], Filter] = {}
     for service in fs.services:
         for sf in service.filters:
-            if not sf.filter.binary.is_oci:
+            if sf.filter.in_configmap:
                 used[(service.namespace, sf.filter.name)] = sf.filter
     base_resources: list[str] = []
     for (namespace, name), f in sorted(used.items()):
@@ -136,6 +136,9 @@ class _Overlays:
             if service.output == "WasmPlugin":
                 fname = f"{sf.filter.name}.wasmplugin.yaml"
                 obj = objects.wasm_plugin(self.fs, service, index, sf)
+            elif service.output == "TrafficExtension":
+                fname = f"{sf.filter.name}.trafficextension.yaml"
+                obj = objects.traffic_extension(self.fs, service, index, sf)
             else:
                 obj = objects.envoy_filter(self.fs, service, index, sf)
             part.add(f"{odir}/{fname}", self.header, obj)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
 
@@ -25,6 +25,7 @@ from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
 from .files import NotAFile, TooLarge, is_within, read_file, schema_text
 from .model import (
+    DEFAULT_KUBERNETES,
     DEFAULT_RUNTIME,
     ArgoCD,
     Binary,
@@ -35,15 +36,19 @@ from .model import (
     FluxSourceRef,
     GitOps,
     HttpMessageSpec,
+    ImageRef,
     LocalReplySpec,
     Service,
     ServiceFilter,
     TestExpect,
     TestSpec,
 )
-from .wasm import CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, WasmReport, inspect_wasm
+from .wasm import CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, MODULE_LIMIT, WasmReport, inspect_wasm
 from .workloads import KUSTOMIZATION_NAMES, PathProblem, WorkloadReader, inside, inside_stat, is_remote
 from .yamlio import MAX_SPEC_BYTES, Document, SpecSyntaxError, json_path, load_document
+
+if TYPE_CHECKING:  # the lock (and the OCI module under it) is imported only by specs with images
+    from .lockfile import LockEntry
 
 SCHEMA_FILE = "filters.schema.json"
 
@@ -318,6 +323,11 @@ class _Checker:
         self.raw_filters: list[dict[str, Any]] = doc.data.get("filters", [])
         # First declaration wins, as in filters(): later duplicates are reported there.
         self.filter_index = {raw["name"]: i for i, raw in reversed(list(enumerate(self.raw_filters)))}
+        self.lock_file = spec_path.with_suffix(".lock")  # lockfile.lock_path, without importing it
+        self._lock: dict[str, LockEntry] | None = None
+        self._lock_read = False
+        self._lock_broken = False
+        self.kubernetes = (1, 33)
 
     def error(self, path: tuple[str | int, ...], message: str, *, key: bool = False) -> None:
         self.errors.append(self.doc.finding(path, message, key=key))
@@ -334,6 +344,8 @@ class _Checker:
                        "(Wasm filters arrived in Istio 1.5); target 1.5 or later")
             version = (1, 99)
         top_output = (data.get("output") or {}).get("kind", "EnvoyFilter")
+        kubernetes_text = data.get("kubernetes", DEFAULT_KUBERNETES)
+        self.kubernetes = istio_versions.parse_version(kubernetes_text) or (1, 33)
         filters = self.filters(data.get("filters", []), version)
         inspection = self.inspect_binaries()
         try:
@@ -347,7 +359,7 @@ class _Checker:
         if self.errors:
             return None
         return FilterSet(self.spec_path, self.root, version, istio_text,
-                         tuple(filters.values()), tuple(services), gitops=gitops)
+                         tuple(filters.values()), tuple(services), gitops=gitops, kubernetes=self.kubernetes)
 
     # ------------------------------------------------------------------ gitops
     def gitops(self, raw: dict[str, Any]) -> GitOps:
@@ -419,15 +431,17 @@ class _Checker:
             if name in out or name in self.broken_filters:
                 self.error(p + ("name",), f"filter name {name!r} is used twice; filter names must be unique")
                 continue
-            binary = self.binary(p, raw)
+            delivery = raw.get("delivery", "oci" if "image" in raw else "configMap")
+            binary = self.binary(p, raw, configmap=delivery == "configMap")
             if binary is None:
                 self.broken_filters.add(name)  # reported once, at its wasm; not again at each use
                 continue
-            if binary.path is not None and binary.path in by_path:
-                self.warn(p + ("wasm",), f"filter {name!r} uses the same file as {by_path[binary.path]!r}; "
+            shared = binary.path if delivery == "configMap" else None  # only ConfigMaps are per filter
+            if shared is not None and shared in by_path:
+                self.warn(p + ("wasm",), f"filter {name!r} uses the same file as {by_path[shared]!r}; "
                           "it gets a ConfigMap of its own")
-            if binary.path is not None:
-                by_path.setdefault(binary.path, name)
+            if shared is not None:
+                by_path.setdefault(shared, name)
             build = None
             if "build" in raw:
                 try:
@@ -439,6 +453,7 @@ class _Checker:
                 except PathProblem as e:
                     self.error(p + ("build", "context"), str(e))
             tests = self.tests(p, raw)
+            image = self.image(p, raw, binary, delivery, version)
             out[name] = Filter(
                 name=name,
                 binary=binary,
@@ -452,8 +467,104 @@ class _Checker:
                 priority=raw.get("priority"),
                 build=build,
                 tests=tests,
+                delivery=delivery,
+                image=image,
             )
         return out
+
+    def lock(self) -> dict[str, LockEntry] | None:
+        if not self._lock_read:
+            from .lockfile import LockProblem, read_lock
+
+            self._lock_read = True
+            try:
+                self._lock = read_lock(self.lock_file)
+            except LockProblem as e:
+                self._lock_broken = True
+                first = next(i for i, raw in enumerate(self.raw_filters) if "image" in raw)
+                self.error(("filters", first, "image"), f"{self.lock_file.name} cannot be used: {e}; restore it "
+                           "from version control or run 'wasm-gitops push' again")
+                self._lock = {}
+        return self._lock
+
+    def image(self, p: tuple[str | int, ...], raw: dict[str, Any], binary: Binary, delivery: str,
+              version: tuple[int, int]) -> ImageRef | None:
+        """The image a filter is delivered as, pinned by the digest the lock recorded at push."""
+        name = raw["name"]
+        dp = p + ("delivery",) if "delivery" in raw else p + ("image",)
+        if "image" not in raw:
+            if delivery != "configMap":
+                self.error(dp, f"delivery {delivery} needs an image: add image: {{repository: REGISTRY/PATH, "
+                           "tag: TAG} and run 'wasm-gitops push'")
+            return None
+        if binary.is_oci:
+            self.error(p + ("image",), "wasm is already an oci:// reference; remove image (it is for publishing a "
+                       "local .wasm) or point wasm at the local file")
+            return None
+        if delivery == "configMap":
+            return None  # published, but this render ships the ConfigMap: the lock is not needed
+        # What the cluster cannot do is said first: pushing would not help.
+        failed = delivery == "imageVolume" and self.image_volume_limits(p, dp, raw, version)
+        spec_image = raw["image"]
+        lock = self.lock()
+        if self._lock_broken:
+            return None
+        if lock is None:
+            self.error(p + ("image",), f"there is no {self.lock_file.name} beside the spec, so the image has no "
+                       f"digest to pin; run 'wasm-gitops push {name}' and commit {self.lock_file.name}")
+            return None
+        entry = lock.get(name)
+        if entry is None:
+            if self.lock_file.exists():
+                self.error(p + ("image",), f"{self.lock_file.name} has no entry for filter {name!r}; run "
+                           f"'wasm-gitops push {name}' and commit {self.lock_file.name}")
+            return None
+        problem = failed
+        if entry.repository != spec_image["repository"] or entry.tag != spec_image["tag"]:
+            what = "repository" if entry.repository != spec_image["repository"] else "tag"
+            self.error(p + ("image", what), f"{self.lock_file.name} records {entry.repository}:{entry.tag} for "
+                       f"this filter, not {spec_image['repository']}:{spec_image['tag']}; push it again "
+                       f"('wasm-gitops push {name}')")
+            problem = True
+        if entry.module_sha256 != binary.sha256:
+            self.error(p + ("wasm",), f"{raw['wasm']!r} has sha256 {binary.sha256}, but the image in "
+                       f"{self.lock_file.name} holds {entry.module_sha256} (pushed as {entry.pinned}); push it "
+                       f"again ('wasm-gitops push {name}')")
+            problem = True
+        if delivery == "imageVolume" and entry.variant != "compat":
+            self.error(dp, f"the image in {self.lock_file.name} is the {entry.variant} variant, whose layers a "
+                       "container runtime does not unpack; push the compat variant ('wasm-gitops push "
+                       f"--variant compat {name}') for an image volume")
+            problem = True
+        if problem:
+            return None
+        return ImageRef(entry.repository, entry.tag, entry.manifest_digest, entry.variant)
+
+    def image_volume_limits(self, p: tuple[str | int, ...], dp: tuple[str | int, ...], raw: dict[str, Any],
+                            version: tuple[int, int]) -> bool:
+        """What the cluster must have for an image volume: an error (True) where it cannot work."""
+        failed = False
+        k8s = self.kubernetes
+        k8s_text = self.doc.data.get("kubernetes", f"{DEFAULT_KUBERNETES} (the default)")
+        if k8s < (1, 33):
+            self.error(dp, f"delivery imageVolume needs Kubernetes 1.33 or later (image volumes are beta from "
+                       f"1.33, on by default from 1.35); the spec targets kubernetes {k8s_text}: raise kubernetes "
+                       "or use delivery oci")
+            failed = True
+        elif k8s < (1, 35):
+            self.warn(dp, f"image volumes are off by default before Kubernetes 1.35 (the spec targets kubernetes "
+                      f"{k8s_text}): enable the ImageVolume feature gate on the API server and the kubelets, or "
+                      "the volume is dropped")
+        if not istio_versions.supports(version, "injection.imageVolume"):
+            self.error(dp, f"Istio before 1.24 drops the image volume source while injecting the sidecar (its "
+                       f"Kubernetes API types predate image volumes), so the pod would mount an empty volume; the "
+                       f"spec targets istio {self.doc.data['istio']}: raise istio or use delivery oci")
+            failed = True
+        if len(f"wasm-{raw['name']}") > 63:
+            self.error(p + ("name",), f"the image volume would be named wasm-{raw['name']}, more than 63 "
+                       "characters; shorten the filter name")
+            failed = True
+        return failed
 
     def tests(self, p: tuple[str | int, ...], raw: dict[str, Any], owner: str = "filter") -> tuple[TestSpec, ...]:
         seen: set[str] = set()
@@ -485,7 +596,7 @@ class _Checker:
             ))
         return tuple(out)
 
-    def binary(self, p: tuple[str | int, ...], raw: dict[str, Any]) -> Binary | None:
+    def binary(self, p: tuple[str | int, ...], raw: dict[str, Any], *, configmap: bool = True) -> Binary | None:
         ref: str = raw["wasm"]
         declared = raw.get("sha256")
         if ref.startswith("oci://"):
@@ -504,11 +615,15 @@ class _Checker:
             self.error(p + ("wasm",), str(e))
             return None
         try:
-            data = read_file(os.fspath(path), CONFIGMAP_LIMIT)
+            data = read_file(os.fspath(path), CONFIGMAP_LIMIT if configmap else MODULE_LIMIT)
         except TooLarge as e:
-            self.error(p + ("wasm",), f"{ref!r} is {e.size:,} bytes; a ConfigMap holds at most "
-                       f"{CONFIGMAP_LIMIT:,}: shrink the module (wasm-opt -Oz, strip) or publish it as "
-                       "oci:// with output kind WasmPlugin")
+            if configmap:
+                self.error(p + ("wasm",), f"{ref!r} is {e.size:,} bytes; a ConfigMap holds at most "
+                           f"{CONFIGMAP_LIMIT:,}: shrink the module (wasm-opt -Oz, strip), or deliver it as an "
+                           "image (image: and delivery: oci or imageVolume)")
+            else:
+                self.error(p + ("wasm",), f"{ref!r} is {e.size:,} bytes, more than the {MODULE_LIMIT:,} "
+                           "a module delivered as an image may have here; shrink the module")
             return None
         except NotAFile as e:
             self.error(p + ("wasm",), f"wasm {ref!r} is {e.kind}, not a file; point it at the compiled "
@@ -529,7 +644,7 @@ class _Checker:
         if declared is not None and declared != digest:
             self.error(p + ("sha256",), f"sha256 {declared} does not match {ref!r} ({digest}); update "
                        "one of them")
-        if len(data) > CLIENT_SIDE_APPLY_LIMIT:
+        if configmap and len(data) > CLIENT_SIDE_APPLY_LIMIT:
             self.warn(p + ("wasm",), f"{ref!r} is {len(data):,} bytes, more than {CLIENT_SIDE_APPLY_LIMIT:,}: "
                       "client-side kubectl apply cannot store it in the last-applied annotation, so its "
                       "ConfigMap is marked for server-side apply (Argo CD ServerSideApply=true)")
@@ -598,12 +713,15 @@ class _Checker:
                            f"service {workloads[key]!r}; list all its filters in one service")
             workloads.setdefault(key, name)
             output = (raw.get("output") or {}).get("kind", top_output)
+            opath = p + ("output", "kind") if "output" in raw else ("output", "kind")
             if output == "WasmPlugin" and not istio_versions.supports(version, "WasmPlugin"):
-                opath = p + ("output", "kind") if "output" in raw else ("output", "kind")
                 self.error(opath, f"WasmPlugin needs Istio 1.12 or later, the spec targets "
                            f"{self.doc.data['istio']}; use output kind EnvoyFilter or raise istio")
+            if output == "TrafficExtension" and not istio_versions.supports(version, "TrafficExtension"):
+                self.error(opath, f"TrafficExtension needs Istio 1.30 or later, the spec targets "
+                           f"{self.doc.data['istio']}; use output kind WasmPlugin or raise istio")
             service_filters = self.service_filters(p, raw, filters, output)
-            if output == "WasmPlugin":
+            if output in ("WasmPlugin", "TrafficExtension"):
                 self.wasm_plugin_limits(p, raw, service_filters, version)
             selector = self.selector(p, raw, namespace, deployment, resource_owner, name)
             log_levels = tuple(sorted((raw.get("proxyLogLevel") or {}).items()))
@@ -660,14 +778,28 @@ class _Checker:
                 continue
             seen.add(fname)
             f = filters[fname]
-            if f.binary.is_oci and output != "WasmPlugin":
+            if f.binary.is_oci and output not in ("WasmPlugin", "TrafficExtension"):
                 self.error(npath, f"filter {fname!r} is an oci:// image, which only WasmPlugin can load; "
                            "set output kind WasmPlugin for this service")
+            elif f.delivery == "oci" and output == "EnvoyFilter":
+                self.error(npath, f"filter {fname!r} is delivered as an image istio-agent pulls (delivery oci), "
+                           "which an EnvoyFilter cannot ask for; set output kind WasmPlugin or TrafficExtension "
+                           "for this service, or delivery imageVolume for the filter")
+            if f.delivery == "imageVolume" and any(c.filter.in_configmap for c in chosen):
+                self.error(npath, self._mixed(fname))
+            elif f.in_configmap and any(c.filter.delivery == "imageVolume" for c in chosen):
+                self.error(npath, self._mixed(fname))
             config = f.config
             if isinstance(entry, dict) and "config" in entry:
                 config = _config_text(self.doc, fp + ("config",), entry["config"], self.errors)
             chosen.append(ServiceFilter(f, config))
         return tuple(chosen)
+
+    @staticmethod
+    def _mixed(fname: str) -> str:
+        return (f"filter {fname!r} shares this service with filters delivered the other way (ConfigMap and image "
+                "volume): the ConfigMaps are mounted read-only at /var/local/lib/wasm-filters, where the kubelet "
+                "cannot create the image volumes' mount points; deliver this service's filters the same way")
 
     def resource_dir(self, res: str) -> Path | str | None:
         """The real directory a service resource names, or what is wrong with it; None if remote."""

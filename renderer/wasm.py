@@ -38,6 +38,9 @@ LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
 # binaryData is base64, 4/3 larger: past 196,608 raw bytes the annotation cannot fit whatever the rest
 # of the object is. Below it, whether it fits is computed per object (last_applied_annotations_size).
 CLIENT_SIDE_APPLY_LIMIT = 196_608
+# A module delivered as an image has no ConfigMap limit; this bound only keeps a hostile (say, sparse)
+# file from being read into memory. Real filters reach ~10 MB (Go).
+MODULE_LIMIT = 128 * 1024 * 1024
 
 WASM_MAGIC = b"\0asm"
 
@@ -493,3 +496,64 @@ def format_report(report: WasmReport, path: str, fmt: str) -> str:
         ]
     width = max(len(label) for label, _ in rows) + 1
     return "".join(f"{label + ':':<{width}} {value}\n" for label, value in rows)
+
+
+# ------------------------------------------------------------------------------------------ images
+
+@dataclass(frozen=True)
+class ImageReport:
+    """An OCI image as istio-agent would read it: which layout it is, and the module inside, if any."""
+
+    target: str
+    layout: str | None  # docker, compat, oci; None: none of Istio's layouts
+    description: str
+    manifest_digest: str
+    reasons: tuple[str, ...]
+    module: WasmReport | None
+    module_bytes: bytes = b""  # what istio-agent hands to Envoy (empty when it cannot find it)
+    resolved_from: str | None = None
+
+    @property
+    def loadable(self) -> bool:
+        return self.layout is not None and self.module is not None and self.module.is_wasm
+
+
+def inspect_image(target: str, env: Any = None) -> ImageReport:
+    """`oci://REF` or an image layout directory, through Istio's rules (renderer.oci), then the module."""
+    from . import oci
+
+    pulled = oci.pull(target, env)
+    v = pulled.verdict
+    module = inspect_wasm(v.module) if v.module is not None else None
+    reasons = v.reasons
+    if v.layout is not None and module is not None and not module.is_wasm:
+        reasons = (*reasons, f"the {v.layout} layout holds a {oci.PLUGIN_FILE} that is not WebAssembly; "
+                   "istio-agent refuses it (\"fetched Wasm binary ... is invalid\")")
+    return ImageReport(target, v.layout, v.description, v.manifest_digest, reasons, module,
+                       v.module or b"", v.resolved_from)
+
+
+def image_exit_code(report: ImageReport) -> int:
+    """As for a file, with an image Istio cannot read counted as not loadable (2)."""
+    if not report.loadable or report.module is None:
+        return 2
+    return exit_code(report.module)
+
+
+def format_image_report(report: ImageReport, fmt: str) -> str:
+    if fmt == "json":
+        document = {"image": report.target, "exit_code": image_exit_code(report), "layout": report.layout,
+                    "layout_description": report.description, "manifest_digest": report.manifest_digest,
+                    "resolved_from_index": report.resolved_from, "reasons": list(report.reasons),
+                    "module": None if report.module is None else
+                    {"verdict": verdict(report.module), **report.module.as_dict()}}
+        return json.dumps(document, sort_keys=True, indent=2) + "\n"
+    rows = [("image", report.target), ("layout", report.description), ("manifest digest", report.manifest_digest)]
+    if report.resolved_from:
+        rows.append(("from index", f"{report.resolved_from} (its linux/amd64 entry)"))
+    if report.layout is None:
+        rows += [("istio", "istio-agent cannot load it: " + "; ".join(report.reasons))]
+    head = "".join(f"{label + ':':<17} {value}\n" for label, value in rows)
+    if report.module is None:
+        return head
+    return head + format_report(report.module, f"{report.target} ({'plugin.wasm' if report.layout != 'oci' else 'wasm layer'})", "text")

@@ -397,7 +397,8 @@ def test_a_sparse_2_gib_wasm_under_a_1_gb_memory_limit_is_refused_by_its_size(re
     _no_traceback(result)
     assert result.stderr.splitlines() == [
         "filters.yaml:6:11: 'filters/example-filter.wasm' is 2,147,483,648 bytes; a ConfigMap holds at most "
-        "1,048,576: shrink the module (wasm-opt -Oz, strip) or publish it as oci:// with output kind WasmPlugin"]
+        "1,048,576: shrink the module (wasm-opt -Oz, strip), or deliver it as an image (image: and delivery: oci "
+        "or imageVolume)"]
     assert not (repo.root / "base").exists()
 
 

@@ -152,7 +152,7 @@ def _overlays(pairs: Iterable[tuple[str, Obj]]) -> tuple[dict[str, _Overlay], di
             ov.namespace = str(obj["namespace"])
         elif kind == "EnvoyFilter":
             ov.envoy_filters.append((path, obj))
-        elif kind == "WasmPlugin":
+        elif kind in ("WasmPlugin", "TrafficExtension"):  # one translation: istiod turns the first into the second
             ov.wasm_plugins.append((path, obj))
         elif kind == "Deployment":
             tmpl = ((obj.get("spec") or {}).get("template") or {}).get("metadata") or {}
@@ -177,7 +177,23 @@ class _Modules:
         return str(path)
 
 
-def _mounted_files(ov: _Overlay, configmaps: Mapping[tuple[str, str], Obj]) -> dict[str, bytes | str]:
+# How a chain gets the module of an image (REPOSITORY@sha256:DIGEST or oci://...): pulled from its
+# registry by the caller, as the kubelet (image volume) or istio-agent (oci:// URL) would pull it.
+ImageFetcher = Callable[[str], bytes]
+IMAGE_MODULE = "plugin.wasm"  # where Istio's compat image layout keeps the module (pkg/wasm/imagefetcher.go)
+
+
+def _image_module(reference: str, images: ImageFetcher | None) -> bytes | str:
+    if images is None:
+        return f"the image {reference} is not pulled here (no registry access was given)"
+    try:
+        return images(reference)
+    except Exception as e:  # noqa: BLE001 - whatever the registry client raised is this chain's failure
+        return f"the image {reference} could not be pulled: {e}"
+
+
+def _mounted_files(ov: _Overlay, configmaps: Mapping[tuple[str, str], Obj],
+                   images: ImageFetcher | None = None) -> dict[str, bytes | str]:
     """Path in the sidecar -> the module bytes, or why that path cannot be read (an error message)."""
     volumes = _json_map(ov, USER_VOLUME)
     mounts = _json_map(ov, USER_VOLUME_MOUNT)
@@ -189,6 +205,12 @@ def _mounted_files(ov: _Overlay, configmaps: Mapping[tuple[str, str], Obj]) -> d
             raise ChainError(f"overlays/{ov.name}: {USER_VOLUME_MOUNT} mounts volume {volume_name!r}, which "
                              f"{USER_VOLUME} does not define: the pod would not be created")
         source = volumes[volume_name] or {}
+        image = source.get("image") if isinstance(source, dict) else None
+        if isinstance(image, dict) and isinstance(image.get("reference"), str):
+            # An image volume: the image's files under the mount path, the module at plugin.wasm.
+            target = posixpath.normpath(posixpath.join(mount["mountPath"], IMAGE_MODULE))
+            files[target] = _image_module(image["reference"], images)
+            continue
         sources = [source] if "configMap" in source else list((source.get("projected") or {}).get("sources") or [])
         for src in sources:
             cm = src.get("configMap") if isinstance(src, dict) else None
@@ -271,12 +293,18 @@ def _wasm_plugin_filter(obj: Obj, istio: tuple[int, int] | None) -> tuple[str, O
     does in the target release (the newest shape when it is not known)."""
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     namespace, name = str(meta.get("namespace", "default")), str(meta.get("name"))
+    kind = str(obj.get("kind"))
+    if kind == "TrafficExtension":  # the Wasm fields sit under spec.wasm (extensions.istio.io TrafficExtension)
+        spec = {**spec, **(spec.get("wasm") or {})}
     url = str(spec.get("url", ""))
-    if not url.startswith("file://"):
-        raise ChainError(f"WasmPlugin {namespace}/{name} loads {url!r}: only file:// modules (mounted from the "
-                         "rendered ConfigMap) can run offline")
+    if not url.startswith(("file://", "oci://")):
+        raise ChainError(f"{kind} {namespace}/{name} loads {url!r}: only file:// modules (mounted from the "
+                         "rendered tree) and oci:// images can be run here")
     version = istio or (99, 0)
-    if version >= (1, 30):  # translated into a TrafficExtension (config/kube/extensions/translate.go)
+    if kind == "TrafficExtension":  # model/extensions.go: TrafficExtensionResourceNamePrefix + ns.name
+        resource = f"{namespace}.{name}"
+        filter_name = f"extensions.istio.io/trafficextension/{resource}"
+    elif version >= (1, 30):  # translated into a TrafficExtension (config/kube/extensions/translate.go)
         resource = f"{namespace}.{name}~istio-translated-wasmplugin"
         filter_name = f"extensions.istio.io/trafficextension/{resource}"
     else:  # the prefix was misspelt until 1.26
@@ -287,7 +315,9 @@ def _wasm_plugin_filter(obj: Obj, istio: tuple[int, int] | None) -> tuple[str, O
         plugin["configuration"] = {"@type": STRING_VALUE,
                                    "value": json.dumps(spec["pluginConfig"], separators=(",", ":"))}
     plugin["vm_config"] = {"runtime": "envoy.wasm.runtime.v8",
-                           "code": {"local": {"filename": url[len("file://"):]}},
+                           # file://: the mounted file; oci://: the image, which istio-agent pulls
+                           # and replaces with a local file before Envoy sees the config.
+                           "code": {"local": {"filename": url.removeprefix("file://")}},
                            # istiod's resource version of the object; a static tree has none.
                            "environment_variables": {"key_values": {"ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": ""}}}
     strategy = spec.get("failStrategy")
@@ -374,25 +404,28 @@ def _wasm_plugins_in_order(ov: _Overlay, context: Context) -> list[tuple[str, Ob
 
 
 def _chain(ov: _Overlay, context: Context, configmaps: Mapping[tuple[str, str], Obj],
-           modules: _Modules, istio: tuple[int, int] | None) -> ServiceChain:
-    files = _mounted_files(ov, configmaps) if (ov.envoy_filters or ov.wasm_plugins) else {}
+           modules: _Modules, istio: tuple[int, int] | None, images: ImageFetcher | None = None) -> ServiceChain:
+    files = _mounted_files(ov, configmaps, images) if (ov.envoy_filters or ov.wasm_plugins) else {}
     levels = tuple((a, b) for a, _, b in (part.partition(":") for part in
                                            ov.annotations.get(COMPONENT_LOG_LEVEL, "").split(",")) if b)
-    return ServiceChain(ov.name, ov.namespace, context, _build(ov, context, files, modules, istio), levels)
+    return ServiceChain(ov.name, ov.namespace, context, _build(ov, context, files, modules, istio, images), levels)
 
 
 def _build(ov: _Overlay, context: Context, files: Mapping[str, bytes | str], modules: _Modules,
-           istio: tuple[int, int] | None) -> tuple[ChainFilter, ...]:
+           istio: tuple[int, int] | None, images: ImageFetcher | None = None) -> tuple[ChainFilter, ...]:
     chain: list[ChainFilter | str] = []  # str: a filter istiod places that is not Wasm (the router)
     for path, obj in _wasm_plugins_in_order(ov, context):
         meta = obj["metadata"]
-        where = f"{path} (WasmPlugin {meta.get('namespace')}/{meta.get('name')})"
+        where = f"{path} ({obj['kind']} {meta.get('namespace')}/{meta.get('name')})"
         try:
             name, plugin = _wasm_plugin_filter(obj, istio)
         except ChainError as e:
             raise ChainError(f"{where}: {e}") from None
+        filename = plugin["vm_config"]["code"]["local"]["filename"]
+        if filename.startswith("oci://"):  # istio-agent pulls it and hands Envoy a local file
+            files = {**files, posixpath.normpath(filename): _image_module(filename, images)}
         plugin, module_path = _localise(plugin, files, modules, where)
-        chain.append(ChainFilter(path, "WasmPlugin", f"{meta.get('namespace')}/{meta.get('name')}",
+        chain.append(ChainFilter(path, str(obj["kind"]), f"{meta.get('namespace')}/{meta.get('name')}",
                                  {"name": name, "typed_config": {"@type": WASM_TYPE, "config": plugin}}, module_path))
     chain.append(objects.ROUTER)
     for path, obj in sorted(ov.envoy_filters, key=_envoy_filter_order):
@@ -456,7 +489,7 @@ def _router_last(chain: Sequence[ChainFilter | str], context: Context) -> None:
 def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Context], module_dir: Path, *,
                    only: Collection[str] | None = None,
                    on_error: Callable[[str, ChainError], None] | None = None,
-                   istio: tuple[int, int] | None = None) -> list[ServiceChain]:
+                   istio: tuple[int, int] | None = None, images: ImageFetcher | None = None) -> list[ServiceChain]:
     """The chain of each overlay's sidecar (or of those named in `only`), for the listener class its
     service declares (contexts: overlay name -> context; SIDECAR_INBOUND when absent). Modules are
     written to module_dir; `istio` (major, minor) picks the release's WasmPlugin translation. A tree that gives a service no loadable chain raises ChainError naming
@@ -468,7 +501,7 @@ def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Cont
         if only is not None and name not in only:
             continue
         try:
-            chains.append(_chain(ov, contexts.get(name, "SIDECAR_INBOUND"), configmaps, modules, istio))
+            chains.append(_chain(ov, contexts.get(name, "SIDECAR_INBOUND"), configmaps, modules, istio, images))
         except ChainError as e:
             if on_error is None:
                 raise
@@ -478,9 +511,10 @@ def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Cont
 
 def filter_set_chains(fs: FilterSet, pairs: Iterable[tuple[str, Obj]], module_dir: Path, *,
                       only: Collection[str] | None = None,
-                      on_error: Callable[[str, ChainError], None] | None = None) -> list[ServiceChain]:
+                      on_error: Callable[[str, ChainError], None] | None = None,
+                      images: ImageFetcher | None = None) -> list[ServiceChain]:
     return service_chains(pairs, {s.name: s.context for s in fs.services}, module_dir, only=only,
-                          on_error=on_error, istio=fs.istio)
+                          on_error=on_error, istio=fs.istio, images=images)
 
 
 def http_filter(fs: FilterSet, f: Filter, config: str | None, module_dir: Path, *,
@@ -494,14 +528,18 @@ def http_filter(fs: FilterSet, f: Filter, config: str | None, module_dir: Path, 
                       resources=(), context=context, filters=(ServiceFilter(f, config),), proxy_log_level=(),
                       output=output)
     sf = service.filters[0]
-    obj = objects.wasm_plugin(fs, service, 0, sf) if output == "WasmPlugin" else objects.envoy_filter(fs, service, 0, sf)
+    build = {"WasmPlugin": objects.wasm_plugin, "TrafficExtension": objects.traffic_extension}.get(output,
+                                                                                                 objects.envoy_filter)
+    obj = build(fs, service, 0, sf)
     files: dict[str, bytes | str] = {f.mounted_path: f.binary.data}
     ov = _Overlay("validate")
     key = f"overlays/validate/{f.name}.{output.lower()}.yaml"
-    ov.envoy_filters, ov.wasm_plugins = ([], [(key, obj)]) if output == "WasmPlugin" else ([(key, obj)], [])
+    ov.envoy_filters, ov.wasm_plugins = ([(key, obj)], []) if output == "EnvoyFilter" else ([], [(key, obj)])
     # The mount is the rendered patch's by construction (objects.user_volume_mount): the module sits
     # at the filter's mounted path.
-    chain = _build(ov, context, files, _Modules(module_dir), fs.istio)
+    # An image-delivered filter: the spec stage checked that the locked image holds exactly this file's
+    # module, so it stands in for the pull.
+    chain = _build(ov, context, files, _Modules(module_dir), fs.istio, images=lambda reference: f.binary.data)
     if len(chain) != 1:
         raise ChainError(f"filter {f.name!r}: the rendered object gives {len(chain)} filters in the {context} chain")
     return chain[0].http_filter
