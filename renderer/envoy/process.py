@@ -142,6 +142,13 @@ class EnvoyServer:
             proc.stderr.close()
 
     @property
+    def pid(self) -> int:
+        """The Envoy process's id while it runs (for /proc readings: CPU time, resident memory)."""
+        if self._proc is None:
+            raise RuntimeError("Envoy is not running")
+        return self._proc.pid
+
+    @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 

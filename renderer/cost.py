@@ -1,0 +1,875 @@
+"""`wasm-gitops cost`: what a service's Wasm chain costs each request, measured in a real Envoy.
+
+Per distinct chain, three Envoys on 127.0.0.1 serve the same listener: with the rendered chain
+(`wasm`), with the chain minus its Wasm filters (`none`), and, when the chain's only effect on a
+request is adding headers, with Envoy's own `header_mutation` adding them instead (`native`). All three
+proxy to one upstream Envoy that answers directly. `wrk` drives each variant at a paced rate (latency)
+and at saturation (throughput, and Envoy's CPU time per request), in interleaved rounds; a comparison is
+reported only when its effect is larger than its spread over the rounds. docs/cost.md says why each
+choice was made and how to read the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .envoy import istio
+from .envoy.binary import EnvoyBinary
+from .envoy.process import EnvoyFailed, EnvoyServer
+from .errors import UsageError, WasmGitopsError
+from .model import Context
+
+SCHEMA_VERSION = 1
+VARIANTS = ("none", "wasm", "native")
+WASM_TYPE = istio.WASM_TYPE
+HEADER_MUTATION = "envoy.filters.http.header_mutation"
+HEADER_MUTATION_TYPE = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
+PROBE_PATH = "/.wasm-gitops-cost-probe"
+LOAD_PATH = "/"
+
+# A run with fewer requests than this is not used: its p99 would rest on a handful of samples.
+MIN_REQUESTS = 200
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
+WRK_GRACE = 10.0  # seconds past -d before a wrk that does not finish is killed
+_MARK = "WASM_GITOPS_WRK "
+
+
+class MeasurementFailed(WasmGitopsError):
+    """Envoy refused a chain, or requests through it failed: a finding about the chain (exit 1)."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int = 5  # interleaved rounds; each measures every variant at the paced rate and at saturation
+    seconds: int = 1  # length of one wrk run (wrk counts whole seconds)
+    rate: int = 1000  # paced rate, requests per second
+    connections: int = 16  # connections at saturation
+    starts: int = 3  # Envoy starts per variant, for the load/compile time
+
+    def check(self) -> None:
+        if self.rounds < 2:
+            raise UsageError("--rounds must be at least 2: one round has no spread to compare effects with")
+        if self.seconds < 1:
+            raise UsageError("--seconds must be at least 1 (wrk counts whole seconds)")
+        if not 10 <= self.rate <= 100_000:
+            raise UsageError("--rate must be between 10 and 100000 requests per second")
+        if not 1 <= self.connections <= 1000:
+            raise UsageError("--connections must be between 1 and 1000")
+        if self.starts < 1:
+            raise UsageError("--starts must be at least 1")
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One service's HTTP filter chain (before the router), as its sidecar gets it (renderer.envoy.istio)."""
+
+    service: str
+    namespace: str
+    context: Context
+    filters: tuple[str, ...]  # the rendered objects, in chain order
+    http_filters: tuple[dict[str, Any], ...]  # Envoy HttpFilter configs, the router excluded
+
+
+def chains_of(spec_path: Path, services: Sequence[str], module_dir: Path) -> list[Chain]:
+    """The chains of the rendered tree of spec_path (all services, or those named)."""
+    from . import core
+
+    prepared = core.prepare(spec_path, None, keep_objects=True)
+    fs = prepared.spec.filter_set
+    known = {s.name for s in fs.services}
+    unknown = [s for s in services if s not in known]
+    if unknown:
+        raise UsageError(f"no service {', '.join(map(repr, unknown))} in {spec_path.name} "
+                         f"(services: {', '.join(sorted(known))})")
+    try:
+        found = istio.filter_set_chains(fs, prepared.plan.objects, module_dir, only=set(services) or None)
+    except istio.ChainError as e:
+        raise MeasurementFailed(str(e)) from None
+    return [Chain(c.service, c.namespace, c.context, tuple(str(f.plugin.get("name", f.object_name)) for f in c.filters),
+                  tuple(f.http_filter for f in c.filters)) for c in found if c.filters]
+
+
+def bootstrap_for(chain: Chain, http_filters: Sequence[dict[str, Any]], upstream_port: int) -> dict[str, Any]:
+    """The service's listener, shaped as istiod shapes it for its context, with these filters."""
+    listener = istio.listener(chain.service, chain.context, http_filters, "upstream",
+                              service_host=f"{chain.service}.{chain.namespace}.svc.cluster.local")
+    return istio.bootstrap([listener], [istio.cluster("upstream", upstream_port)])
+
+
+# ---------------------------------------------------------------------------- the machine
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    total: int  # clock ticks over all CPUs
+    steal: int
+    idle: int
+
+
+def cpu_sample(stat: str | None = None) -> CpuSample:
+    text = stat if stat is not None else Path("/proc/stat").read_text(encoding="ascii")
+    fields = [int(x) for x in text.splitlines()[0].split()[1:]]
+    # user nice system idle iowait irq softirq steal guest guest_nice; guest time is already in user.
+    fields += [0] * (10 - len(fields))
+    return CpuSample(total=sum(fields[:8]), steal=fields[7], idle=fields[3] + fields[4])
+
+
+def process_cpu_ns(pid: int) -> int:
+    """CPU time all threads of a process have used, in ns. /proc/PID/schedstat is the main thread
+    only (Envoy's workers are other threads), so the threads' exact runtimes are summed; without
+    schedstat, the process's utime + stime in clock ticks."""
+    total, found = 0, False
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text(encoding="ascii").split()[0])
+                found = True
+    if found:
+        return total
+    fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks * _TICK_NS
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text(encoding="ascii").splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise OSError(f"/proc/{pid}/status has no VmRSS")
+
+
+def machine(envoy: EnvoyBinary, wrk: Path) -> dict[str, Any]:
+    model = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        "cpuModel": model,
+        "kernel": platform.release(),
+        "envoyVersion": envoy.version,
+        "envoyConcurrency": 1,
+        "loadGenerator": wrk_version(wrk),
+    }
+
+
+# ---------------------------------------------------------------------------- wrk
+
+# wrk's Lua hooks: `delay` paces each connection (milliseconds between a response and the next
+# request), `done` prints the run's figures as one JSON line after wrk's own summary. The latency
+# histogram is wrk's, exact to the microsecond; percentile() reads it.
+_WRK_DONE = """
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '%s{"requests":%d,"durationUs":%d,"bytes":%d,"connectErrors":%d,"readErrors":%d,' ..
+    '"writeErrors":%d,"statusErrors":%d,"timeouts":%d,"p50Us":%.1f,"p90Us":%.1f,"p99Us":%.1f,' ..
+    '"minUs":%.1f,"maxUs":%.1f,"meanUs":%.3f}\\n',
+    "MARK", summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status,
+    e.timeout, latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.min,
+    latency.max, latency.mean))
+end
+""".replace("MARK", _MARK)
+
+_WRK_PACED = """
+local pause = 0
+function init(args)
+  pause = tonumber(args[1])
+end
+function delay()
+  return pause
+end
+"""
+
+
+def find_wrk(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    found = shutil.which("wrk", path=env.get("PATH"))
+    if found is None:
+        raise UsageError("wrk (the HTTP load generator) is not installed: apt-get install wrk")
+    return Path(found)
+
+
+def wrk_version(wrk: Path) -> str:
+    done = subprocess.run([os.fspath(wrk), "-v"], capture_output=True, text=True, timeout=10, check=False,
+                          stdin=subprocess.DEVNULL)
+    match = re.search(r"wrk (\S+)", done.stdout + done.stderr)
+    return f"wrk {match.group(1)}" if match else "wrk"
+
+
+@dataclass(frozen=True)
+class LoadRun:
+    """One wrk run against one variant, with what the machine did meanwhile."""
+
+    requests: int
+    seconds: float
+    p50_us: float
+    p99_us: float
+    envoy_cpu_ns: int  # CPU time the measured Envoy used during the run
+    steal_ticks: int
+    total_ticks: int
+    foreign_ns: int  # CPU time used meanwhile by processes other than wrk and the Envoys measured
+
+    @property
+    def foreign_share(self) -> float:
+        """Of the machine's CPU time during the run, the share other processes took."""
+        return self.foreign_ns / max(1, self.total_ticks * _TICK_NS)
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def cpu_us_per_request(self) -> float:
+        return self.envoy_cpu_ns / 1000 / self.requests
+
+
+def paced(rate: int) -> tuple[int, int]:
+    """(connections, pause in ms) for a paced run near `rate` requests/s: wrk pauses in whole
+    milliseconds, so each connection waits at least 2 ms and enough connections share the rate."""
+    connections = max(1, math.ceil(rate / 500))
+    return connections, max(1, round(connections * 1000 / rate))
+
+
+def run_wrk(wrk: Path, port: int, envoy_pid: int, upstream_pid: int, settings: Settings, *, paced_run: bool,
+            workdir: Path) -> LoadRun:
+    script = workdir / ("paced.lua" if paced_run else "saturate.lua")
+    if not script.exists():
+        script.write_text((_WRK_PACED if paced_run else "") + _WRK_DONE, encoding="utf-8")
+    if paced_run:
+        connections, pause = paced(settings.rate)
+    else:
+        connections, pause = settings.connections, 0
+    argv = [os.fspath(wrk), "-t1", f"-c{connections}", f"-d{settings.seconds}s", "--timeout", "5s",
+            "-s", os.fspath(script), f"http://127.0.0.1:{port}{LOAD_PATH}"]
+    if paced_run:
+        argv += ["--", str(pause)]
+    before_cpu, before = process_cpu_ns(envoy_pid), cpu_sample()
+    before_up, before_wrk = process_cpu_ns(upstream_pid), _children_cpu_ns()
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=settings.seconds + WRK_GRACE,
+                              check=False, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise MeasurementFailed(f"wrk did not finish within {settings.seconds + WRK_GRACE:.0f} s") from None
+    after_cpu, after = process_cpu_ns(envoy_pid), cpu_sample()
+    # wrk is the only child that ends during the run, so the children's rusage grows by its CPU time.
+    ours = (after_cpu - before_cpu) + (process_cpu_ns(upstream_pid) - before_up) + (_children_cpu_ns() - before_wrk)
+    busy = (after.total - after.idle - after.steal) - (before.total - before.idle - before.steal)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith(_MARK)), None)
+    if done.returncode != 0 or line is None:
+        raise MeasurementFailed(f"wrk failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()}")
+    figures = json.loads(line[len(_MARK):])
+    errors = {k: figures[k] for k in ("connectErrors", "readErrors", "writeErrors", "statusErrors", "timeouts")
+              if figures[k]}
+    if errors:
+        raise MeasurementFailed(f"requests failed under load: {errors} of {figures['requests']}")
+    if figures["requests"] < MIN_REQUESTS:
+        raise MeasurementFailed(f"only {figures['requests']} requests in {settings.seconds} s (fewer than "
+                                f"{MIN_REQUESTS}: too few for a p99); raise --seconds or --rate")
+    return LoadRun(requests=figures["requests"], seconds=figures["durationUs"] / 1e6, p50_us=figures["p50Us"],
+                   p99_us=figures["p99Us"], envoy_cpu_ns=after_cpu - before_cpu,
+                   steal_ticks=after.steal - before.steal, total_ticks=after.total - before.total,
+                   foreign_ns=max(0, busy * _TICK_NS - ours))
+
+
+def _children_cpu_ns() -> int:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return int((usage.ru_utime + usage.ru_stime) * 1e9)
+
+
+# ---------------------------------------------------------------------------- statistics
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A figure over the rounds: median, interquartile range, and every run."""
+
+    median: float
+    spread: float
+    runs: tuple[float, ...]
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Summary:
+        return cls(statistics.median(values), iqr(values), tuple(values))
+
+    def as_json(self, digits: int = 1) -> dict[str, Any]:
+        return {"median": round(self.median, digits), "spread": round(self.spread, digits),
+                "runs": [round(v, digits) for v in self.runs]}
+
+
+def iqr(values: Sequence[float]) -> float:
+    if len(values) < 2:
+        return math.inf
+    q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q3 - q1
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Variant a against variant b, round by round (the rounds are interleaved, so pairing the
+    runs of one round cancels the machine's slow drifts). `effect` is the median of the per-round
+    differences (or ratios), `spread` their interquartile range. `value` is set only when the effect
+    is larger than the spread, and, for a cost, only when it is a cost: a chain is never reported as
+    free or as making requests cheaper."""
+
+    effect: float
+    spread: float
+    value: float | None
+    reason: str  # why value is None, else ""
+
+    def as_json(self, digits: int = 1) -> dict[str, Any]:
+        return {"value": None if self.value is None else round(self.value, digits),
+                "effect": round(self.effect, digits), "spread": round(self.spread, digits),
+                "resolved": self.value is not None, **({"reason": self.reason} if self.reason else {})}
+
+
+def compare_difference(a: Sequence[float], b: Sequence[float]) -> Comparison:
+    """What a costs over b, in b's unit: the median of the per-round differences a - b."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    effect = statistics.median(diffs)
+    return _judge(effect, iqr(diffs), effect)
+
+
+def compare_ratio(a: Sequence[float], b: Sequence[float]) -> Comparison:
+    """a/b per round, for throughput: the cost is the share lost, 1 - a/b; a ratio above 1 would be
+    the chain making the proxy faster and is refused like a negative cost."""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    median = statistics.median(ratios)
+    return _judge(1.0 - median, iqr(ratios), median)
+
+
+def _judge(effect: float, spread: float, shown: float) -> Comparison:
+    if not abs(effect) > spread:
+        return Comparison(effect, spread, None, f"spread {spread:.3g} is not smaller than the effect "
+                                                f"{effect:.3g}: no difference resolved")
+    if effect <= 0:
+        return Comparison(effect, spread, None, "measured as a negative cost (cheaper than what it is compared with): "
+                                                "noise, not a figure; run again on a quieter machine")
+    return Comparison(effect, spread, shown, "")
+
+
+def ratio_of_effects(a: Comparison, b: Comparison) -> Comparison:
+    """How many times b's cost a's cost is (the Wasm chain against the native filter): defined only
+    when both costs are resolved."""
+    if a.value is None or b.value is None or b.effect <= 0:
+        return Comparison(math.nan, math.nan, None, "needs both costs resolved")
+    ratio = a.effect / b.effect
+    return Comparison(ratio, math.nan, ratio, "")
+
+
+# ---------------------------------------------------------------------------- Envoy configuration
+
+
+def _address(port: int = 0) -> dict[str, Any]:
+    return {"socket_address": {"address": "127.0.0.1", "port_value": port}}
+
+
+# The upstream answers load requests directly and, on the probe path only, echoes the request
+# headers it received (so the probe sees what a filter did to the request). The Lua filter is
+# disabled on the load route: the upstream's own cost must not vary with what is measured.
+_ECHO_LUA = """
+function envoy_on_request(handle)
+  local lines = {}
+  for key, value in pairs(handle:headers()) do
+    lines[#lines + 1] = key .. ": " .. value
+  end
+  table.sort(lines)
+  handle:respond({[":status"] = "200", ["content-type"] = "text/plain"}, table.concat(lines, "\\n"))
+end
+"""
+
+
+def upstream_bootstrap() -> dict[str, Any]:
+    lua = "envoy.filters.http.lua"
+    routes: list[dict[str, Any]] = [
+        {"match": {"path": PROBE_PATH}, "route": {"cluster": "unused"}},
+        {"match": {"prefix": "/"}, "direct_response": {"status": 200, "body": {"inline_string": "ok\n"}},
+         "typed_per_filter_config": {lua: {
+             "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute", "disabled": True}}},
+    ]
+    hcm = {
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."
+                 "HttpConnectionManager",
+        "stat_prefix": "upstream",
+        "route_config": {"virtual_hosts": [{"name": "upstream", "domains": ["*"], "routes": routes}]},
+        "http_filters": [
+            {"name": lua, "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+                                           "default_source_code": {"inline_string": _ECHO_LUA}}},
+            {"name": "envoy.filters.http.router",
+             "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+        ],
+    }
+    return {
+        "admin": {"address": _address()},
+        "static_resources": {
+            "listeners": [{"name": "upstream", "address": _address(), "filter_chains": [{"filters": [
+                {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
+            "clusters": [{"name": "unused", "type": "STATIC", "connect_timeout": "1s",
+                          "load_assignment": {"cluster_name": "unused", "endpoints": []}}],
+        },
+    }
+
+
+def is_wasm(http_filter: Mapping[str, Any]) -> bool:
+    typed = http_filter.get("typed_config")
+    return isinstance(typed, Mapping) and typed.get("@type") == WASM_TYPE
+
+
+def without_wasm(filters: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [f for f in filters if not is_wasm(f)]
+
+
+def header_mutation(effect: Effect) -> dict[str, Any]:
+    """Envoy's native filter doing what the chain was seen to do: add these headers."""
+
+    def adds(headers: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+        return [{"append": {"header": {"key": k, "value": v}, "append_action": "APPEND_IF_EXISTS_OR_ADD"}}
+                for k, v in headers]
+
+    mutations: dict[str, Any] = {}
+    if effect.request_added:
+        mutations["request_mutations"] = adds(effect.request_added)
+    if effect.response_added:
+        mutations["response_mutations"] = adds(effect.response_added)
+    return {"name": HEADER_MUTATION, "typed_config": {"@type": HEADER_MUTATION_TYPE, "mutations": mutations}}
+
+
+def with_native(filters: Sequence[dict[str, Any]], effect: Effect) -> list[dict[str, Any]]:
+    """The chain with its Wasm filters replaced by one header_mutation where the first one was."""
+    out: list[dict[str, Any]] = []
+    for f in filters:
+        if not is_wasm(f):
+            out.append(f)
+        elif not any(o.get("name") == HEADER_MUTATION for o in out):
+            out.append(header_mutation(effect))
+    return out
+
+
+# ---------------------------------------------------------------------------- what a chain does
+
+
+@dataclass(frozen=True)
+class Seen:
+    status: int
+    request: tuple[tuple[str, str], ...]  # as the upstream received them
+    response: tuple[tuple[str, str], ...]  # as the client received them
+
+
+@dataclass(frozen=True)
+class Effect:
+    """What a chain did to the probe request, against the same listener without it."""
+
+    request_added: tuple[tuple[str, str], ...] = ()
+    response_added: tuple[tuple[str, str], ...] = ()
+    other: tuple[str, ...] = ()  # anything header_mutation cannot reproduce by adding headers
+
+    @property
+    def headers_only(self) -> bool:
+        return not self.other and bool(self.request_added or self.response_added)
+
+    def describe(self) -> str:
+        parts = [f"adds request header {k}: {v}" for k, v in self.request_added]
+        parts += [f"adds response header {k}: {v}" for k, v in self.response_added]
+        return "; ".join(parts + list(self.other)) or "no visible effect"
+
+
+def probe(port: int) -> Seen:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", PROBE_PATH, headers={"Host": "cost.local", "User-Agent": "wasm-gitops-cost"})
+        response = conn.getresponse()
+        body = response.read().decode("utf-8", "replace")
+        headers = tuple((k.lower(), v) for k, v in response.getheaders())
+    finally:
+        conn.close()
+    request = tuple(tuple(line.split(": ", 1)) for line in body.splitlines() if ": " in line)
+    return Seen(response.status, request, headers)  # type: ignore[arg-type]
+
+
+def _volatile(a: Sequence[tuple[str, str]], b: Sequence[tuple[str, str]]) -> set[str]:
+    """Headers whose values differ between two identical requests (date, request ids, timings)."""
+    return {k for k, _ in set(a) ^ set(b)}
+
+
+def effect_of(chain: Sequence[Seen], bare: Sequence[Seen]) -> Effect:
+    """Compares two probes through the chain with two through the bare listener. Headers whose
+    values change from one request to the next on either side are left out: they say nothing
+    about the filter."""
+    skip_req = _volatile(chain[0].request, chain[1].request) | _volatile(bare[0].request, bare[1].request)
+    skip_resp = _volatile(chain[0].response, chain[1].response) | _volatile(bare[0].response, bare[1].response)
+
+    def delta(with_: Sequence[tuple[str, str]], without: Sequence[tuple[str, str]],
+              skip: set[str], side: str) -> tuple[tuple[tuple[str, str], ...], list[str]]:
+        w = [h for h in with_ if h[0] not in skip]
+        o = [h for h in without if h[0] not in skip]
+        removed = [h for h in o if h not in w]
+        added = [h for h in w if h not in o]
+        other = [f"removes or changes {side} header {k}" for k, _ in removed]
+        return tuple(added), other
+
+    req_added, req_other = delta(chain[0].request, bare[0].request, skip_req, "request")
+    resp_added, resp_other = delta(chain[0].response, bare[0].response, skip_resp, "response")
+    other = req_other + resp_other
+    if chain[0].status != bare[0].status:
+        other.append(f"answers {chain[0].status} instead of {bare[0].status}")
+    return Effect(req_added, resp_added, tuple(other))
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class VariantResult:
+    name: str
+    ready_ms: list[float] = field(default_factory=list)
+    paced: list[LoadRun] = field(default_factory=list)
+    saturated: list[LoadRun] = field(default_factory=list)
+    rss: int = 0
+    memory: dict[str, int] = field(default_factory=dict)  # admin /memory, bytes
+    wasm_vms_active: int = 0
+    wasm_vms_created: int = 0
+
+
+@dataclass
+class ChainResult:
+    chain: Chain
+    same_as: list[str]  # the other services with this very chain, measured with it
+    native: Effect | None  # None when the chain does more than add headers
+    effect: Effect
+    variants: dict[str, VariantResult]
+
+
+def _wasm_stats(server: EnvoyServer) -> tuple[int, int]:
+    active = created = 0
+    for entry in server.admin_json("/stats?format=json&filter=^wasm\\.").get("stats", []):
+        name = entry.get("name", "")
+        if name.endswith(".active") and name.startswith("wasm.envoy.wasm.runtime."):
+            active += int(entry["value"])
+        elif name.endswith(".created") and name.startswith("wasm.envoy.wasm.runtime."):
+            created += int(entry["value"])
+    return active, created
+
+
+def _start(envoy: EnvoyBinary, bootstrap: dict[str, Any], workdir: Path) -> tuple[EnvoyServer, float]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = EnvoyServer(envoy, bootstrap, workdir)
+    began = time.monotonic()
+    try:
+        server.start()
+    except EnvoyFailed as e:
+        raise MeasurementFailed(f"Envoy refused the listener: {_last_lines(e.log)}") from None
+    return server, (time.monotonic() - began) * 1000
+
+
+def _last_lines(log: str, n: int = 5) -> str:
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    return " | ".join(lines[-n:]) or "(no log)"
+
+
+def _single_port(server: EnvoyServer) -> int:
+    ports = server.listener_ports()
+    if len(ports) != 1:
+        raise MeasurementFailed(f"expected one listener, Envoy has {sorted(ports)}")
+    return next(iter(ports.values()))
+
+
+def _native_for(chain: Chain, chains: dict[str, list[dict[str, Any]]], envoy: EnvoyBinary, upstream_port: int,
+                workdir: Path, stack: contextlib.ExitStack) -> tuple[Effect, Effect | None]:
+    """What the chain does to a probe request (against the bare listener), and the effect a native
+    header_mutation reproduces exactly, or None. The native chain is added to `chains` only when
+    Envoy, probed the same way, shows the very same effect."""
+    servers = {}
+    for name in ("none", "wasm"):
+        server, _ = _start(envoy, bootstrap_for(chain, chains[name], upstream_port), workdir / f"{name}-probe")
+        stack.callback(server.stop)
+        servers[name] = server
+    seen = {name: [probe(_single_port(s)) for _ in range(2)] for name, s in servers.items()}
+    for name, s in servers.items():
+        s.stop()
+        if seen[name][0].status != 200:
+            which = "with the chain" if name == "wasm" else "without the chain"
+            raise MeasurementFailed(f"service {chain.service}: the listener {which} answers "
+                                    f"{seen[name][0].status} to GET {PROBE_PATH}; cost measures requests that "
+                                    "pass the chain")
+    effect = effect_of(seen["wasm"], seen["none"])
+    if not effect.headers_only:
+        return effect, None
+    candidate = with_native(chains["wasm"], effect)
+    server, _ = _start(envoy, bootstrap_for(chain, candidate, upstream_port), workdir / "native-probe")
+    stack.callback(server.stop)
+    native_seen = [probe(_single_port(server)) for _ in range(2)]
+    server.stop()
+    if effect_of(native_seen, seen["none"]) != effect:
+        return effect, None  # header_mutation does not reproduce it: no fair comparison
+    chains["native"] = candidate
+    return effect, effect
+
+
+def measure_chain(chain: Chain, same_as: list[str], envoy: EnvoyBinary, wrk: Path, upstream_port: int,
+                  upstream_pid: int, settings: Settings, workdir: Path,
+                  progress: Callable[[str], None]) -> ChainResult:
+    full = list(chain.http_filters)
+    chains: dict[str, list[dict[str, Any]]] = {"none": without_wasm(full), "wasm": full}
+    with contextlib.ExitStack() as stack:
+        progress(f"{chain.service}: what the chain does")
+        effect, native = _native_for(chain, chains, envoy, upstream_port, workdir, stack)
+        variants = [v for v in VARIANTS if v in chains]
+        results = {name: VariantResult(name) for name in variants}
+
+        # Each variant started `starts` times, interleaved, for the load/compile time; the last stays up.
+        servers: dict[str, EnvoyServer] = {}
+        for i in range(settings.starts):
+            for name in variants:
+                if name in servers:
+                    servers[name].stop()
+                server, ms = _start(envoy, bootstrap_for(chain, chains[name], upstream_port), workdir / f"{name}-{i}")
+                stack.callback(server.stop)
+                servers[name] = server
+                results[name].ready_ms.append(ms)
+        ports = {name: _single_port(s) for name, s in servers.items()}
+        pids = {name: s.pid for name, s in servers.items()}
+
+        def load(name: str, paced_run: bool) -> LoadRun:
+            return run_wrk(wrk, ports[name], pids[name], upstream_pid, settings, paced_run=paced_run, workdir=workdir)
+
+        # A warm-up run each (V8 tiers hot functions up, connections open), then the rounds, each in
+        # a rotated order so that no variant always runs first or last.
+        progress(f"{chain.service}: warming up")
+        for name in variants:
+            load(name, False)
+        for r in range(settings.rounds):
+            progress(f"{chain.service}: round {r + 1}/{settings.rounds}")
+            order = variants[r % len(variants):] + variants[:r % len(variants)]
+            for name in order:
+                results[name].paced.append(load(name, True))
+            for name in order:
+                results[name].saturated.append(load(name, False))
+        for name in variants:
+            server = servers[name]
+            results[name].rss = rss_bytes(pids[name])
+            memory = server.admin_json("/memory")
+            results[name].memory = {k: int(v) for k, v in memory.items() if str(v).isdigit()}
+            results[name].wasm_vms_active, results[name].wasm_vms_created = _wasm_stats(server)
+    return ChainResult(chain, same_as, native, effect, results)
+
+
+# ---------------------------------------------------------------------------- the report
+
+
+def _signature(chain: Chain) -> str:
+    """Two services with equal chains (module bytes included) are measured once."""
+
+    def norm(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: (_file_digest(v) if k == "filename" and isinstance(v, str) else norm(v))
+                    for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [norm(v) for v in value]
+        return value
+
+    return json.dumps(norm(list(chain.http_filters)), sort_keys=True)
+
+
+def _file_digest(path: str) -> str:
+    import hashlib
+
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return path
+
+
+def _variant_json(v: VariantResult) -> dict[str, Any]:
+    return {
+        "paced": {
+            "rps": Summary.of([r.rps for r in v.paced]).as_json(),
+            "p50Us": Summary.of([r.p50_us for r in v.paced]).as_json(),
+            "p99Us": Summary.of([r.p99_us for r in v.paced]).as_json(),
+        },
+        "saturation": {
+            "rps": Summary.of([r.rps for r in v.saturated]).as_json(),
+            "cpuUsPerRequest": Summary.of([r.cpu_us_per_request for r in v.saturated]).as_json(2),
+            "p50Us": Summary.of([r.p50_us for r in v.saturated]).as_json(),
+            "p99Us": Summary.of([r.p99_us for r in v.saturated]).as_json(),
+        },
+        "readyMs": Summary.of(v.ready_ms).as_json(),
+        "foreignCpuPercent": Summary.of([100 * r.foreign_share for r in [*v.paced, *v.saturated]]).as_json(),
+        "memory": {"rssBytes": v.rss, "allocatedBytes": v.memory.get("allocated", 0),
+                   "heapBytes": v.memory.get("heap_size", 0),
+                   "wasmVmsActive": v.wasm_vms_active, "wasmVmsCreated": v.wasm_vms_created},
+    }
+
+
+def _against(a: VariantResult, b: VariantResult) -> dict[str, Any]:
+    """What a costs over b (b being `none`)."""
+    added_rss = a.rss - b.rss
+    return {
+        "p50AddedUs": compare_difference([r.p50_us for r in a.paced], [r.p50_us for r in b.paced]).as_json(),
+        "p99AddedUs": compare_difference([r.p99_us for r in a.paced], [r.p99_us for r in b.paced]).as_json(),
+        "cpuAddedUsPerRequest": compare_difference([r.cpu_us_per_request for r in a.saturated],
+                                                   [r.cpu_us_per_request for r in b.saturated]).as_json(2),
+        "throughputRatio": compare_ratio([r.rps for r in a.saturated], [r.rps for r in b.saturated]).as_json(3),
+        "loadAddedMs": compare_difference(a.ready_ms, b.ready_ms).as_json(),
+        "rssAddedBytes": added_rss,
+        "rssPerWasmVmBytes": added_rss // a.wasm_vms_active if a.wasm_vms_active and added_rss > 0 else None,
+    }
+
+
+def _wasm_vs_native(wasm: VariantResult, native: VariantResult, none: VariantResult) -> dict[str, Any]:
+    wasm_cpu = compare_difference([r.cpu_us_per_request for r in wasm.saturated],
+                                  [r.cpu_us_per_request for r in none.saturated])
+    native_cpu = compare_difference([r.cpu_us_per_request for r in native.saturated],
+                                    [r.cpu_us_per_request for r in none.saturated])
+    return {
+        # The source documentation's "about 70 % of native speed": Wasm throughput over native's.
+        "throughputRatio": compare_ratio([r.rps for r in wasm.saturated],
+                                         [r.rps for r in native.saturated]).as_json(3),
+        "cpuAddedRatio": ratio_of_effects(wasm_cpu, native_cpu).as_json(2),
+    }
+
+
+def build_report(results: Sequence[ChainResult], machine_info: Mapping[str, Any], settings: Settings,
+                 before: CpuSample, after: CpuSample, wall_s: float) -> dict[str, Any]:
+    services = []
+    for result in results:
+        v = result.variants
+        entry: dict[str, Any] = {
+            "filters": list(result.chain.filters),
+            "effect": result.effect.describe(),
+            "native": ({"filter": HEADER_MUTATION, "does": result.native.describe()} if result.native
+                       else None),
+            "variants": {name: _variant_json(r) for name, r in v.items()},
+            "wasm": _against(v["wasm"], v["none"]),
+            "nativeCost": _against(v["native"], v["none"]) if "native" in v else None,
+            "wasmVsNative": _wasm_vs_native(v["wasm"], v["native"], v["none"]) if "native" in v else None,
+        }
+        for name in [result.chain.service, *result.same_as]:
+            services.append({"service": name, "namespace": result.chain.namespace,
+                             "measuredAs": result.chain.service, **entry})
+    total = max(1, after.total - before.total)
+    shares = [100 * r.foreign_share for res in results for v in res.variants.values() for r in [*v.paced, *v.saturated]]
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "kind": "wasm-gitops-cost",
+        "machine": dict(machine_info),
+        "settings": {"rounds": settings.rounds, "seconds": settings.seconds, "rate": settings.rate,
+                     "connections": settings.connections, "starts": settings.starts},
+        "run": {"wallSeconds": round(wall_s, 1),
+                "stealPercent": round(100 * (after.steal - before.steal) / total, 2),
+                "idlePercent": round(100 * (after.idle - before.idle) / total, 1),
+                "foreignCpuPercent": Summary.of(shares).as_json() if shares else None},
+        "services": sorted(services, key=lambda s: (s["namespace"], s["service"])),
+    }
+
+
+def _fmt(c: Mapping[str, Any], unit: str, *, sign: bool = True) -> str:
+    if c["value"] is None:
+        return f"not resolved ({c['reason']})"
+    value = f"{c['value']:+g}" if sign else f"{c['value']:g}"
+    spread = "" if c["spread"] is None or (isinstance(c["spread"], float) and math.isnan(c["spread"])) else \
+        f" (spread {c['spread']:g})"
+    return f"{value}{unit}{spread}"
+
+
+def _mib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 1048576:+.1f} MiB"
+
+
+def format_text(report: Mapping[str, Any]) -> str:
+    m, s, run = report["machine"], report["settings"], report["run"]
+    lines = [
+        f"machine: {m['cores']} cores ({m['cpuModel'] or 'unknown CPU'}), Envoy {m['envoyVersion']} with "
+        f"--concurrency {m['envoyConcurrency']}, {m['loadGenerator']}",
+        f"run: {s['rounds']} interleaved rounds of {s['seconds']} s runs, paced at {s['rate']}/s and saturated with "
+        f"{s['connections']} connections; {run['wallSeconds']} s, CPU steal {run['stealPercent']} %, "
+        f"idle {run['idlePercent']} %, other processes {run['foreignCpuPercent']['median']} % of the CPU "
+        f"(median over the runs; range {min(run['foreignCpuPercent']['runs'])}-{max(run['foreignCpuPercent']['runs'])} %)",
+        "figures: medians over the rounds; spread = interquartile range; a difference is shown only when it "
+        "is larger than its spread",
+    ]
+    for svc in report["services"]:
+        lines.append("")
+        shared = "" if svc["measuredAs"] == svc["service"] else f" (same chain as {svc['measuredAs']}, measured once)"
+        lines.append(f"{svc['namespace']}/{svc['service']}: {', '.join(svc['filters'])}{shared}")
+        lines.append(f"  the chain {svc['effect']}")
+        lines.append("  variant   p50 µs   p99 µs   rps(sat)   CPU µs/req   ready ms   RSS MiB   Wasm VMs")
+        for name, v in svc["variants"].items():
+            lines.append(f"  {name:<8}{v['paced']['p50Us']['median']:>8.0f} {v['paced']['p99Us']['median']:>8.0f}"
+                         f" {v['saturation']['rps']['median']:>10.0f} {v['saturation']['cpuUsPerRequest']['median']:>12.1f}"
+                         f" {v['readyMs']['median']:>10.0f} {v['memory']['rssBytes'] / 1048576:>9.1f}"
+                         f" {v['memory']['wasmVmsActive']:>10}")
+        w = svc["wasm"]
+        lines.append(f"  wasm: latency p50 {_fmt(w['p50AddedUs'], ' µs')}, p99 {_fmt(w['p99AddedUs'], ' µs')}")
+        lines.append(f"        CPU per request {_fmt(w['cpuAddedUsPerRequest'], ' µs')}, throughput "
+                     f"{_fmt(w['throughputRatio'], ' × without', sign=False)}")
+        lines.append(f"        memory {_mib(w['rssAddedBytes'])} RSS ({_mib(w['rssPerWasmVmBytes'])} per VM), "
+                     f"load/compile {_fmt(w['loadAddedMs'], ' ms')}")
+        if svc["native"] is None:
+            lines.append("  native: none: the chain does more than add headers, no native filter does its job")
+            continue
+        n, wn = svc["nativeCost"], svc["wasmVsNative"]
+        lines.append(f"  native ({svc['native']['filter']}): p50 {_fmt(n['p50AddedUs'], ' µs')}, "
+                     f"CPU per request {_fmt(n['cpuAddedUsPerRequest'], ' µs')}, "
+                     f"throughput {_fmt(n['throughputRatio'], ' × without', sign=False)}")
+        lines.append(f"  wasm / native: throughput {_fmt(wn['throughputRatio'], ' × native', sign=False)}, "
+                     f"added CPU {_fmt(wn['cpuAddedRatio'], ' × native', sign=False)}")
+    return "\n".join(lines) + "\n"
+
+
+def format_json(report: Mapping[str, Any]) -> str:
+    return json.dumps(report, indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+# ---------------------------------------------------------------------------- the command
+
+
+def run(chains: Sequence[Chain], envoy: EnvoyBinary, settings: Settings,
+        *, wrk: Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    settings.check()
+    wrk_path = wrk if wrk is not None else find_wrk()
+    say: Callable[[str], None] = progress or (lambda _: None)
+    groups: dict[str, list[Chain]] = {}
+    for chain in chains:
+        groups.setdefault(_signature(chain), []).append(chain)
+    began, before = time.monotonic(), cpu_sample()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="wasm-gitops-cost-") as tmp, _upstream(envoy, Path(tmp)) as (port, upstream_pid):
+        for i, group in enumerate(groups.values()):
+            results.append(measure_chain(group[0], [c.service for c in group[1:]], envoy, wrk_path, port, upstream_pid, settings, Path(tmp) / f"chain-{i}", say))
+    return build_report(results, machine(envoy, wrk_path), settings, before, cpu_sample(),
+                        time.monotonic() - began)
+
+
+@contextlib.contextmanager
+def _upstream(envoy: EnvoyBinary, tmp: Path) -> Iterator[tuple[int, int]]:
+    server, _ = _start(envoy, upstream_bootstrap(), tmp / "upstream")
+    try:
+        yield _single_port(server), server.pid
+    finally:
+        server.stop()
+
+
+def stderr_progress(message: str) -> None:
+    if sys.stderr.isatty():
+        print(f"cost: {message}", file=sys.stderr, flush=True)
