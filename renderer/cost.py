@@ -100,6 +100,7 @@ def chains_of(spec_path: Path, services: Sequence[str], module_dir: Path) -> lis
     if unknown:
         raise UsageError(f"no service {', '.join(map(repr, unknown))} in {spec_path.name} "
                          f"(services: {', '.join(sorted(known))})")
+    module_dir.mkdir(parents=True, exist_ok=True)
     try:
         found = istio.filter_set_chains(fs, prepared.plan.objects, module_dir, only=set(services) or None)
     except istio.ChainError as e:
@@ -314,7 +315,7 @@ class Summary:
         return cls(statistics.median(values), iqr(values), tuple(values))
 
     def as_json(self, digits: int = 1) -> dict[str, Any]:
-        return {"median": round(self.median, digits), "spread": round(self.spread, digits),
+        return {"median": round(self.median, digits), "spread": _number(self.spread, digits),
                 "runs": [round(v, digits) for v in self.runs]}
 
 
@@ -339,9 +340,14 @@ class Comparison:
     reason: str  # why value is None, else ""
 
     def as_json(self, digits: int = 1) -> dict[str, Any]:
-        return {"value": None if self.value is None else round(self.value, digits),
-                "effect": round(self.effect, digits), "spread": round(self.spread, digits),
-                "resolved": self.value is not None, **({"reason": self.reason} if self.reason else {})}
+        return {"value": _number(self.value, digits), "effect": _number(self.effect, digits),
+                "spread": _number(self.spread, digits), "resolved": self.value is not None,
+                **({"reason": self.reason} if self.reason else {})}
+
+
+def _number(value: float | None, digits: int) -> float | None:
+    """JSON has no NaN or infinity: an undefined figure is null."""
+    return None if value is None or not math.isfinite(value) else round(value, digits)
 
 
 def compare_difference(a: Sequence[float], b: Sequence[float]) -> Comparison:
@@ -507,9 +513,14 @@ def probe(port: int) -> Seen:
     return Seen(response.status, request, headers)  # type: ignore[arg-type]
 
 
+# Envoy's own per-request values: the second-resolution date, the upstream's time in ms, the UUID
+# request id. Probes of different Envoys, taken at different moments, differ in these alone.
+_PER_REQUEST = frozenset({"date", "x-envoy-upstream-service-time", "x-request-id"})
+
+
 def _volatile(a: Sequence[tuple[str, str]], b: Sequence[tuple[str, str]]) -> set[str]:
-    """Headers whose values differ between two identical requests (date, request ids, timings)."""
-    return {k for k, _ in set(a) ^ set(b)}
+    """Headers whose values differ between two identical requests, and Envoy's per-request ones."""
+    return {k for k, _ in set(a) ^ set(b)} | _PER_REQUEST
 
 
 def effect_of(chain: Sequence[Seen], bare: Sequence[Seen]) -> Effect:
@@ -783,57 +794,70 @@ def build_report(results: Sequence[ChainResult], machine_info: Mapping[str, Any]
     }
 
 
-def _fmt(c: Mapping[str, Any], unit: str, *, sign: bool = True) -> str:
+def _fmt(c: Mapping[str, Any], unit: str, *, ratio: bool = False, signed: bool = True) -> str:
     if c["value"] is None:
         return f"not resolved ({c['reason']})"
-    value = f"{c['value']:+g}" if sign else f"{c['value']:g}"
-    spread = "" if c["spread"] is None or (isinstance(c["spread"], float) and math.isnan(c["spread"])) else \
-        f" (spread {c['spread']:g})"
-    return f"{value}{unit}{spread}"
+    spread = "" if c["spread"] is None else f", spread {c['spread']:g}"
+    if ratio:
+        return f"{c['value']:.3g}{unit} ({-100 * c['effect']:+.1f} %{spread})"
+    return f"{c['value']:{'+' if signed else ''}.3g}{unit}" + (f" ({spread[2:]})" if spread else "")
 
 
-def _mib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 1048576:+.1f} MiB"
+def _mib(n: int | None, sign: str = "+") -> str:
+    return "n/a" if n is None else f"{n / 1048576:{sign}.1f} MiB"
+
+
+_TABLE = ("  {:<8}{:>8}{:>9}{:>10}{:>12}{:>10}{:>9}{:>9}")
 
 
 def format_text(report: Mapping[str, Any]) -> str:
     m, s, run = report["machine"], report["settings"], report["run"]
+    foreign = run["foreignCpuPercent"]
     lines = [
         f"machine: {m['cores']} cores ({m['cpuModel'] or 'unknown CPU'}), Envoy {m['envoyVersion']} with "
         f"--concurrency {m['envoyConcurrency']}, {m['loadGenerator']}",
-        f"run: {s['rounds']} interleaved rounds of {s['seconds']} s runs, paced at {s['rate']}/s and saturated with "
-        f"{s['connections']} connections; {run['wallSeconds']} s, CPU steal {run['stealPercent']} %, "
-        f"idle {run['idlePercent']} %, other processes {run['foreignCpuPercent']['median']} % of the CPU "
-        f"(median over the runs; range {min(run['foreignCpuPercent']['runs'])}-{max(run['foreignCpuPercent']['runs'])} %)",
-        "figures: medians over the rounds; spread = interquartile range; a difference is shown only when it "
-        "is larger than its spread",
+        f"run: {s['rounds']} interleaved rounds of {s['seconds']} s runs (paced at {s['rate']}/s; saturated with "
+        f"{s['connections']} connections) in {run['wallSeconds']} s; CPU steal {run['stealPercent']} %, other "
+        f"processes {foreign['median']} % of the CPU (median; {min(foreign['runs'])}-{max(foreign['runs'])} %)",
+        "medians over the rounds; spread = interquartile range; a difference is shown only when larger than its "
+        "spread",
     ]
     for svc in report["services"]:
-        lines.append("")
         shared = "" if svc["measuredAs"] == svc["service"] else f" (same chain as {svc['measuredAs']}, measured once)"
-        lines.append(f"{svc['namespace']}/{svc['service']}: {', '.join(svc['filters'])}{shared}")
-        lines.append(f"  the chain {svc['effect']}")
-        lines.append("  variant   p50 µs   p99 µs   rps(sat)   CPU µs/req   ready ms   RSS MiB   Wasm VMs")
-        for name, v in svc["variants"].items():
-            lines.append(f"  {name:<8}{v['paced']['p50Us']['median']:>8.0f} {v['paced']['p99Us']['median']:>8.0f}"
-                         f" {v['saturation']['rps']['median']:>10.0f} {v['saturation']['cpuUsPerRequest']['median']:>12.1f}"
-                         f" {v['readyMs']['median']:>10.0f} {v['memory']['rssBytes'] / 1048576:>9.1f}"
-                         f" {v['memory']['wasmVmsActive']:>10}")
+        lines += ["", f"{svc['namespace']}/{svc['service']}: {', '.join(svc['filters'])}{shared}",
+                  f"  the chain {svc['effect']}",
+                  _TABLE.format("", "p50 µs", "p99 µs", "sat. rps", "CPU µs/req", "ready ms", "RSS MiB", "Wasm VMs")]
+        for name in VARIANTS:
+            v = svc["variants"].get(name)
+            if v is None:
+                continue
+            lines.append(_TABLE.format(
+                name, f"{v['paced']['p50Us']['median']:.0f}", f"{v['paced']['p99Us']['median']:.0f}",
+                f"{v['saturation']['rps']['median']:.0f}", f"{v['saturation']['cpuUsPerRequest']['median']:.1f}",
+                f"{v['readyMs']['median']:.0f}", f"{v['memory']['rssBytes'] / 1048576:.1f}",
+                str(v["memory"]["wasmVmsActive"])))
         w = svc["wasm"]
-        lines.append(f"  wasm: latency p50 {_fmt(w['p50AddedUs'], ' µs')}, p99 {_fmt(w['p99AddedUs'], ' µs')}")
-        lines.append(f"        CPU per request {_fmt(w['cpuAddedUsPerRequest'], ' µs')}, throughput "
-                     f"{_fmt(w['throughputRatio'], ' × without', sign=False)}")
-        lines.append(f"        memory {_mib(w['rssAddedBytes'])} RSS ({_mib(w['rssPerWasmVmBytes'])} per VM), "
-                     f"load/compile {_fmt(w['loadAddedMs'], ' ms')}")
+        lines += [
+            "  wasm against none:",
+            f"    latency p50 {_fmt(w['p50AddedUs'], ' µs')}, p99 {_fmt(w['p99AddedUs'], ' µs')}",
+            f"    Envoy CPU per request {_fmt(w['cpuAddedUsPerRequest'], ' µs')}",
+            f"    throughput at saturation {_fmt(w['throughputRatio'], ' x none', ratio=True)}",
+            f"    memory {_mib(w['rssAddedBytes'])} RSS ({_mib(w['rssPerWasmVmBytes'], '')} per Wasm VM), "
+            f"module load/compile {_fmt(w['loadAddedMs'], ' ms')}",
+        ]
         if svc["native"] is None:
-            lines.append("  native: none: the chain does more than add headers, no native filter does its job")
+            lines.append("  native: no native filter: the chain does more than add headers (or nothing visible)")
             continue
         n, wn = svc["nativeCost"], svc["wasmVsNative"]
-        lines.append(f"  native ({svc['native']['filter']}): p50 {_fmt(n['p50AddedUs'], ' µs')}, "
-                     f"CPU per request {_fmt(n['cpuAddedUsPerRequest'], ' µs')}, "
-                     f"throughput {_fmt(n['throughputRatio'], ' × without', sign=False)}")
-        lines.append(f"  wasm / native: throughput {_fmt(wn['throughputRatio'], ' × native', sign=False)}, "
-                     f"added CPU {_fmt(wn['cpuAddedRatio'], ' × native', sign=False)}")
+        lines += [
+            f"  native ({svc['native']['filter']}, {svc['native']['does']}) against none:",
+            f"    latency p50 {_fmt(n['p50AddedUs'], ' µs')}, Envoy CPU per request "
+            f"{_fmt(n['cpuAddedUsPerRequest'], ' µs')}",
+            f"    throughput at saturation {_fmt(n['throughputRatio'], ' x none', ratio=True)}",
+            "  wasm against native:",
+            f"    throughput at saturation {_fmt(wn['throughputRatio'], ' x native', ratio=True)}",
+            f"    added CPU per request {_fmt(wn['cpuAddedRatio'], ' x native', signed=False)}",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,272 @@
+"""`wasm-gitops cost`: a tiny real run (Envoy, wrk) on the repository's spec, every figure present and
+plausible; the statistics that decide what may be printed; what a chain does, seen from both ends."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO, Repo
+
+from renderer import cost
+from renderer.cli import main
+from renderer.envoy.binary import find_envoy
+from renderer.errors import UsageError
+
+COMPARISONS = ("p50AddedUs", "p99AddedUs", "cpuAddedUsPerRequest", "throughputRatio", "loadAddedMs")
+
+
+# ---------------------------------------------------------------------------- a tiny real run
+
+
+@pytest.fixture(scope="module")
+def tiny() -> tuple[dict[str, Any], float]:
+    began = time.monotonic()
+    result = CliRunner().invoke(main, ["cost", "-f", str(REPO / "filters.yaml"), "--rounds", "2", "--seconds", "1",
+                                       "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout), time.monotonic() - began
+
+
+def _assert_summary(summary: dict[str, Any], *, positive: bool = True) -> None:
+    assert len(summary["runs"]) >= 2
+    assert min(summary["runs"]) <= summary["median"] <= max(summary["runs"])
+    assert summary["spread"] >= 0
+    if positive:
+        assert summary["median"] > 0
+
+
+def _assert_comparison(c: dict[str, Any], name: str) -> None:
+    assert set(c) >= {"value", "effect", "spread", "resolved"}
+    if not c["resolved"]:
+        assert c["value"] is None and c["reason"], f"{name}: unresolved without a reason: {c}"
+        return
+    # A resolved cost is a cost: never zero, never negative, and larger than its spread.
+    assert c["effect"] > 0, f"{name}: the chain was reported as free or cheaper: {c}"
+    assert c["effect"] > c["spread"], f"{name}: printed although the spread is larger than the effect: {c}"
+    if name.endswith("Ratio") and name == "throughputRatio":
+        assert 0 < c["value"] < 1, f"{name}: {c}"
+    else:
+        assert c["value"] > 0, f"{name}: {c}"
+
+
+def test_every_figure_of_a_tiny_run_is_present_and_plausible(tiny: tuple[dict[str, Any], float]) -> None:
+    report, _ = tiny
+    assert report["schemaVersion"] == cost.SCHEMA_VERSION == 1
+    assert report["kind"] == "wasm-gitops-cost"
+    m = report["machine"]
+    assert m["cores"] == len(os.sched_getaffinity(0)) and m["envoyConcurrency"] == 1
+    assert m["envoyVersion"] == find_envoy().version and m["loadGenerator"].startswith("wrk ")
+    assert 0 <= report["run"]["stealPercent"] <= 100
+    assert report["settings"] == {"rounds": 2, "seconds": 1, "rate": 1000, "connections": 16, "starts": 3}
+
+    by_name = {s["service"]: s for s in report["services"]}
+    assert sorted(by_name) == ["details", "productpage"]
+    # One chain (the same module and configuration): measured once, reported for both.
+    assert {s["measuredAs"] for s in by_name.values()} == {"details"}
+    for svc in by_name.values():
+        assert svc["filters"] == ["example-filter"]
+        assert svc["effect"] == "adds response header resp-header-demo: added by our filter"
+        assert svc["native"] == {"filter": "envoy.filters.http.header_mutation",
+                                 "does": "adds response header resp-header-demo: added by our filter"}
+        assert set(svc["variants"]) == {"none", "wasm", "native"}
+        for name, v in svc["variants"].items():
+            for figure in ("rps", "p50Us", "p99Us"):
+                _assert_summary(v["paced"][figure])
+                _assert_summary(v["saturation"][figure])
+            _assert_summary(v["saturation"]["cpuUsPerRequest"])
+            _assert_summary(v["readyMs"])
+            assert v["paced"]["p99Us"]["median"] >= v["paced"]["p50Us"]["median"]
+            # Paced: near the asked rate, never above it (wrk waits between a response and the next request).
+            assert 0.3 * 1000 < v["paced"]["rps"]["median"] <= 1000 * 1.05, v["paced"]["rps"]
+            assert v["memory"]["rssBytes"] > 10 * 2**20 and v["memory"]["allocatedBytes"] > 0
+            vms = v["memory"]["wasmVmsActive"]
+            # With one worker: at least the main thread's VM and the worker's; none without Wasm.
+            assert vms >= 2 if name == "wasm" else vms == 0, (name, v["memory"])
+        for side in ("wasm", "nativeCost"):
+            for name in COMPARISONS:
+                _assert_comparison(svc[side][name], f"{side}.{name}")
+        wasm = svc["wasm"]
+        # The VMs are resident memory that only the chain has: the chain is never measured as free.
+        assert wasm["rssAddedBytes"] > 2**20, wasm
+        assert wasm["rssPerWasmVmBytes"] == wasm["rssAddedBytes"] // svc["variants"]["wasm"]["memory"]["wasmVmsActive"]
+        wn = svc["wasmVsNative"]
+        _assert_comparison(wn["throughputRatio"], "throughputRatio")
+        if wn["cpuAddedRatio"]["resolved"]:
+            assert wn["cpuAddedRatio"]["value"] > 0
+        else:
+            assert not (wasm["cpuAddedUsPerRequest"]["resolved"] and svc["nativeCost"]["cpuAddedUsPerRequest"]["resolved"])
+
+
+def test_a_tiny_run_stays_well_inside_the_budget(tiny: tuple[dict[str, Any], float]) -> None:
+    report, elapsed = tiny
+    # Two rounds: 3 warm-ups and 2 x 6 runs of one second each, plus the Envoy starts and probes. wrk
+    # runs every one of them to its end, so less than 15 s would mean runs were skipped.
+    assert 15 <= report["run"]["wallSeconds"] <= elapsed + 0.1 < 45
+
+
+def test_the_text_report_names_every_figure(tiny: tuple[dict[str, Any], float]) -> None:
+    report, _ = tiny
+    text = cost.format_text(report)
+    assert text.startswith(f"machine: {report['machine']['cores']} cores")
+    assert f"Envoy {report['machine']['envoyVersion']} with --concurrency 1" in text
+    for needle in ("CPU steal", "default/details: example-filter", "same chain as details, measured once",
+                   "wasm against none:", "latency p50", "Envoy CPU per request", "throughput at saturation",
+                   "per Wasm VM", "module load/compile", "native (envoy.filters.http.header_mutation, adds response "
+                   "header resp-header-demo: added by our filter) against none:", "wasm against native:"):
+        assert needle in text, needle
+    rows = [ln.split() for ln in text.splitlines() if re.match(r"  (none|wasm|native) +\d", ln)]
+    assert [r[0] for r in rows] == ["none", "wasm", "native"] * 2 and all(len(r) == 8 for r in rows), rows
+    for row in rows:
+        assert all(float(x) >= 0 for x in row[1:]), row
+    # The JSON is strict (no NaN) and stable.
+    assert cost.format_json(report) == cost.format_json(json.loads(cost.format_json(report)))
+
+
+# ---------------------------------------------------------------------------- what may be printed
+
+
+def test_a_clear_cost_is_resolved_with_its_spread() -> None:
+    c = cost.compare_difference([110, 113, 111, 112, 110], [100, 100, 100, 100, 100])
+    assert c.value == c.effect == 11 and c.spread == 2 and c.reason == ""
+
+
+def test_a_difference_inside_the_noise_is_not_printed() -> None:
+    c = cost.compare_difference([100, 130, 90, 125, 95], [105, 95, 120, 100, 110])
+    assert c.value is None and abs(c.effect) <= c.spread and "spread" in c.reason
+
+
+def test_a_chain_measured_as_cheaper_is_refused_not_reported_as_free() -> None:
+    c = cost.compare_difference([90, 91, 90, 92, 91], [100, 101, 100, 102, 101])
+    assert c.effect < 0 and abs(c.effect) > c.spread
+    assert c.value is None and "negative cost" in c.reason
+    assert cost.Comparison(0.0, 0.0, None, "").as_json()["resolved"] is False
+
+
+def test_throughput_ratio_is_a_cost_only_below_one() -> None:
+    lower = cost.compare_ratio([800, 810, 790], [1000, 1000, 1000])
+    assert lower.value == pytest.approx(0.8) and lower.effect == pytest.approx(0.2)
+    higher = cost.compare_ratio([1200, 1210, 1190], [1000, 1000, 1000])
+    assert higher.value is None and "negative cost" in higher.reason
+
+
+def test_wasm_over_native_needs_both_costs() -> None:
+    wasm = cost.compare_difference([30, 31, 30], [10, 10, 10])
+    native = cost.compare_difference([12, 12, 12], [10, 10, 10])
+    assert cost.ratio_of_effects(wasm, native).value == pytest.approx(10.0)
+    noisy = cost.compare_difference([10, 14, 6], [10, 10, 10])
+    both = cost.ratio_of_effects(wasm, noisy)
+    assert both.value is None and math.isnan(both.effect)
+    assert cost.ratio_of_effects(wasm, noisy).as_json()["value"] is None
+    json.dumps(both.as_json(), allow_nan=False)
+
+
+def test_spread_is_the_interquartile_range() -> None:
+    assert cost.iqr([1, 2, 3, 4, 5]) == 2
+    assert cost.iqr([1, 100, 2, 3, 4]) == 2  # one wild run does not decide the spread
+    assert cost.iqr([7]) == math.inf
+
+
+def test_settings_refuse_what_cannot_be_measured() -> None:
+    for bad, needle in ((cost.Settings(rounds=1), "--rounds"), (cost.Settings(seconds=0), "--seconds"),
+                        (cost.Settings(rate=5), "--rate"), (cost.Settings(connections=0), "--connections")):
+        with pytest.raises(UsageError, match=needle):
+            bad.check()
+
+
+def test_paced_runs_keep_wrk_pauses_in_whole_milliseconds() -> None:
+    assert cost.paced(1000) == (2, 2)
+    assert cost.paced(100) == (1, 10)
+    connections, pause = cost.paced(20_000)
+    assert pause >= 1 and connections * 1000 / pause == pytest.approx(20_000, rel=0.05)
+
+
+# ---------------------------------------------------------------------------- the machine
+
+
+def test_cpu_counters_read_proc() -> None:
+    sample = cost.cpu_sample("cpu  100 5 50 800 10 1 2 7 0 0\ncpu0 1 2 3\n")
+    assert sample == cost.CpuSample(total=975, steal=7, idle=810)
+    live = cost.cpu_sample()
+    assert live.total > live.idle >= 0
+    before = cost.process_cpu_ns(os.getpid())
+    end = time.process_time() + 0.05
+    while time.process_time() < end:
+        pass
+    assert cost.process_cpu_ns(os.getpid()) - before >= 40_000_000
+    assert cost.rss_bytes(os.getpid()) > 2**20
+
+
+def test_a_missing_wrk_is_a_usage_error_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="apt-get install wrk"):
+        cost.find_wrk({"PATH": str(tmp_path)})
+    result = CliRunner().invoke(main, ["cost", "-f", str(REPO / "filters.yaml")], env={"PATH": str(tmp_path)})
+    assert result.exit_code == 2 and "apt-get install wrk" in result.stderr and "Traceback" not in result.output
+
+
+def test_unknown_service_and_bad_settings_exit_2() -> None:
+    spec = str(REPO / "filters.yaml")
+    unknown = CliRunner().invoke(main, ["cost", "-f", spec, "reviews"])
+    assert unknown.exit_code == 2
+    assert "no service 'reviews'" in unknown.stderr and "details, productpage" in unknown.stderr
+    one = CliRunner().invoke(main, ["cost", "-f", spec, "--rounds", "1"])
+    assert one.exit_code == 2 and "--rounds must be at least 2" in one.stderr
+
+
+# ---------------------------------------------------------------------------- what a chain does
+
+
+def _seen(request: dict[str, str], response: dict[str, str], status: int = 200) -> cost.Seen:
+    return cost.Seen(status, tuple(request.items()), tuple(response.items()))
+
+
+def test_effect_is_what_the_chain_adds_volatile_headers_left_out() -> None:
+    bare = [_seen({"x-request-id": "a", "host": "h"}, {"date": "1", "server": "istio-envoy"}),
+            _seen({"x-request-id": "b", "host": "h"}, {"date": "2", "server": "istio-envoy"})]
+    chain = [_seen({"x-request-id": "c", "host": "h", "x-tag": "1"}, {"date": "3", "server": "istio-envoy", "y": "v"}),
+             _seen({"x-request-id": "d", "host": "h", "x-tag": "1"}, {"date": "4", "server": "istio-envoy", "y": "v"})]
+    effect = cost.effect_of(chain, bare)
+    assert effect == cost.Effect(request_added=(("x-tag", "1"),), response_added=(("y", "v"),))
+    assert effect.headers_only
+    mutation = cost.header_mutation(effect)["typed_config"]["mutations"]
+    assert mutation["request_mutations"][0]["append"]["header"] == {"key": "x-tag", "value": "1"}
+    assert mutation["response_mutations"][0]["append"]["header"] == {"key": "y", "value": "v"}
+
+
+def test_a_chain_that_removes_or_refuses_has_no_native_equivalent() -> None:
+    bare = [_seen({"host": "h", "cookie": "c"}, {"server": "istio-envoy"})] * 2
+    removes = [_seen({"host": "h"}, {"server": "istio-envoy"})] * 2
+    assert cost.effect_of(removes, bare).other == ("removes or changes request header cookie",)
+    assert not cost.effect_of(removes, bare).headers_only
+    refuses = [_seen({"host": "h", "cookie": "c"}, {"server": "istio-envoy"}, status=403)] * 2
+    assert "answers 403 instead of 200" in cost.effect_of(refuses, bare).describe()
+    assert not cost.effect_of(bare, bare).headers_only  # no visible effect: nothing to do natively
+
+
+def test_native_replaces_the_wasm_filters_where_the_first_one_was() -> None:
+    wasm = {"name": "w", "typed_config": {"@type": cost.WASM_TYPE}}
+    other = {"name": "o", "typed_config": {"@type": "type.googleapis.com/x.Other"}}
+    effect = cost.Effect(response_added=(("a", "b"),))
+    out = cost.with_native([other, wasm, wasm, other], effect)
+    assert [f["name"] for f in out] == ["o", cost.HEADER_MUTATION, "o"]
+    assert cost.without_wasm([other, wasm, other]) == [other, other]
+
+
+def test_a_filter_with_no_visible_effect_is_measured_without_a_native_variant(repo: Repo, tmp_path: Path) -> None:
+    """The conftest module does nothing a request can see: Envoy loads it, and the probe says so."""
+    chains = cost.chains_of(repo.spec, ["details"], tmp_path / "modules")
+    assert [c.service for c in chains] == ["details"] and chains[0].filters == ("example-filter",)
+    envoy = find_envoy()
+    with contextlib.ExitStack() as stack:
+        port, _ = stack.enter_context(cost._upstream(envoy, tmp_path))
+        variants = {"none": cost.without_wasm(list(chains[0].http_filters)), "wasm": list(chains[0].http_filters)}
+        effect, native = cost._native_for(chains[0], variants, envoy, port, tmp_path / "probe", stack)
+    assert effect.describe() == "no visible effect" and native is None and "native" not in variants
