@@ -337,7 +337,7 @@ class Comparison:
     effect: float
     spread: float
     value: float | None
-    reason: str  # why value is None, else ""
+    reason: str  # why value is None (one of REASONS), else ""
 
     def as_json(self, digits: int = 1) -> dict[str, Any]:
         return {"value": _number(self.value, digits), "effect": _number(self.effect, digits),
@@ -365,13 +365,19 @@ def compare_ratio(a: Sequence[float], b: Sequence[float]) -> Comparison:
     return _judge(1.0 - median, iqr(ratios), median)
 
 
+# Why a comparison has no value, as the JSON says it (stable words) and the text explains it.
+REASONS = {
+    "noise": "the spread is not smaller than the effect",
+    "negative": "measured as cheaper than what it is compared with: noise, not a figure",
+    "unresolved": "needs both costs resolved",
+}
+
+
 def _judge(effect: float, spread: float, shown: float) -> Comparison:
     if not abs(effect) > spread:
-        return Comparison(effect, spread, None, f"spread {spread:.3g} is not smaller than the effect "
-                                                f"{effect:.3g}: no difference resolved")
+        return Comparison(effect, spread, None, "noise")
     if effect <= 0:
-        return Comparison(effect, spread, None, "measured as a negative cost (cheaper than what it is compared with): "
-                                                "noise, not a figure; run again on a quieter machine")
+        return Comparison(effect, spread, None, "negative")
     return Comparison(effect, spread, shown, "")
 
 
@@ -379,7 +385,7 @@ def ratio_of_effects(a: Comparison, b: Comparison) -> Comparison:
     """How many times b's cost a's cost is (the Wasm chain against the native filter): defined only
     when both costs are resolved."""
     if a.value is None or b.value is None or b.effect <= 0:
-        return Comparison(math.nan, math.nan, None, "needs both costs resolved")
+        return Comparison(math.nan, math.nan, None, "unresolved")
     ratio = a.effect / b.effect
     return Comparison(ratio, math.nan, ratio, "")
 
@@ -794,13 +800,22 @@ def build_report(results: Sequence[ChainResult], machine_info: Mapping[str, Any]
     }
 
 
+def _num(x: float) -> str:
+    return f"{x:.0f}" if abs(x) >= 100 else f"{x:.1f}" if abs(x) >= 10 else f"{x:.2g}"
+
+
 def _fmt(c: Mapping[str, Any], unit: str, *, ratio: bool = False, signed: bool = True) -> str:
+    """A comparison in words: its value and spread, or why there is none (with the figures that say so)."""
     if c["value"] is None:
-        return f"not resolved ({c['reason']})"
-    spread = "" if c["spread"] is None else f", spread {c['spread']:g}"
+        if c["reason"] == "noise":
+            effect = f"{-100 * c['effect']:+.1f} %" if ratio else f"{c['effect']:+.3g}{unit}"
+            spread = f"{100 * c['spread']:.1f} %" if ratio else f"{c['spread']:.3g}{unit}"
+            return f"not resolved (the spread, {spread}, is not smaller than the effect, {effect})"
+        return f"not resolved ({REASONS[c['reason']]})"
+    spread = "" if c["spread"] is None else f", spread {_num(c['spread'])}"
     if ratio:
         return f"{c['value']:.3g}{unit} ({-100 * c['effect']:+.1f} %{spread})"
-    return f"{c['value']:{'+' if signed else ''}.3g}{unit}" + (f" ({spread[2:]})" if spread else "")
+    return f"{'+' if signed else ''}{_num(c['value'])}{unit}" + (f" ({spread[2:]})" if spread else "")
 
 
 def _mib(n: int | None, sign: str = "+") -> str:
@@ -823,9 +838,11 @@ def format_text(report: Mapping[str, Any]) -> str:
         "spread",
     ]
     for svc in report["services"]:
-        shared = "" if svc["measuredAs"] == svc["service"] else f" (same chain as {svc['measuredAs']}, measured once)"
-        lines += ["", f"{svc['namespace']}/{svc['service']}: {', '.join(svc['filters'])}{shared}",
-                  f"  the chain {svc['effect']}",
+        title = f"{svc['namespace']}/{svc['service']}: {', '.join(svc['filters'])}"
+        if svc["measuredAs"] != svc["service"]:
+            lines += ["", f"{title}: the same chain as {svc['measuredAs']}, measured once (see there)"]
+            continue
+        lines += ["", title, f"  the chain {svc['effect']}",
                   _TABLE.format("", "p50 µs", "p99 µs", "sat. rps", "CPU µs/req", "ready ms", "RSS MiB", "Wasm VMs")]
         for name in VARIANTS:
             v = svc["variants"].get(name)
