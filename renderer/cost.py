@@ -44,8 +44,8 @@ HEADER_MUTATION_TYPE = "type.googleapis.com/envoy.extensions.filters.http.header
 PROBE_PATH = "/.wasm-gitops-cost-probe"
 LOAD_PATH = "/"
 
-# A run with fewer requests than this is not used: its p99 would rest on a handful of samples.
-MIN_REQUESTS = 200
+# A run with fewer requests than this is refused: its p99 would be no percentile at all.
+MIN_REQUESTS = 100
 _TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK")
 WRK_GRACE = 10.0  # seconds past -d before a wrk that does not finish is killed
 _MARK = "WASM_GITOPS_WRK "
@@ -808,13 +808,14 @@ def _fmt(c: Mapping[str, Any], unit: str, *, ratio: bool = False, signed: bool =
     """A comparison in words: its value and spread, or why there is none (with the figures that say so)."""
     if c["value"] is None:
         if c["reason"] == "noise":
-            effect = f"{-100 * c['effect']:+.1f} %" if ratio else f"{c['effect']:+.3g}{unit}"
-            spread = f"{100 * c['spread']:.1f} %" if ratio else f"{c['spread']:.3g}{unit}"
+            effect = f"{-100 * c['effect']:+.1f} %" if ratio else f"{'+' if c['effect'] > 0 else ''}{_num(c['effect'])}{unit}"
+            spread = f"{100 * c['spread']:.1f} %" if ratio else f"{_num(c['spread'])}{unit}"
             return f"not resolved (the spread, {spread}, is not smaller than the effect, {effect})"
         return f"not resolved ({REASONS[c['reason']]})"
-    spread = "" if c["spread"] is None else f", spread {_num(c['spread'])}"
     if ratio:
+        spread = "" if c["spread"] is None else f", spread {100 * c['spread']:.1f} %"
         return f"{c['value']:.3g}{unit} ({-100 * c['effect']:+.1f} %{spread})"
+    spread = "" if c["spread"] is None else f", spread {_num(c['spread'])}{unit}"
     return f"{'+' if signed else ''}{_num(c['value'])}{unit}" + (f" ({spread[2:]})" if spread else "")
 
 
@@ -822,7 +823,7 @@ def _mib(n: int | None, sign: str = "+") -> str:
     return "n/a" if n is None else f"{n / 1048576:{sign}.1f} MiB"
 
 
-_TABLE = ("  {:<8}{:>8}{:>9}{:>10}{:>12}{:>10}{:>9}{:>9}")
+_TABLE = ("  {:<8}{:>8}{:>8}{:>9}{:>10}{:>12}{:>10}{:>9}{:>9}")
 
 
 def format_text(report: Mapping[str, Any]) -> str:
@@ -843,13 +844,13 @@ def format_text(report: Mapping[str, Any]) -> str:
             lines += ["", f"{title}: the same chain as {svc['measuredAs']}, measured once (see there)"]
             continue
         lines += ["", title, f"  the chain {svc['effect']}",
-                  _TABLE.format("", "p50 µs", "p99 µs", "sat. rps", "CPU µs/req", "ready ms", "RSS MiB", "Wasm VMs")]
+                  _TABLE.format("", "paced/s", "p50 µs", "p99 µs", "sat. rps", "CPU µs/req", "ready ms", "RSS MiB", "Wasm VMs")]
         for name in VARIANTS:
             v = svc["variants"].get(name)
             if v is None:
                 continue
             lines.append(_TABLE.format(
-                name, f"{v['paced']['p50Us']['median']:.0f}", f"{v['paced']['p99Us']['median']:.0f}",
+                name, f"{v['paced']['rps']['median']:.0f}", f"{v['paced']['p50Us']['median']:.0f}", f"{v['paced']['p99Us']['median']:.0f}",
                 f"{v['saturation']['rps']['median']:.0f}", f"{v['saturation']['cpuUsPerRequest']['median']:.1f}",
                 f"{v['readyMs']['median']:.0f}", f"{v['memory']['rssBytes'] / 1048576:.1f}",
                 str(v["memory"]["wasmVmsActive"])))
