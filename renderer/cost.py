@@ -562,7 +562,8 @@ class VariantResult:
     ready_ms: list[float] = field(default_factory=list)
     paced: list[LoadRun] = field(default_factory=list)
     saturated: list[LoadRun] = field(default_factory=list)
-    rss: int = 0
+    rss: int = 0  # after the load runs
+    rss_ready: dict[int, int] = field(default_factory=dict)  # Envoy workers -> RSS when just ready
     memory: dict[str, int] = field(default_factory=dict)  # admin /memory, bytes
     wasm_vms_active: int = 0
     wasm_vms_created: int = 0
@@ -588,9 +589,10 @@ def _wasm_stats(server: EnvoyServer) -> tuple[int, int]:
     return active, created
 
 
-def _start(envoy: EnvoyBinary, bootstrap: dict[str, Any], workdir: Path) -> tuple[EnvoyServer, float]:
+def _start(envoy: EnvoyBinary, bootstrap: dict[str, Any], workdir: Path, *,
+           concurrency: int = 1) -> tuple[EnvoyServer, float]:
     workdir.mkdir(parents=True, exist_ok=True)
-    server = EnvoyServer(envoy, bootstrap, workdir)
+    server = EnvoyServer(envoy, bootstrap, workdir, concurrency=concurrency)
     began = time.monotonic()
     try:
         server.start()
@@ -666,6 +668,16 @@ def measure_chain(chain: Chain, same_as: list[str], envoy: EnvoyBinary, wrk: Pat
                 results[name].ready_ms.append(ms)
         ports = {name: _single_port(s) for name, s in servers.items()}
         pids = {name: s.pid for name, s in servers.items()}
+        for name in variants:
+            results[name].rss_ready[1] = rss_bytes(pids[name])
+        # A second worker gets VMs of its own: one more start with two workers, with and without
+        # the chain, says what each worker's VM adds (Istio runs as many workers as the pod's CPU limit).
+        for name in ("none", "wasm"):
+            server, _ = _start(envoy, bootstrap_for(chain, chains[name], upstream_port), workdir / f"{name}-2w",
+                               concurrency=2)
+            stack.callback(server.stop)
+            results[name].rss_ready[2] = rss_bytes(server.pid)
+            server.stop()
 
         def load(name: str, paced_run: bool) -> LoadRun:
             return run_wrk(wrk, ports[name], pids[name], upstream_pid, settings, paced_run=paced_run, workdir=workdir)
@@ -732,7 +744,7 @@ def _variant_json(v: VariantResult) -> dict[str, Any]:
         },
         "readyMs": Summary.of(v.ready_ms).as_json(),
         "foreignCpuPercent": Summary.of([100 * r.foreign_share for r in [*v.paced, *v.saturated]]).as_json(),
-        "memory": {"rssBytes": v.rss, "allocatedBytes": v.memory.get("allocated", 0),
+        "memory": {"rssBytes": v.rss, "rssReadyBytes": v.rss_ready.get(1, 0), "allocatedBytes": v.memory.get("allocated", 0),
                    "heapBytes": v.memory.get("heap_size", 0),
                    "wasmVmsActive": v.wasm_vms_active, "wasmVmsCreated": v.wasm_vms_created},
     }
@@ -750,6 +762,8 @@ def _against(a: VariantResult, b: VariantResult) -> dict[str, Any]:
         "loadAddedMs": compare_difference(a.ready_ms, b.ready_ms).as_json(),
         "rssAddedBytes": added_rss,
         "rssPerWasmVmBytes": added_rss // a.wasm_vms_active if a.wasm_vms_active and added_rss > 0 else None,
+        "rssPerExtraWorkerBytes": ((a.rss_ready[2] - a.rss_ready[1]) - (b.rss_ready[2] - b.rss_ready[1])
+                                   if 2 in a.rss_ready and 2 in b.rss_ready else None),
     }
 
 
@@ -860,8 +874,10 @@ def format_text(report: Mapping[str, Any]) -> str:
             f"    latency p50 {_fmt(w['p50AddedUs'], ' µs')}, p99 {_fmt(w['p99AddedUs'], ' µs')}",
             f"    Envoy CPU per request {_fmt(w['cpuAddedUsPerRequest'], ' µs')}",
             f"    throughput at saturation {_fmt(w['throughputRatio'], ' x none', ratio=True)}",
-            f"    memory {_mib(w['rssAddedBytes'])} RSS ({_mib(w['rssPerWasmVmBytes'], '')} per Wasm VM), "
-            f"module load/compile {_fmt(w['loadAddedMs'], ' ms')}",
+            f"    memory {_mib(w['rssAddedBytes'])} RSS with {svc['variants']['wasm']['memory']['wasmVmsActive']} Wasm VMs "
+            f"({_mib(w['rssPerWasmVmBytes'], '')} each on average; each further Envoy worker "
+            f"{_mib(w['rssPerExtraWorkerBytes'])})",
+            f"    module load/compile {_fmt(w['loadAddedMs'], ' ms')}",
         ]
         if svc["native"] is None:
             lines.append("  native: no native filter: the chain does more than add headers (or nothing visible)")

@@ -101,6 +101,9 @@ def test_every_figure_of_a_tiny_run_is_present_and_plausible(tiny: tuple[dict[st
         # The VMs are resident memory that only the chain has: the chain is never measured as free.
         assert wasm["rssAddedBytes"] > 2**20, wasm
         assert wasm["rssPerWasmVmBytes"] == wasm["rssAddedBytes"] // svc["variants"]["wasm"]["memory"]["wasmVmsActive"]
+        # A worker's own VM is a fraction of what the engine and the compiled module cost once.
+        assert abs(wasm["rssPerExtraWorkerBytes"]) < wasm["rssAddedBytes"], wasm
+        assert svc["nativeCost"]["rssPerExtraWorkerBytes"] is None
         wn = svc["wasmVsNative"]
         _assert_comparison(wn["throughputRatio"], "throughputRatio")
         if wn["cpuAddedRatio"]["resolved"]:
@@ -124,7 +127,7 @@ def test_the_text_report_names_every_figure(tiny: tuple[dict[str, Any], float]) 
     for needle in ("CPU steal", "default/details: example-filter",
                    "default/productpage: example-filter: the same chain as details, measured once",
                    "wasm against none:", "latency p50", "Envoy CPU per request", "throughput at saturation",
-                   "per Wasm VM", "module load/compile", "native (envoy.filters.http.header_mutation, adds response "
+                   "each on average; each further Envoy worker ", "module load/compile", "native (envoy.filters.http.header_mutation, adds response "
                    "header resp-header-demo: added by our filter) against none:", "wasm against native:"):
         assert needle in text, needle
     rows = [ln.split() for ln in text.splitlines() if re.match(r"  (none|wasm|native) +\d", ln)]

@@ -79,13 +79,14 @@ class EnvoyServer:
     """One Envoy on loopback; use as a context manager."""
 
     def __init__(self, envoy: EnvoyBinary, bootstrap: dict[str, Any], workdir: Path, *,
-                 log_level: str = "warning", component_log_level: Sequence[tuple[str, str]] = ()) -> None:
+                 log_level: str = "warning", component_log_level: Sequence[tuple[str, str]] = (),
+                 concurrency: int = 1) -> None:
         self.envoy = envoy
         self.workdir = workdir
         self.config = _write_bootstrap(bootstrap, workdir, "bootstrap.json")
         self.log_path = workdir / "envoy.log"
         self._admin_path = workdir / "admin-address"
-        self._argv = [os.fspath(envoy.path), "-c", os.fspath(self.config), "--concurrency", "1",
+        self._argv = [os.fspath(envoy.path), "-c", os.fspath(self.config), "--concurrency", str(concurrency),
                       "--use-dynamic-base-id", "--admin-address-path", os.fspath(self._admin_path),
                       "--log-level", log_level, "--log-path", os.fspath(self.log_path)]
         if component_log_level:
