@@ -37,7 +37,9 @@ from .errors import UsageError, WasmGitopsError
 from .model import Context
 
 SCHEMA_VERSION = 1
-VARIANTS = ("none", "wasm", "native")
+# control is none again, in an Envoy of its own: what the method measures between two identical
+# listeners is the floor under every difference it reports.
+VARIANTS = ("none", "wasm", "native", "control")
 WASM_TYPE = istio.WASM_TYPE
 HEADER_MUTATION = "envoy.filters.http.header_mutation"
 HEADER_MUTATION_TYPE = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
@@ -330,19 +332,22 @@ def iqr(values: Sequence[float]) -> float:
 class Comparison:
     """Variant a against variant b, round by round (the rounds are interleaved, so pairing the
     runs of one round cancels the machine's slow drifts). `effect` is the median of the per-round
-    differences (or ratios), `spread` their interquartile range. `value` is set only when the effect
-    is larger than the spread, and, for a cost, only when it is a cost: a chain is never reported as
-    free or as making requests cheaper."""
+    differences (or ratios), `spread` their interquartile range. `floor` is what the same figure
+    comes to between two identical listeners in two Envoys (the control against none: |effect| +
+    spread), the difference this method reports when there is none. `value` is set only when the
+    effect is larger than both, and only when it is a cost: a chain is never reported as free or
+    as making requests cheaper."""
 
     effect: float
     spread: float
     value: float | None
     reason: str  # why value is None (one of REASONS), else ""
+    floor: float | None = None
 
     def as_json(self, digits: int = 1) -> dict[str, Any]:
         return {"value": _number(self.value, digits), "effect": _number(self.effect, digits),
-                "spread": _number(self.spread, digits), "resolved": self.value is not None,
-                **({"reason": self.reason} if self.reason else {})}
+                "spread": _number(self.spread, digits), "floor": _number(self.floor, digits),
+                "resolved": self.value is not None, **({"reason": self.reason} if self.reason else {})}
 
 
 def _number(value: float | None, digits: int) -> float | None:
@@ -350,35 +355,48 @@ def _number(value: float | None, digits: int) -> float | None:
     return None if value is None or not math.isfinite(value) else round(value, digits)
 
 
-def compare_difference(a: Sequence[float], b: Sequence[float]) -> Comparison:
-    """What a costs over b, in b's unit: the median of the per-round differences a - b."""
+Pair = tuple[Sequence[float], Sequence[float]]
+
+
+def compare_difference(a: Sequence[float], b: Sequence[float], control: Pair | None = None) -> Comparison:
+    """What a costs over b, in b's unit: the median of the per-round differences a - b. `control`
+    is (control, none) for the same figure: its own difference is the floor."""
     diffs = [x - y for x, y in zip(a, b, strict=True)]
     effect = statistics.median(diffs)
-    return _judge(effect, iqr(diffs), effect)
+    floor = None
+    if control is not None:
+        same = [x - y for x, y in zip(*control, strict=True)]
+        floor = abs(statistics.median(same)) + iqr(same)
+    return _judge(effect, iqr(diffs), effect, floor)
 
 
-def compare_ratio(a: Sequence[float], b: Sequence[float]) -> Comparison:
+def compare_ratio(a: Sequence[float], b: Sequence[float], control: Pair | None = None) -> Comparison:
     """a/b per round, for throughput: the cost is the share lost, 1 - a/b; a ratio above 1 would be
     the chain making the proxy faster and is refused like a negative cost."""
     ratios = [x / y for x, y in zip(a, b, strict=True)]
     median = statistics.median(ratios)
-    return _judge(1.0 - median, iqr(ratios), median)
+    floor = None
+    if control is not None:
+        same = [x / y for x, y in zip(*control, strict=True)]
+        floor = abs(1.0 - statistics.median(same)) + iqr(same)
+    return _judge(1.0 - median, iqr(ratios), median, floor)
 
 
 # Why a comparison has no value, as the JSON says it (stable words) and the text explains it.
 REASONS = {
-    "noise": "the spread is not smaller than the effect",
+    "noise": "the spread or the control's difference is not smaller than the effect",
     "negative": "measured as cheaper than what it is compared with: noise, not a figure",
     "unresolved": "needs both costs resolved",
 }
 
 
-def _judge(effect: float, spread: float, shown: float) -> Comparison:
-    if not abs(effect) > spread:
-        return Comparison(effect, spread, None, "noise")
+def _judge(effect: float, spread: float, shown: float, floor: float | None = None) -> Comparison:
+    bar = spread if floor is None else max(spread, floor)
+    if not abs(effect) > bar:
+        return Comparison(effect, spread, None, "noise", floor)
     if effect <= 0:
-        return Comparison(effect, spread, None, "negative")
-    return Comparison(effect, spread, shown, "")
+        return Comparison(effect, spread, None, "negative", floor)
+    return Comparison(effect, spread, shown, "", floor)
 
 
 def ratio_of_effects(a: Comparison, b: Comparison) -> Comparison:
@@ -653,6 +671,7 @@ def measure_chain(chain: Chain, same_as: list[str], envoy: EnvoyBinary, wrk: Pat
     with contextlib.ExitStack() as stack:
         progress(f"{chain.service}: what the chain does")
         effect, native = _native_for(chain, chains, envoy, upstream_port, workdir, stack)
+        chains["control"] = chains["none"]
         variants = [v for v in VARIANTS if v in chains]
         results = {name: VariantResult(name) for name in variants}
 
@@ -750,16 +769,28 @@ def _variant_json(v: VariantResult) -> dict[str, Any]:
     }
 
 
-def _against(a: VariantResult, b: VariantResult) -> dict[str, Any]:
-    """What a costs over b (b being `none`)."""
+def _paced(v: VariantResult, figure: str) -> list[float]:
+    return [getattr(r, figure) for r in v.paced]
+
+
+def _saturated(v: VariantResult, figure: str) -> list[float]:
+    return [getattr(r, figure) for r in v.saturated]
+
+
+def _against(a: VariantResult, b: VariantResult, control: VariantResult) -> dict[str, Any]:
+    """What a costs over b (b being `none`), each figure judged against the control's difference."""
     added_rss = a.rss - b.rss
+
+    def diff(pick: Callable[[VariantResult, str], list[float]], figure: str) -> Comparison:
+        return compare_difference(pick(a, figure), pick(b, figure), (pick(control, figure), pick(b, figure)))
+
     return {
-        "p50AddedUs": compare_difference([r.p50_us for r in a.paced], [r.p50_us for r in b.paced]).as_json(),
-        "p99AddedUs": compare_difference([r.p99_us for r in a.paced], [r.p99_us for r in b.paced]).as_json(),
-        "cpuAddedUsPerRequest": compare_difference([r.cpu_us_per_request for r in a.saturated],
-                                                   [r.cpu_us_per_request for r in b.saturated]).as_json(2),
-        "throughputRatio": compare_ratio([r.rps for r in a.saturated], [r.rps for r in b.saturated]).as_json(3),
-        "loadAddedMs": compare_difference(a.ready_ms, b.ready_ms).as_json(),
+        "p50AddedUs": diff(_paced, "p50_us").as_json(),
+        "p99AddedUs": diff(_paced, "p99_us").as_json(),
+        "cpuAddedUsPerRequest": diff(_saturated, "cpu_us_per_request").as_json(2),
+        "throughputRatio": compare_ratio(_saturated(a, "rps"), _saturated(b, "rps"),
+                                         (_saturated(control, "rps"), _saturated(b, "rps"))).as_json(3),
+        "loadAddedMs": compare_difference(a.ready_ms, b.ready_ms, (control.ready_ms, b.ready_ms)).as_json(),
         "rssAddedBytes": added_rss,
         "rssPerWasmVmBytes": added_rss // a.wasm_vms_active if a.wasm_vms_active and added_rss > 0 else None,
         "rssPerExtraWorkerBytes": ((a.rss_ready[2] - a.rss_ready[1]) - (b.rss_ready[2] - b.rss_ready[1])
@@ -767,15 +798,16 @@ def _against(a: VariantResult, b: VariantResult) -> dict[str, Any]:
     }
 
 
-def _wasm_vs_native(wasm: VariantResult, native: VariantResult, none: VariantResult) -> dict[str, Any]:
-    wasm_cpu = compare_difference([r.cpu_us_per_request for r in wasm.saturated],
-                                  [r.cpu_us_per_request for r in none.saturated])
-    native_cpu = compare_difference([r.cpu_us_per_request for r in native.saturated],
-                                    [r.cpu_us_per_request for r in none.saturated])
+def _wasm_vs_native(wasm: VariantResult, native: VariantResult, none: VariantResult,
+                    control: VariantResult) -> dict[str, Any]:
+    cpu = "cpu_us_per_request"
+    same = (_saturated(control, cpu), _saturated(none, cpu))
+    wasm_cpu = compare_difference(_saturated(wasm, cpu), _saturated(none, cpu), same)
+    native_cpu = compare_difference(_saturated(native, cpu), _saturated(none, cpu), same)
     return {
         # The source documentation's "about 70 % of native speed": Wasm throughput over native's.
-        "throughputRatio": compare_ratio([r.rps for r in wasm.saturated],
-                                         [r.rps for r in native.saturated]).as_json(3),
+        "throughputRatio": compare_ratio(_saturated(wasm, "rps"), _saturated(native, "rps"),
+                                         (_saturated(control, "rps"), _saturated(none, "rps"))).as_json(3),
         "cpuAddedRatio": ratio_of_effects(wasm_cpu, native_cpu).as_json(2),
     }
 
@@ -791,9 +823,9 @@ def build_report(results: Sequence[ChainResult], machine_info: Mapping[str, Any]
             "native": ({"filter": HEADER_MUTATION, "does": result.native.describe()} if result.native
                        else None),
             "variants": {name: _variant_json(r) for name, r in v.items()},
-            "wasm": _against(v["wasm"], v["none"]),
-            "nativeCost": _against(v["native"], v["none"]) if "native" in v else None,
-            "wasmVsNative": _wasm_vs_native(v["wasm"], v["native"], v["none"]) if "native" in v else None,
+            "wasm": _against(v["wasm"], v["none"], v["control"]),
+            "nativeCost": _against(v["native"], v["none"], v["control"]) if "native" in v else None,
+            "wasmVsNative": _wasm_vs_native(v["wasm"], v["native"], v["none"], v["control"]) if "native" in v else None,
         }
         for name in [result.chain.service, *result.same_as]:
             services.append({"service": name, "namespace": result.chain.namespace,
@@ -820,17 +852,27 @@ def _num(x: float) -> str:
 
 def _fmt(c: Mapping[str, Any], unit: str, *, ratio: bool = False, signed: bool = True) -> str:
     """A comparison in words: its value and spread, or why there is none (with the figures that say so)."""
+
+    def amount(x: float, sign: bool = False) -> str:
+        if ratio:
+            return f"{100 * x:{'+' if sign else ''}.1f} %"
+        return f"{'+' if sign and x > 0 else ''}{_num(x)}{unit}"
+
+    floor = c.get("floor")
     if c["value"] is None:
         if c["reason"] == "noise":
-            effect = f"{-100 * c['effect']:+.1f} %" if ratio else f"{'+' if c['effect'] > 0 else ''}{_num(c['effect'])}{unit}"
-            spread = f"{100 * c['spread']:.1f} %" if ratio else f"{_num(c['spread'])}{unit}"
+            effect = amount(-c["effect"] if ratio else c["effect"], True)
+            if floor is not None and (c["spread"] is None or floor >= c["spread"]):
+                return f"not resolved (two identical listeners differ by {amount(floor)}: not less than the effect, {effect})"
+            spread = amount(c["spread"]) if c["spread"] is not None else "undefined"
             return f"not resolved (the spread, {spread}, is not smaller than the effect, {effect})"
         return f"not resolved ({REASONS[c['reason']]})"
+    bounds = ", ".join(x for x in (
+        f"spread {amount(c['spread'])}" if c["spread"] is not None else "",
+        f"control {amount(floor)}" if floor is not None else "") if x)
     if ratio:
-        spread = "" if c["spread"] is None else f", spread {100 * c['spread']:.1f} %"
-        return f"{c['value']:.3g}{unit} ({-100 * c['effect']:+.1f} %{spread})"
-    spread = "" if c["spread"] is None else f", spread {_num(c['spread'])}{unit}"
-    return f"{'+' if signed else ''}{_num(c['value'])}{unit}" + (f" ({spread[2:]})" if spread else "")
+        return f"{c['value']:.3g}{unit} ({-100 * c['effect']:+.1f} %{', ' + bounds if bounds else ''})"
+    return f"{'+' if signed else ''}{_num(c['value'])}{unit}" + (f" ({bounds})" if bounds else "")
 
 
 def _mib(n: int | None, sign: str = "+") -> str:

@@ -46,14 +46,16 @@ def _assert_summary(summary: dict[str, Any], *, positive: bool = True) -> None:
 
 
 def _assert_comparison(c: dict[str, Any], name: str) -> None:
-    assert set(c) >= {"value", "effect", "spread", "resolved"}
+    assert set(c) >= {"value", "effect", "spread", "floor", "resolved"}
     if not c["resolved"]:
         assert c["value"] is None and c["reason"] in cost.REASONS, f"{name}: unresolved without a reason: {c}"
         return
     # A resolved cost is a cost: never zero, never negative, and larger than its spread.
     assert c["effect"] > 0, f"{name}: the chain was reported as free or cheaper: {c}"
     assert c["effect"] > c["spread"], f"{name}: printed although the spread is larger than the effect: {c}"
-    if name.endswith("Ratio") and name == "throughputRatio":
+    if c["floor"] is not None:
+        assert c["effect"] > c["floor"], f"{name}: printed although two identical listeners differ as much: {c}"
+    if name == "throughputRatio":
         assert 0 < c["value"] < 1, f"{name}: {c}"
     else:
         assert c["value"] > 0, f"{name}: {c}"
@@ -79,7 +81,7 @@ def test_every_figure_of_a_tiny_run_is_present_and_plausible(tiny: tuple[dict[st
         assert svc["effect"] == "adds response header resp-header-demo: added by our filter"
         assert svc["native"] == {"filter": "envoy.filters.http.header_mutation",
                                  "does": "adds response header resp-header-demo: added by our filter"}
-        assert set(svc["variants"]) == {"none", "wasm", "native"}
+        assert set(svc["variants"]) == {"none", "wasm", "native", "control"}
         for name, v in svc["variants"].items():
             for figure in ("rps", "p50Us", "p99Us"):
                 _assert_summary(v["paced"][figure])
@@ -130,8 +132,8 @@ def test_the_text_report_names_every_figure(tiny: tuple[dict[str, Any], float]) 
                    "each on average; each further Envoy worker ", "module load/compile", "native (envoy.filters.http.header_mutation, adds response "
                    "header resp-header-demo: added by our filter) against none:", "wasm against native:"):
         assert needle in text, needle
-    rows = [ln.split() for ln in text.splitlines() if re.match(r"  (none|wasm|native) +\d", ln)]
-    assert [r[0] for r in rows] == ["none", "wasm", "native"] and all(len(r) == 9 for r in rows), rows
+    rows = [ln.split() for ln in text.splitlines() if re.match(r"  (none|wasm|native|control) +\d", ln)]
+    assert [r[0] for r in rows] == ["none", "wasm", "native", "control"] and all(len(r) == 9 for r in rows), rows
     for row in rows:
         assert all(float(x) >= 0 for x in row[1:]), row
     # The JSON is strict (no NaN) and stable.
@@ -151,6 +153,18 @@ def test_a_difference_inside_the_noise_is_not_printed() -> None:
     assert c.value is None and abs(c.effect) <= c.spread and c.reason == "noise"
     text = cost._fmt(c.as_json(), " µs")
     assert text.startswith("not resolved (the spread, ") and "is not smaller than the effect" in text
+
+
+def test_a_difference_two_identical_listeners_also_show_is_not_printed() -> None:
+    wasm, none = [110, 113, 111, 112, 110], [100, 100, 100, 100, 100]
+    quiet = cost.compare_difference(wasm, none, ([101, 99, 100, 100, 101], none))
+    assert quiet.value == 11 and quiet.floor == pytest.approx(0 + 1)
+    # The control Envoy, serving the very same listener, comes out 11 higher: 11 is not a cost.
+    biased = cost.compare_difference(wasm, none, ([111, 110, 112, 111, 111], none))
+    assert biased.floor == pytest.approx(11 + 0) and biased.value is None and biased.reason == "noise"
+    assert "two identical listeners differ by 11.0 µs" in cost._fmt(biased.as_json(), " µs")
+    ratio = cost.compare_ratio([80, 81, 79], [100, 100, 100], ([75, 76, 74], [100, 100, 100]))
+    assert ratio.value is None and ratio.floor == pytest.approx(0.25 + 0.01)
 
 
 def test_a_chain_measured_as_cheaper_is_refused_not_reported_as_free() -> None:
