@@ -892,7 +892,7 @@ def format_text(report: Mapping[str, Any]) -> str:
         f"{s['connections']} connections) in {run['wallSeconds']} s; CPU steal {run['stealPercent']} %, other "
         f"processes {foreign['median']} % of the CPU (median; {min(foreign['runs'])}-{max(foreign['runs'])} %)",
         "medians over the rounds; spread = interquartile range; a difference is shown only when larger than its "
-        "spread",
+        "spread and than the difference between none and control (the same listener in two Envoys)",
     ]
     for svc in report["services"]:
         title = f"{svc['namespace']}/{svc['service']}: {', '.join(svc['filters'])}"
