@@ -253,10 +253,13 @@ def _seen(request: dict[str, str], response: dict[str, str], status: int = 200) 
 
 
 def test_effect_is_what_the_chain_adds_volatile_headers_left_out() -> None:
-    bare = [_seen({"x-request-id": "a", "host": "h"}, {"date": "1", "server": "istio-envoy"}),
-            _seen({"x-request-id": "b", "host": "h"}, {"date": "2", "server": "istio-envoy"})]
-    chain = [_seen({"x-request-id": "c", "host": "h", "x-tag": "1"}, {"date": "3", "server": "istio-envoy", "y": "v"}),
-             _seen({"x-request-id": "d", "host": "h", "x-tag": "1"}, {"date": "4", "server": "istio-envoy", "y": "v"})]
+    bare = [_seen({"x-request-id": "a", "host": "h"}, {"date": "1", "server": "istio-envoy", "content-length": "30"}),
+            _seen({"x-request-id": "b", "host": "h"}, {"date": "2", "server": "istio-envoy", "content-length": "30"})]
+    # The echoed body grows with the added request header: its length is not an effect of its own.
+    chain = [_seen({"x-request-id": "c", "host": "h", "x-tag": "1"},
+                   {"date": "3", "server": "istio-envoy", "y": "v", "content-length": "39"}),
+             _seen({"x-request-id": "d", "host": "h", "x-tag": "1"},
+                   {"date": "4", "server": "istio-envoy", "y": "v", "content-length": "39"})]
     effect = cost.effect_of(chain, bare)
     assert effect == cost.Effect(request_added=(("x-tag", "1"),), response_added=(("y", "v"),))
     assert effect.headers_only
