@@ -28,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -581,6 +582,7 @@ def effect_of(chain: Sequence[Seen], bare: Sequence[Seen]) -> Effect:
 class VariantResult:
     name: str
     ready_ms: list[float] = field(default_factory=list)
+    starts: list[EnvoyServer] = field(default_factory=list)  # their logs say how long the listeners took
     paced: list[LoadRun] = field(default_factory=list)
     saturated: list[LoadRun] = field(default_factory=list)
     rss: int = 0  # after the load runs
@@ -588,6 +590,13 @@ class VariantResult:
     memory: dict[str, int] = field(default_factory=dict)  # admin /memory, bytes
     wasm_vms_active: int = 0
     wasm_vms_created: int = 0
+    load_ms: list[float] = field(default_factory=list)  # listener build times from the logs of the starts
+
+    def read_logs(self) -> None:
+        """Once the Envoys have stopped (Envoy flushes its log file only every few seconds): the
+        listener build time of every start, or none at all when any log lacks the lines."""
+        times = [listener_load_ms(server.log()) for server in self.starts]
+        self.load_ms = [t for t in times if t is not None] if all(t is not None for t in times) else []
 
 
 @dataclass
@@ -613,13 +622,32 @@ def _wasm_stats(server: EnvoyServer) -> tuple[int, int]:
 def _start(envoy: EnvoyBinary, bootstrap: dict[str, Any], workdir: Path, *,
            concurrency: int = 1) -> tuple[EnvoyServer, float]:
     workdir.mkdir(parents=True, exist_ok=True)
-    server = EnvoyServer(envoy, bootstrap, workdir, concurrency=concurrency)
+    # At info, Envoy logs when it starts loading the listeners and when it is done with them.
+    server = EnvoyServer(envoy, bootstrap, workdir, concurrency=concurrency, log_level="info")
     began = time.monotonic()
     try:
         server.start()
     except EnvoyFailed as e:
         raise MeasurementFailed(f"Envoy refused the listener: {_last_lines(e.log)}") from None
     return server, (time.monotonic() - began) * 1000
+
+
+_LOG_TIME = r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3})\]\[\d+\]\[info\]\[config\] \[[^\]]*\] "
+_LISTENERS_BEGIN = re.compile(_LOG_TIME + r"loading \d+ listener\(s\)$", re.M)
+_LISTENERS_END = re.compile(_LOG_TIME + r"loading stats configuration$", re.M)
+
+
+def listener_load_ms(log: str) -> float | None:
+    """How long Envoy took to build its listeners, by its own log: from "loading N listener(s)" to
+    the next step, "loading stats configuration". Each Wasm filter's module is read, compiled and
+    its first VM started (proxy_on_vm_start, proxy_on_configure) in between, on the main thread.
+    None when the log does not have both lines."""
+    begin, end = _LISTENERS_BEGIN.search(log), _LISTENERS_END.search(log)
+    if begin is None or end is None:
+        return None
+    stamp = "%Y-%m-%d %H:%M:%S.%f"
+    delta = datetime.strptime(end.group(1), stamp) - datetime.strptime(begin.group(1), stamp)
+    return delta.total_seconds() * 1000
 
 
 def _last_lines(log: str, n: int = 5) -> str:
@@ -688,6 +716,7 @@ def measure_chain(chain: Chain, same_as: list[str], envoy: EnvoyBinary, wrk: Pat
                 stack.callback(server.stop)
                 servers[name] = server
                 results[name].ready_ms.append(ms)
+                results[name].starts.append(server)
         ports = {name: _single_port(s) for name, s in servers.items()}
         pids = {name: s.pid for name, s in servers.items()}
         for name in variants:
@@ -722,6 +751,8 @@ def measure_chain(chain: Chain, same_as: list[str], envoy: EnvoyBinary, wrk: Pat
             memory = server.admin_json("/memory")
             results[name].memory = {k: int(v) for k, v in memory.items() if str(v).isdigit()}
             results[name].wasm_vms_active, results[name].wasm_vms_created = _wasm_stats(server)
+    for result in results.values():
+        result.read_logs()
     return ChainResult(chain, same_as, native, effect, results)
 
 
@@ -749,6 +780,7 @@ def _variant_json(v: VariantResult) -> dict[str, Any]:
             "p99Us": Summary.of([r.p99_us for r in v.saturated]).as_json(),
         },
         "readyMs": Summary.of(v.ready_ms).as_json(),
+        "listenerLoadMs": Summary.of(v.load_ms).as_json() if v.load_ms else None,
         "foreignCpuPercent": Summary.of([100 * r.foreign_share for r in [*v.paced, *v.saturated]]).as_json(),
         "memory": {"rssBytes": v.rss, "rssReadyBytes": v.rss_ready.get(1, 0), "allocatedBytes": v.memory.get("allocated", 0),
                    "heapBytes": v.memory.get("heap_size", 0),
@@ -764,6 +796,13 @@ def _saturated(v: VariantResult, figure: str) -> list[float]:
     return [getattr(r, figure) for r in v.saturated]
 
 
+def _load_times(a: VariantResult, b: VariantResult, control: VariantResult) -> tuple[list[float], list[float], Pair]:
+    """Envoy's own listener build times when every log has them, else start-to-ready wall times."""
+    if a.load_ms and b.load_ms and control.load_ms:
+        return a.load_ms, b.load_ms, (control.load_ms, b.load_ms)
+    return a.ready_ms, b.ready_ms, (control.ready_ms, b.ready_ms)
+
+
 def _against(a: VariantResult, b: VariantResult, control: VariantResult) -> dict[str, Any]:
     """What a costs over b (b being `none`), each figure judged against the control's difference."""
     added_rss = a.rss - b.rss
@@ -777,7 +816,7 @@ def _against(a: VariantResult, b: VariantResult, control: VariantResult) -> dict
         "cpuAddedUsPerRequest": diff(_saturated, "cpu_us_per_request").as_json(2),
         "throughputRatio": compare_ratio(_saturated(a, "rps"), _saturated(b, "rps"),
                                          (_saturated(control, "rps"), _saturated(b, "rps"))).as_json(3),
-        "loadAddedMs": compare_difference(a.ready_ms, b.ready_ms, (control.ready_ms, b.ready_ms)).as_json(),
+        "loadAddedMs": compare_difference(*_load_times(a, b, control)).as_json(),
         "rssAddedBytes": added_rss,
         "rssPerWasmVmBytes": added_rss // a.wasm_vms_active if a.wasm_vms_active and added_rss > 0 else None,
         "rssPerExtraWorkerBytes": ((a.rss_ready[2] - a.rss_ready[1]) - (b.rss_ready[2] - b.rss_ready[1])
@@ -866,7 +905,7 @@ def _mib(n: int | None, sign: str = "+") -> str:
     return "n/a" if n is None else f"{n / 1048576:{sign}.1f} MiB"
 
 
-_TABLE = ("  {:<8}{:>8}{:>8}{:>9}{:>10}{:>12}{:>10}{:>9}{:>9}")
+_TABLE = ("  {:<8}{:>8}{:>8}{:>9}{:>10}{:>12}{:>9}{:>10}{:>9}{:>9}")
 
 
 def format_text(report: Mapping[str, Any]) -> str:
@@ -887,7 +926,7 @@ def format_text(report: Mapping[str, Any]) -> str:
             lines += ["", f"{title}: the same chain as {svc['measuredAs']}, measured once (see there)"]
             continue
         lines += ["", title, f"  the chain {svc['effect']}",
-                  _TABLE.format("", "paced/s", "p50 µs", "p99 µs", "sat. rps", "CPU µs/req", "ready ms", "RSS MiB", "Wasm VMs")]
+                  _TABLE.format("", "paced/s", "p50 µs", "p99 µs", "sat. rps", "CPU µs/req", "load ms", "ready ms", "RSS MiB", "Wasm VMs")]
         for name in VARIANTS:
             v = svc["variants"].get(name)
             if v is None:
@@ -895,6 +934,7 @@ def format_text(report: Mapping[str, Any]) -> str:
             lines.append(_TABLE.format(
                 name, f"{v['paced']['rps']['median']:.0f}", f"{v['paced']['p50Us']['median']:.0f}", f"{v['paced']['p99Us']['median']:.0f}",
                 f"{v['saturation']['rps']['median']:.0f}", f"{v['saturation']['cpuUsPerRequest']['median']:.1f}",
+                "-" if v["listenerLoadMs"] is None else f"{v['listenerLoadMs']['median']:.0f}",
                 f"{v['readyMs']['median']:.0f}", f"{v['memory']['rssBytes'] / 1048576:.1f}",
                 str(v["memory"]["wasmVmsActive"])))
         w = svc["wasm"]

@@ -88,6 +88,9 @@ def test_every_figure_of_a_tiny_run_is_present_and_plausible(tiny: tuple[dict[st
                 _assert_summary(v["saturation"][figure])
             _assert_summary(v["saturation"]["cpuUsPerRequest"])
             _assert_summary(v["readyMs"])
+            _assert_summary(v["listenerLoadMs"], positive=False)
+            # Building the listeners is part of becoming ready.
+            assert v["listenerLoadMs"]["median"] < v["readyMs"]["median"], v
             assert v["paced"]["p99Us"]["median"] >= v["paced"]["p50Us"]["median"]
             # Paced: never above the asked rate (wrk waits between a response and the next request),
             # and never so few requests that a p99 means nothing.
@@ -133,7 +136,7 @@ def test_the_text_report_names_every_figure(tiny: tuple[dict[str, Any], float]) 
                    "header resp-header-demo: added by our filter) against none:", "wasm against native:"):
         assert needle in text, needle
     rows = [ln.split() for ln in text.splitlines() if re.match(r"  (none|wasm|native|control) +\d", ln)]
-    assert [r[0] for r in rows] == ["none", "wasm", "native", "control"] and all(len(r) == 9 for r in rows), rows
+    assert [r[0] for r in rows] == ["none", "wasm", "native", "control"] and all(len(r) == 10 for r in rows), rows
     for row in rows:
         assert all(float(x) >= 0 for x in row[1:]), row
     # The JSON is strict (no NaN) and stable.
@@ -214,6 +217,16 @@ def test_paced_runs_keep_wrk_pauses_in_whole_milliseconds() -> None:
 
 
 # ---------------------------------------------------------------------------- the machine
+
+
+def test_listener_build_time_is_read_from_envoys_log() -> None:
+    log = ("[2026-12-01 08:58:38.029][1][info][config] [source/server/configuration_impl.cc:138] loading 1 cluster(s)\n"
+           "[2026-12-01 08:58:38.030][1][info][config] [source/server/configuration_impl.cc:148] loading 1 listener(s)\n"
+           "[2026-12-01 08:58:38.043][1][debug][wasm] [source/extensions/common/wasm/wasm.cc:83] Base Wasm created\n"
+           "[2026-12-01 08:58:39.120][1][info][config] [source/server/configuration_impl.cc:164] loading stats "
+           "configuration\n")
+    assert cost.listener_load_ms(log) == pytest.approx(1090.0)
+    assert cost.listener_load_ms(log.replace("loading stats configuration", "something else")) is None
 
 
 def test_cpu_counters_read_proc() -> None:
