@@ -272,11 +272,13 @@ def cost(spec: Path, envoy_path: Path | None, rounds: int, seconds: int, rate: i
         envoy = find_envoy(envoy_path)
         wrk = measure.find_wrk()
         with tempfile.TemporaryDirectory(prefix="wasm-gitops-modules-") as modules:
-            chains = measure.chains_of(spec, services, Path(modules))
+            chains, skipped = measure.chains_of(spec, services, Path(modules))
             if not chains:
+                for name, reason in sorted(skipped.items()):
+                    click.echo(f"wasm-gitops: service {name} not measured: {reason}", err=True)
                 click.echo(f"{spec}: no service has a Wasm filter to measure", err=True)
                 return 0
-            report = measure.run(chains, envoy, settings, wrk=wrk, progress=measure.stderr_progress)
+            report = measure.run(chains, envoy, settings, wrk=wrk, progress=measure.stderr_progress, skipped=skipped)
         click.echo(measure.format_json(report) if as_json else measure.format_text(report), nl=False)
         return 0
 

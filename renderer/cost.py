@@ -93,8 +93,10 @@ class Chain:
     http_filters: tuple[dict[str, Any], ...]  # Envoy HttpFilter configs, the router excluded
 
 
-def chains_of(spec_path: Path, services: Sequence[str], module_dir: Path) -> list[Chain]:
-    """The chains of the rendered tree of spec_path (all services, or those named)."""
+def chains_of(spec_path: Path, services: Sequence[str], module_dir: Path) -> tuple[list[Chain], dict[str, str]]:
+    """The chains of the rendered tree of spec_path (all services, or those named), and the
+    services left out with the reason. A filter pulled from an OCI registry by istio-agent has no
+    module in the tree: its service cannot be measured (an error when it was named)."""
     from . import core
 
     prepared = core.prepare(spec_path, None, keep_objects=True)
@@ -104,13 +106,26 @@ def chains_of(spec_path: Path, services: Sequence[str], module_dir: Path) -> lis
     if unknown:
         raise UsageError(f"no service {', '.join(map(repr, unknown))} in {spec_path.name} "
                          f"(services: {', '.join(sorted(known))})")
+    skipped: dict[str, str] = {}
+    for service in fs.services:
+        remote = [sf.filter.name for sf in service.filters if sf.filter.binary.is_oci]
+        if remote and (not services or service.name in services):
+            skipped[service.name] = (f"{', '.join(remote)} {'is an OCI image' if len(remote) == 1 else 'are OCI images'} "
+                                     "that istio-agent pulls: no module in the tree to load")
+    named = [s for s in services if s in skipped]
+    if named:
+        raise UsageError("; ".join(f"service {s}: {skipped[s]}" for s in named))
+    wanted = {s.name for s in fs.services if (not services or s.name in services) and s.name not in skipped}
+    if not wanted:
+        return [], skipped
     module_dir.mkdir(parents=True, exist_ok=True)
     try:
-        found = istio.filter_set_chains(fs, prepared.plan.objects, module_dir, only=set(services) or None)
+        found = istio.filter_set_chains(fs, prepared.plan.objects, module_dir, only=wanted)
     except istio.ChainError as e:
         raise MeasurementFailed(str(e)) from None
-    return [Chain(c.service, c.namespace, c.context, tuple(str(f.plugin.get("name", f.object_name)) for f in c.filters),
-                  tuple(f.http_filter for f in c.filters)) for c in found if c.filters]
+    chains = [Chain(c.service, c.namespace, c.context, tuple(str(f.plugin.get("name", f.object_name)) for f in c.filters),
+                    tuple(f.http_filter for f in c.filters)) for c in found if c.filters]
+    return chains, skipped
 
 
 def bootstrap_for(chain: Chain, http_filters: Sequence[dict[str, Any]], upstream_port: int) -> dict[str, Any]:
@@ -839,7 +854,8 @@ def _wasm_vs_native(wasm: VariantResult, native: VariantResult, none: VariantRes
 
 
 def build_report(results: Sequence[ChainResult], machine_info: Mapping[str, Any], settings: Settings,
-                 before: CpuSample, after: CpuSample, wall_s: float) -> dict[str, Any]:
+                 before: CpuSample, after: CpuSample, wall_s: float,
+                 skipped: Mapping[str, str] | None = None) -> dict[str, Any]:
     services = []
     for result in results:
         v = result.variants
@@ -869,6 +885,7 @@ def build_report(results: Sequence[ChainResult], machine_info: Mapping[str, Any]
                 "idlePercent": round(100 * (after.idle - before.idle) / total, 1),
                 "foreignCpuPercent": Summary.of(shares).as_json() if shares else None},
         "services": sorted(services, key=lambda s: (s["namespace"], s["service"])),
+        "skipped": [{"service": name, "reason": reason} for name, reason in sorted((skipped or {}).items())],
     }
 
 
@@ -961,6 +978,7 @@ def format_text(report: Mapping[str, Any]) -> str:
             f"    throughput at saturation {_fmt(wn['throughputRatio'], ' x native', ratio=True)}",
             f"    added CPU per request {_fmt(wn['cpuAddedRatio'], ' x native', signed=False)}",
         ]
+    lines += [f"\n{item['service']}: not measured: {item['reason']}" for item in report["skipped"]]
     return "\n".join(lines) + "\n"
 
 
@@ -971,8 +989,8 @@ def format_json(report: Mapping[str, Any]) -> str:
 # ---------------------------------------------------------------------------- the command
 
 
-def run(chains: Sequence[Chain], envoy: EnvoyBinary, settings: Settings,
-        *, wrk: Path | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run(chains: Sequence[Chain], envoy: EnvoyBinary, settings: Settings, *, wrk: Path | None = None,
+        progress: Callable[[str], None] | None = None, skipped: Mapping[str, str] | None = None) -> dict[str, Any]:
     settings.check()
     wrk_path = wrk if wrk is not None else find_wrk()
     say: Callable[[str], None] = progress or (lambda _: None)
@@ -985,7 +1003,7 @@ def run(chains: Sequence[Chain], envoy: EnvoyBinary, settings: Settings,
         for i, group in enumerate(groups.values()):
             results.append(measure_chain(group[0], [c.service for c in group[1:]], envoy, wrk_path, port, upstream_pid, settings, Path(tmp) / f"chain-{i}", say))
     return build_report(results, machine(envoy, wrk_path), settings, before, cpu_sample(),
-                        time.monotonic() - began)
+                        time.monotonic() - began, skipped)
 
 
 @contextlib.contextmanager

@@ -72,6 +72,7 @@ def test_every_figure_of_a_tiny_run_is_present_and_plausible(tiny: tuple[dict[st
     assert 0 <= report["run"]["stealPercent"] <= 100
     assert report["settings"] == {"rounds": 2, "seconds": 1, "rate": 1000, "connections": 16, "starts": 3}
 
+    assert report["skipped"] == []
     by_name = {s["service"]: s for s in report["services"]}
     assert sorted(by_name) == ["details", "productpage"]
     # One chain (the same module and configuration): measured once, reported for both.
@@ -300,9 +301,22 @@ def test_native_replaces_the_wasm_filters_where_the_first_one_was() -> None:
     assert cost.without_wasm([other, wasm, other]) == [other, other]
 
 
+def test_a_service_with_an_oci_filter_is_left_out_and_refused_when_named(repo: Repo, tmp_path: Path) -> None:
+    repo.write("filters.yaml", (Path(__file__).parent / "specs" / "good" / "wasmplugin.yaml").read_text())
+    chains, skipped = cost.chains_of(repo.spec, [], tmp_path / "modules")
+    assert [c.service for c in chains] == ["details"]
+    assert sorted(skipped) == ["productpage", "reviews"]
+    assert "other-filter is an OCI image that istio-agent pulls" in skipped["reviews"]
+    with pytest.raises(UsageError, match="service reviews: other-filter is an OCI image"):
+        cost.chains_of(repo.spec, ["reviews"], tmp_path / "modules")
+    result = repo.cli("cost", "reviews")
+    assert result.exit_code == 2 and "service reviews: other-filter is an OCI image" in result.stderr
+
+
 def test_a_filter_with_no_visible_effect_is_measured_without_a_native_variant(repo: Repo, tmp_path: Path) -> None:
     """The conftest module does nothing a request can see: Envoy loads it, and the probe says so."""
-    chains = cost.chains_of(repo.spec, ["details"], tmp_path / "modules")
+    chains, skipped = cost.chains_of(repo.spec, ["details"], tmp_path / "modules")
+    assert skipped == {}
     assert [c.service for c in chains] == ["details"] and chains[0].filters == ("example-filter",)
     envoy = find_envoy()
     with contextlib.ExitStack() as stack:
