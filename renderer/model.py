@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 OutputKind = Literal["EnvoyFilter", "WasmPlugin"]
 Context = Literal["SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"]
@@ -42,17 +42,45 @@ class HttpMessageSpec:
     headers: tuple[tuple[str, str], ...] = ()
     body: str | None = None
     trailers: tuple[tuple[str, str], ...] = ()
+    chunks: int | None = None  # the body sent in this many pieces (chunked), None: in one
+
+
+Paused = Literal["request", "response", "none"]
+
+
+@dataclass(frozen=True)
+class LocalReplySpec:
+    status: int
+    body: str | None = None  # None accepts any body
+
+
+@dataclass(frozen=True)
+class TestExpect:
+    """`expect:` of one test. Empty fields assert nothing, except `paused` and `local_reply`
+    (absent: the stream must not stall, and no local reply may be sent)."""
+
+    request_headers: tuple[tuple[str, str], ...] = ()
+    response_headers: tuple[tuple[str, str], ...] = ()
+    absent_request_headers: tuple[str, ...] = ()
+    absent_response_headers: tuple[str, ...] = ()
+    local_reply: LocalReplySpec | None = None
+    paused: Paused = "none"
+    logs: tuple[str, ...] = ()  # regular expressions over "level: message" lines
+    request_body: str | None = None
+    response_body: str | None = None
+    status: int | None = None
+    config_rejected: bool = False
 
 
 @dataclass(frozen=True)
 class TestSpec:
-    """One declared verify test, kept close to the YAML; renderer.verify turns it into a case."""
+    """One declared verify test: of a filter (config may replace the filter's) or of a service."""
 
     name: str
     config: str | None  # delivered plugin configuration for this test, None = the filter's
     request: HttpMessageSpec
     response: HttpMessageSpec
-    expect: dict[str, Any] = field(compare=False, hash=False)
+    expect: TestExpect = field(default_factory=TestExpect)
 
 
 @dataclass(frozen=True)
@@ -96,6 +124,7 @@ class Service:
     filters: tuple[ServiceFilter, ...]
     proxy_log_level: tuple[tuple[str, str], ...]
     output: OutputKind
+    tests: tuple[TestSpec, ...] = ()  # through the whole chain of this service
 
     @property
     def mounts_configmaps(self) -> bool:

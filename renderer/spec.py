@@ -35,8 +35,10 @@ from .model import (
     FluxSourceRef,
     GitOps,
     HttpMessageSpec,
+    LocalReplySpec,
     Service,
     ServiceFilter,
+    TestExpect,
     TestSpec,
 )
 from .wasm import CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, WasmReport, inspect_wasm
@@ -228,7 +230,25 @@ def _headers(raw: Any) -> tuple[tuple[str, str], ...]:
 
 def _message(raw: Any) -> HttpMessageSpec:
     raw = raw or {}
-    return HttpMessageSpec(_headers(raw.get("headers")), raw.get("body"), _headers(raw.get("trailers")))
+    return HttpMessageSpec(_headers(raw.get("headers")), raw.get("body"), _headers(raw.get("trailers")),
+                           raw.get("chunks"))
+
+
+def _expect(raw: dict[str, Any]) -> TestExpect:
+    reply = raw.get("localReply")
+    return TestExpect(
+        request_headers=_headers(raw.get("requestHeaders")),
+        response_headers=_headers(raw.get("responseHeaders")),
+        absent_request_headers=tuple(str(h) for h in raw.get("absentRequestHeaders", ())),
+        absent_response_headers=tuple(str(h) for h in raw.get("absentResponseHeaders", ())),
+        local_reply=LocalReplySpec(int(reply["status"]), reply.get("body")) if reply else None,
+        paused=raw.get("paused", "none"),
+        logs=tuple(raw.get("logs", ())),
+        request_body=raw.get("requestBody"),
+        response_body=raw.get("responseBody"),
+        status=raw.get("status"),
+        config_rejected=bool(raw.get("configRejected", False)),
+    )
 
 
 class _Checker:
@@ -382,27 +402,33 @@ class _Checker:
             )
         return out
 
-    def tests(self, p: tuple[str | int, ...], raw: dict[str, Any]) -> tuple[TestSpec, ...]:
+    def tests(self, p: tuple[str | int, ...], raw: dict[str, Any], owner: str = "filter") -> tuple[TestSpec, ...]:
         seen: set[str] = set()
         out: list[TestSpec] = []
         for j, t in enumerate(raw.get("tests", [])):
             tp = p + ("tests", j)
             if t["name"] in seen:
-                self.error(tp + ("name",), f"test name {t['name']!r} is used twice in this filter; "
+                self.error(tp + ("name",), f"test name {t['name']!r} is used twice in this {owner}; "
                            "make test names unique")
             seen.add(t["name"])
-            for k, pattern in enumerate((t.get("expect") or {}).get("logs", [])):
+            expect = t.get("expect") or {}
+            for k, pattern in enumerate(expect.get("logs", [])):
                 try:
                     re.compile(pattern)
                 except re.error as e:
                     self.error(tp + ("expect", "logs", k), f"{pattern!r} is not a regular expression ({e}); "
                                "fix it (Python re syntax)")
+            if expect.get("configRejected") and len(expect) > 1:
+                self.error(tp + ("expect", "configRejected"), "configRejected: true means Envoy refuses the "
+                           "listener, so no request is sent and nothing else can be checked; remove the "
+                           f"other expectations ({', '.join(sorted(k for k in expect if k != 'configRejected'))}) "
+                           "or this one")
             out.append(TestSpec(
                 name=t["name"],
                 config=_config_text(self.doc, tp + ("config",), t.get("config"), self.errors),
                 request=_message(t.get("request")),
                 response=_message(t.get("response")),
-                expect=dict(t.get("expect") or {}),
+                expect=_expect(expect),
             ))
         return tuple(out)
 
@@ -527,7 +553,7 @@ class _Checker:
                 name=name, namespace=namespace, deployment=deployment,
                 selector=selector or (), resources=tuple(raw["resources"]),
                 context=raw.get("context", "SIDECAR_INBOUND"), filters=service_filters,
-                proxy_log_level=log_levels, output=output,
+                proxy_log_level=log_levels, output=output, tests=self.tests(p, raw, "service"),
             ))
         return out
 

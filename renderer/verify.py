@@ -1,161 +1,162 @@
-"""`wasm-gitops verify`: run each filter's declared test cases through the embedded proxy-wasm host.
+"""`wasm-gitops verify`: the declared tests, each a real request through a real Envoy.
 
-Like `curl -I` against a deployed sidecar, but offline and before merge. The lead's loader turns the
-`tests:` entries of filters.yaml into VerifyCase objects; this module runs them and reports.
+Like `curl -I` against a deployed sidecar, but before merge. One Envoy per command (restarted only
+after a case broke a Wasm VM, so the next case gets a working one), one listener per service chain
+and per filter test configuration (renderer/envoy/istio.py builds them from the rendered objects),
+an upstream on 127.0.0.1 that answers with the test's `response` and records what it got, and a raw
+HTTP/1.1 client. What a case observes is what Envoy did:
 
-Behaviour worth knowing when writing expectations (it is Envoy's, see renderer/proxywasm/host.py):
-- Header names are matched case-insensitively (Envoy lower-cases them); an expected value passes if
-  any value of that header equals it.
-- A local reply sent from a request callback skips the upstream: the declared `response` is not
-  used. Envoy sends the reply through the encoder filter chain, this filter included, so the
-  filter's response callbacks see (and may change) the reply; `responseHeaders` is checked against
-  the reply as the client receives it. A reply sent from a response callback goes straight to the
-  client without passing through the filter again.
-- `paused` defaults to none, and `localReply` absent means "no local reply": a filter that stalls
-  or rejects the request fails a test that did not ask for it.
+- request headers as the upstream received them and response headers as the client received them,
+  Envoy's own included (x-request-id, x-forwarded-proto, server, date, x-envoy-upstream-service-time);
+  names are compared case-insensitively, and an expected value passes if any value of that header
+  equals it;
+- bodies as they arrived, and the chunks they arrived in;
+- a local reply: the stream's response code details are not `via_upstream` (Envoy's access log),
+  with the status and body the client received (after the filters' response callbacks);
+- `paused`: the stream hit the stream idle timeout (response flag SI); at the request when the
+  upstream never received it, else at the response;
+- `logs`: the filter's log lines (Envoy's `wasm log ...: message`) as "level: message", at the wasm
+  log level of the case: trace for a filter's own tests, the service's `proxyLogLevel` wasm level
+  (else Istio's default, warning) for a service's tests;
+- a Wasm VM that traps, or a filter that never returns, fails its case with Envoy's reason; Envoy is
+  then stopped (killed when it does not stop) and a fresh one serves the next case.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Sequence
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from renderer.proxywasm.host import (
-    ExchangeResult,
-    HostOptions,
-    HttpMessage,
-    LocalReply,
-    PluginSpec,
-    ProxyWasmError,
-    compile_module,
-    run_http_exchange,
-)
+from .envoy import http, istio
+from .envoy.binary import EnvoyBinary
+from .envoy.process import EnvoyFailed, EnvoyServer, validate
+from .model import Context, Paused, TestExpect, TestSpec
 
-__all__ = [
-    "CaseResult",
-    "Expectation",
-    "ExpectedLocalReply",
-    "FilterUnderTest",
-    "HttpMessage",
-    "VerifyCase",
-    "format_results",
-    "run_case",
-    "run_cases",
-]
+__all__ = ["Case", "CaseResult", "Listener", "format_results", "run"]
 
-PausedAt = Literal["request", "response", "none"]
 OutputFormat = Literal["text", "json"]
+Obj = dict[str, Any]
+
+STREAM_IDLE_TIMEOUT = 1.0  # seconds: how long a stalled stream takes to count as paused
+CLIENT_TIMEOUT = 4.0  # a filter that never returns blocks Envoy's worker: the client gives up here
+ACCESS_LOG_WAIT = 1.0
+LOG_FORMAT = "%l|%n|%v"
+FILE_FLUSH_MS = 5
+ISTIO_DEFAULT_WASM_LEVEL = "warning"
+ENVOY_LOG_LINES = 80  # per failing case in the text report
 
 
 @dataclass(frozen=True)
-class ExpectedLocalReply:
-    """`expect.localReply`: the status, and the body when given (None accepts any body)."""
+class Listener:
+    """One listener of the Envoy under test: a service's chain, or one filter with one configuration."""
 
+    name: str
+    context: Context
+    http_filters: tuple[Obj, ...]
+    host: str  # the service's host name: the default :authority of its requests
+    problem: str | None = None  # the chain could not be built: every case on it fails with this
+
+
+@dataclass(frozen=True)
+class Case:
+    target: str  # the filter's or the service's name
+    kind: Literal["filter", "service"]
+    listener: str
+    test: TestSpec
+    wasm_level: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.target}/{self.test.name}" if self.kind == "filter" else f"service:{self.target}/{self.test.name}"
+
+
+@dataclass(frozen=True)
+class LocalReply:
     status: int
-    body: bytes | None = None
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """`expect:` of one test case. Empty fields assert nothing, except `paused` and `local_reply`."""
-
-    request_headers: tuple[tuple[str, str], ...] = ()
-    response_headers: tuple[tuple[str, str], ...] = ()
-    absent_request_headers: tuple[str, ...] = ()
-    absent_response_headers: tuple[str, ...] = ()
-    local_reply: ExpectedLocalReply | None = None
-    paused: PausedAt = "none"
-    logs: tuple[str, ...] = ()  # regular expressions, each must match one "level: message" line
-    request_body: bytes | None = None  # body upstream would receive, when given
-    response_body: bytes | None = None  # body the client would receive, when given
-
-
-@dataclass(frozen=True)
-class VerifyCase:
-    name: str
-    request: HttpMessage
-    response: HttpMessage
-    expect: Expectation = field(default_factory=Expectation)
-
-
-@dataclass(frozen=True)
-class FilterUnderTest:
-    """One filter as Envoy would load it: module bytes, ids, and the two configuration blobs."""
-
-    name: str
-    wasm: bytes
-    root_id: str = ""
-    vm_id: str = ""
-    plugin_config: bytes = b""  # the JSON text of the filter's config, or b""
-    vm_config: bytes = b""
+    body: bytes
+    details: str
 
 
 @dataclass(frozen=True)
 class CaseResult:
-    """The outcome of one case: verdict, reasons, and everything observed for the report."""
+    """One case: its verdict, why, and what Envoy did."""
 
-    name: str
+    case: Case
     passed: bool
     failures: tuple[str, ...]
-    expected: Expectation
-    request_headers: tuple[tuple[str, str], ...] = ()  # after the filter: what upstream would get
-    request_body: bytes | None = None
-    response_headers: tuple[tuple[str, str], ...] = ()  # what the client would get; () if none
-    response_body: bytes | None = None
+    sent: http.Message = field(default_factory=http.Message)
+    upstream: http.Received | None = None  # what the upstream received; None: the request never reached it
+    response: http.Received | None = None  # what the client received; None: no complete response
     local_reply: LocalReply | None = None
-    paused: PausedAt = "none"
-    reset: bool = False
-    logs: tuple[str, ...] = ()
-    unimplemented: tuple[str, ...] = ()
-    warnings: tuple[str, ...] = ()
+    paused: Paused = "none"
+    flags: str = ""  # Envoy's response flags (access log), "" when unknown
+    details: str = ""  # Envoy's response code details
+    logs: tuple[str, ...] = ()  # the filters' "level: message" lines
+    envoy_log: tuple[str, ...] = ()  # everything Envoy logged during the case
+    config_rejected: bool = False
     error: str | None = None
 
+    @property
+    def name(self) -> str:
+        return self.case.test.name
+
+    @property
+    def expected(self) -> TestExpect:
+        return self.case.test.expect
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view; bytes become text with undecodable bytes escaped."""
-        reply = None
-        if self.local_reply is not None:
-            reply = {
-                "status": self.local_reply.status,
-                "body": _show(self.local_reply.body),
-                "headers": [list(h) for h in self.local_reply.headers],
-                "details": self.local_reply.details,
-                "grpcStatus": self.local_reply.grpc_status,
-                "phase": self.local_reply.phase,
-            }
+        """A JSON-ready view with a fixed set of keys; bytes become text, undecodable bytes escaped."""
         exp = self.expected
+        reply = None if self.local_reply is None else {
+            "status": self.local_reply.status, "body": _show(self.local_reply.body), "details": self.local_reply.details}
         return {
+            "kind": self.case.kind,
+            "target": self.case.target,
             "name": self.name,
             "passed": self.passed,
             "failures": list(self.failures),
             "error": self.error,
+            "sent": {"headers": [list(h) for h in self.sent.headers], "body": _show(self.sent.body),
+                     "chunks": self.sent.chunks},
             "observed": {
-                "requestHeaders": [list(h) for h in self.request_headers],
-                "requestBody": _show(self.request_body),
-                "responseHeaders": [list(h) for h in self.response_headers],
-                "responseBody": _show(self.response_body),
+                "configRejected": self.config_rejected,
+                "upstreamReceived": self.upstream is not None,
+                "requestHeaders": [list(h) for h in (self.upstream.headers if self.upstream else ())],
+                "requestBody": _show(self.upstream.body) if self.upstream else None,
+                "requestChunks": list(self.upstream.chunk_sizes) if self.upstream else [],
+                "status": _status(self.response),
+                "responseHeaders": [list(h) for h in (self.response.headers if self.response else ())],
+                "responseBody": _show(self.response.body) if self.response else None,
+                "responseChunks": list(self.response.chunk_sizes) if self.response else [],
                 "localReply": reply,
                 "paused": self.paused,
-                "reset": self.reset,
+                "responseFlags": self.flags,
+                "responseCodeDetails": self.details,
                 "logs": list(self.logs),
+                "envoyLog": list(self.envoy_log),
             },
             "expected": {
                 "requestHeaders": [list(h) for h in exp.request_headers],
                 "responseHeaders": [list(h) for h in exp.response_headers],
                 "absentRequestHeaders": list(exp.absent_request_headers),
                 "absentResponseHeaders": list(exp.absent_response_headers),
-                "localReply": None
-                if exp.local_reply is None
-                else {"status": exp.local_reply.status, "body": _show(exp.local_reply.body)},
+                "localReply": None if exp.local_reply is None
+                else {"status": exp.local_reply.status, "body": exp.local_reply.body},
                 "paused": exp.paused,
                 "logs": list(exp.logs),
-                "requestBody": _show(exp.request_body),
-                "responseBody": _show(exp.response_body),
+                "requestBody": exp.request_body,
+                "responseBody": exp.response_body,
+                "status": exp.status,
+                "configRejected": exp.config_rejected,
             },
-            "unimplementedHostCalls": list(self.unimplemented),
-            "warnings": list(self.warnings),
         }
 
 
@@ -163,96 +164,268 @@ def _show(data: bytes | None) -> str | None:
     return None if data is None else data.decode("utf-8", "backslashreplace")
 
 
-def _plugin(filter: FilterUnderTest) -> PluginSpec:
-    return PluginSpec(
-        name=filter.name,
-        root_id=filter.root_id,
-        vm_id=filter.vm_id,
-        plugin_config=filter.plugin_config,
-        vm_config=filter.vm_config,
-    )
+def _status(received: http.Received | None) -> int | None:
+    if received is None:
+        return None
+    return int(dict(received.headers)[":status"])
 
 
-def run_case(filter: FilterUnderTest, case: VerifyCase, *, options: HostOptions | None = None) -> CaseResult:
-    """Run one case in a fresh VM (a fresh wasmtime Store): nothing leaks from earlier cases."""
-    return run_cases(filter, [case], options=options)[0]
+# ------------------------------------------------------------------------------ Envoy's log
 
 
-def run_cases(
-    filter: FilterUnderTest, cases: Sequence[VerifyCase], *, options: HostOptions | None = None
-) -> list[CaseResult]:
-    """Compile the filter once, then run every case in its own Store; a trap fails only its case."""
-    try:
-        compiled = compile_module(filter.wasm)
-    except ProxyWasmError as exc:
-        return [_failed(case, f"cannot load {filter.name}: {exc}") for case in cases]
-    plugin = _plugin(filter)
-    results = []
-    for case in cases:
-        exchange = run_http_exchange(compiled, plugin, case.request, case.response, options=options)
-        results.append(judge(case, exchange))
-    return results
+@dataclass(frozen=True)
+class _Entry:
+    level: str
+    logger: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.level}][{self.logger}] {self.message}"
 
 
-def _failed(case: VerifyCase, message: str) -> CaseResult:
-    return CaseResult(name=case.name, passed=False, failures=(message,), expected=case.expect, error=message)
+_FILTER_LOG = re.compile(r"^wasm log[^:]*: ", re.S)
 
 
-def judge(case: VerifyCase, exchange: ExchangeResult) -> CaseResult:
-    """Compare what the host observed with the case's expectation."""
-    exp = case.expect
+def _entries(text: str) -> list[_Entry]:
+    """Lines in LOG_FORMAT; a line without the prefix continues the entry before it (a backtrace)."""
+    out: list[_Entry] = []
+    for line in text.splitlines():
+        level, sep, rest = line.partition("|")
+        logger, sep2, message = rest.partition("|")
+        if sep and sep2 and level.isalpha() and logger.replace("_", "").isalnum():
+            out.append(_Entry(level, logger, message))
+        elif out:
+            last = out[-1]
+            out[-1] = _Entry(last.level, last.logger, f"{last.message}\n{line}")
+        elif line.strip():
+            out.append(_Entry("", "", line))
+    return out
+
+
+def _filter_logs(entries: Sequence[_Entry]) -> tuple[str, ...]:
+    return tuple(f"{e.level}: {_FILTER_LOG.sub('', e.message, count=1)}" for e in entries
+                 if e.logger == "wasm" and _FILTER_LOG.match(e.message))
+
+
+def _vm_failures(entries: Sequence[_Entry]) -> list[str]:
+    """Envoy's own words when a VM failed (a trap, an abort): error lines of the wasm logger that
+    are not a filter's log."""
+    return [e.message for e in entries
+            if e.logger == "wasm" and e.level in ("error", "critical") and not _FILTER_LOG.match(e.message)]
+
+
+_CONFIG_PATH = re.compile(r"error initializing configuration '[^']*': ")
+
+
+def _reasons(log: str) -> str:
+    """Envoy's error lines, without the path of the temporary bootstrap (the same words every run)."""
+    picked = [_CONFIG_PATH.sub("", e.message) for e in _entries(log) if e.level in ("error", "critical")]
+    return "; ".join(picked) if picked else log.strip()[-2000:]
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def _listener_config(lst: Listener, access_log: Path | None, upstream: str) -> Obj:
+    return istio.listener(lst.name, lst.context, lst.http_filters, upstream, service_host=lst.host,
+                          stream_idle_timeout=f"{STREAM_IDLE_TIMEOUT}s",
+                          access_log_path=None if access_log is None else str(access_log))
+
+
+def _rejected(envoy: EnvoyBinary, listeners: Sequence[Listener], workdir: Path) -> dict[str, str]:
+    """Listener name -> Envoy's reason, for every listener Envoy refuses (`--mode validate`). One run
+    for all; only when it fails, one run per distinct filter configuration says which."""
+    upstream = [istio.cluster("upstream", 9)]
+    loadable = list(listeners)
+    whole = validate(envoy, istio.bootstrap([_listener_config(lst, None, "upstream") for lst in loadable], upstream),
+                     workdir, log_format=LOG_FORMAT)
+    if whole.ok:
+        return {}
+    distinct: dict[str, Obj] = {}
+    for lst in loadable:
+        for f in lst.http_filters:
+            distinct.setdefault(json.dumps(f, sort_keys=True), f)
+
+    def one(item: tuple[int, Obj]) -> str | None:
+        index, f = item
+        work = workdir / f"validate-{index}"
+        work.mkdir(exist_ok=True)
+        result = validate(envoy, istio.bootstrap([istio.listener("one", "SIDECAR_INBOUND", [f], "upstream")], upstream),
+                          work, log_format=LOG_FORMAT)
+        return None if result.ok else _reasons(result.log)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        verdicts = dict(zip(distinct, pool.map(one, enumerate(distinct.values())), strict=True))
+    rejected: dict[str, str] = {}
+    for lst in loadable:
+        reasons = [r for f in lst.http_filters if (r := verdicts[json.dumps(f, sort_keys=True)]) is not None]
+        if reasons:
+            rejected[lst.name] = reasons[0]
+    rest = [lst for lst in loadable if lst.name not in rejected]
+    if rest and len(rest) < len(loadable):
+        again = validate(envoy, istio.bootstrap([_listener_config(lst, None, "upstream") for lst in rest], upstream),
+                         workdir, log_format=LOG_FORMAT)
+        if not again.ok:
+            rejected.update({lst.name: _reasons(again.log) for lst in rest})
+    elif not rejected:
+        # No filter refused alone, yet the whole was: every listener shares the blame.
+        rejected.update({lst.name: _reasons(whole.log) for lst in loadable})
+    return rejected
+
+
+def _message(spec: Any, default_host: str | None = None) -> http.Message:
+    headers = tuple(spec.headers)
+    if default_host is not None and not any(k.lower() in (":authority", "host") for k, _ in headers):
+        headers = (*headers, (":authority", default_host))
+    body = spec.body.encode("utf-8") if spec.body is not None else None
+    return http.Message(headers, body, tuple(spec.trailers), spec.chunks)
+
+
+class _AccessLog:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._seen: dict[tuple[str, str], Obj] = {}
+
+    def find(self, listener: str, peer: str, wait: float) -> Obj | None:
+        deadline = time.monotonic() + wait
+        while True:
+            with contextlib.suppress(FileNotFoundError), self.path.open("rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+                complete = chunk[: chunk.rfind(b"\n") + 1]
+                self._offset += len(complete)
+                for line in complete.decode("utf-8", "replace").splitlines():
+                    with contextlib.suppress(ValueError):
+                        entry = json.loads(line)
+                        self._seen[(str(entry.get("listener")), str(entry.get("peer")))] = entry
+            if (listener, peer) in self._seen or time.monotonic() > deadline:
+                return self._seen.get((listener, peer))
+            time.sleep(0.002)
+
+
+class _Runner:
+    def __init__(self, envoy: EnvoyBinary, listeners: Sequence[Listener], workdir: Path,
+                 upstream: http.Upstream) -> None:
+        self.envoy, self.workdir, self.upstream = envoy, workdir, upstream
+        self.listeners = {lst.name: lst for lst in listeners}
+        self.server: EnvoyServer | None = None
+        self.ports: dict[str, int] = {}
+        self.level = ""
+        self.starts = 0
+        self.access: _AccessLog | None = None
+
+    def start(self, level: str) -> None:
+        self.starts += 1
+        access = self.workdir / f"access-{self.starts}.log"
+        bootstrap = istio.bootstrap([_listener_config(lst, access, "upstream") for lst in self.listeners.values()],
+                                    [istio.cluster("upstream", self.upstream.port)])
+        server = EnvoyServer(self.envoy, bootstrap, self.workdir, log_level="warning",
+                             component_log_level=[("wasm", level)], log_format=LOG_FORMAT,
+                             file_flush_ms=FILE_FLUSH_MS, name=f"bootstrap-{self.starts}.json")
+        server.start()
+        self.server, self.level, self.access = server, level, _AccessLog(access)
+        self.ports = server.listener_ports()
+
+    def stop(self, grace: float | None = None) -> None:
+        if self.server is not None:
+            self.server.stop(grace)
+            self.server = None
+
+    def run(self, case: Case) -> CaseResult:
+        if self.server is None or not self.server.running:
+            self.start(case.wasm_level)
+        server, access = self.server, self.access
+        assert server is not None and access is not None
+        if case.wasm_level != self.level:
+            server.post(f"/logging?wasm={case.wasm_level}")
+            self.level = case.wasm_level
+        lst = self.listeners[case.listener]
+        sent = _message(case.test.request, lst.host)
+        received = self.upstream.answer(_message(case.test.response))
+        mark = server.log_size()
+        exchange = http.request(self.ports[case.listener], sent, timeout=CLIENT_TIMEOUT)
+        entry = access.find(case.listener, exchange.peer, ACCESS_LOG_WAIT if exchange.response else 0.2)
+        server.sync_log()
+        entries = _entries(server.log_since(mark))
+        failures = _vm_failures(entries)
+        stuck = exchange.response is None and entry is None
+        if failures or stuck:
+            # A failed VM stays failed and a looping one holds the only worker: the next case gets a
+            # fresh Envoy. A stuck worker never finishes a graceful stop, so it is not waited for.
+            self.stop(grace=0.2 if stuck else None)
+        error = None
+        if failures:
+            error = "; ".join(f.splitlines()[0] for f in failures)  # the backtrace stays in the log
+        elif stuck:
+            error = (f"Envoy sent no response in {CLIENT_TIMEOUT:.0f} s and logged no end of the stream: a filter "
+                     "that does not return (a loop) holds Envoy's worker")
+        return _judge(case, sent, list(received), exchange, entry, entries, error)
+
+
+def _judge(case: Case, sent: http.Message, received: list[http.Received], exchange: http.Exchange,
+           entry: Obj | None, entries: Sequence[_Entry], error: str | None) -> CaseResult:
+    exp = case.test.expect
+    upstream = received[0] if received else None
     response = exchange.response
-    response_headers = response.headers if response is not None else ()
+    flags = str(entry.get("flags") or "") if entry else ""
+    details = str(entry.get("details") or "") if entry else ""
+    paused: Paused = "none"
+    if "SI" in flags.split(","):
+        paused = "response" if upstream is not None else "request"
+    reply = None
+    if response is not None and paused == "none" and details and details != "via_upstream":
+        reply = LocalReply(int(dict(response.headers)[":status"]), response.body, details)
+    logs = _filter_logs(entries)
     failures: list[str] = []
-    if exchange.error is not None:
-        # Whatever else was or was not observed, a trap or a refused start is the story to tell.
-        failures.append(f"error: {exchange.error}")
+    if exp.config_rejected:
+        failures.append("expected Envoy to refuse the configuration, but it loaded it")
+    elif error is not None:
+        failures.append(f"error: {error}")
     else:
-        failures += _check_headers("request", exchange.request.headers, exp.request_headers, exp.absent_request_headers)
-        failures += _check_headers("response", response_headers, exp.response_headers, exp.absent_response_headers)
-        failures += _check_local_reply(exp.local_reply, exchange.local_reply)
-        if exp.paused != exchange.paused:
-            failures.append(f"paused: expected {exp.paused}, got {exchange.paused}{_pause_hint(exchange.paused)}")
-        if exchange.reset:
-            failures.append("the filter reset the stream (proxy_close_stream)")
-        if exp.request_body is not None and exchange.request.body != exp.request_body:
-            failures.append(f"request body: expected {_quote(exp.request_body)}, got {_quote(exchange.request.body)}")
+        failures += _check_headers("request", upstream.headers if upstream else (), exp.request_headers,
+                                   exp.absent_request_headers)
+        failures += _check_headers("response", response.headers if response else (), exp.response_headers,
+                                   exp.absent_response_headers)
+        failures += _check_local_reply(exp, reply)
+        if exp.paused != paused:
+            failures.append(f"paused: expected {exp.paused}, got {paused}{_pause_hint(paused, upstream)}")
+        if exchange.error is not None and paused == "none":
+            failures.append(f"the client got no complete response: {exchange.error}")
+        status = _status(response)
+        if exp.status is not None and status != exp.status:
+            failures.append(f"status: expected {exp.status}, got {status if status is not None else '(no response)'}")
+        if exp.request_body is not None:
+            got = upstream.body if upstream else None
+            if got != exp.request_body.encode("utf-8"):
+                failures.append(f"request body: expected {_quote_text(exp.request_body)}, got "
+                                f"{_quote(got) if got is not None else '(the request never reached the upstream)'}")
         if exp.response_body is not None:
-            got = response.body if response is not None else None
-            if got != exp.response_body:
-                failures.append(f"response body: expected {_quote(exp.response_body)}, got {_quote(got)}")
-        failures += _check_logs(exp.logs, exchange.logs)
-    return CaseResult(
-        name=case.name,
-        passed=not failures,
-        failures=tuple(failures),
-        expected=exp,
-        request_headers=exchange.request.headers,
-        request_body=exchange.request.body,
-        response_headers=response_headers,
-        response_body=response.body if response is not None else None,
-        local_reply=exchange.local_reply,
-        paused=exchange.paused,
-        reset=exchange.reset,
-        logs=exchange.logs,
-        unimplemented=exchange.unimplemented,
-        warnings=exchange.warnings,
-        error=exchange.error,
-    )
+            got = response.body if response else None
+            if got != exp.response_body.encode("utf-8"):
+                failures.append(f"response body: expected {_quote_text(exp.response_body)}, got {_quote(got)}")
+        failures += _check_logs(exp.logs, logs)
+    return CaseResult(case, not failures, tuple(failures), sent, upstream, response, reply, paused, flags, details,
+                      logs, tuple(str(e) for e in entries), False, error)
 
 
-def _pause_hint(paused: PausedAt) -> str:
+def _rejected_result(case: Case, reason: str) -> CaseResult:
+    if case.test.expect.config_rejected:
+        return CaseResult(case, True, (), config_rejected=True, envoy_log=(reason,))
+    return CaseResult(case, False, (f"Envoy refused the configuration: {reason}",), config_rejected=True,
+                      envoy_log=(reason,), error=reason)
+
+
+def _pause_hint(paused: Paused, upstream: http.Received | None) -> str:
     if paused == "none":
         return ""
-    return " (the filter returned StopIteration and never resumed the stream)"
+    where = "the upstream never received the request" if upstream is None else "after the upstream answered"
+    return f" (the stream stalled until Envoy's stream idle timeout, {where}: a filter returned StopIteration and " \
+           "never resumed)"
 
 
-def _check_headers(
-    side: str,
-    seen: Sequence[tuple[str, str]],
-    expected: Sequence[tuple[str, str]],
-    absent: Sequence[str],
-) -> list[str]:
+def _check_headers(side: str, seen: Sequence[tuple[str, str]], expected: Sequence[tuple[str, str]],
+                   absent: Sequence[str]) -> list[str]:
     failures = []
     for name, value in expected:
         values = [v for k, v in seen if k.lower() == name.lower()]
@@ -262,24 +435,24 @@ def _check_headers(
     for name in absent:
         values = [v for k, v in seen if k.lower() == name.lower()]
         if values:
-            failures.append(
-                f"{side} header {name.lower()}: expected absent, got {', '.join(_quote_text(v) for v in values)}"
-            )
+            failures.append(f"{side} header {name.lower()}: expected absent, got {', '.join(_quote_text(v) for v in values)}")
     return failures
 
 
-def _check_local_reply(expected: ExpectedLocalReply | None, got: LocalReply | None) -> list[str]:
+def _check_local_reply(exp: TestExpect, got: LocalReply | None) -> list[str]:
+    expected = exp.local_reply
     if expected is None:
         if got is not None:
             return [f"unexpected local reply {got.status} {_quote(got.body)} (details {got.details!r})"]
         return []
     if got is None:
-        return [f"expected a local reply {expected.status}, but the filter sent none"]
+        return [f"expected a local reply {expected.status}, but none was sent"]
     failures = []
     if got.status != expected.status:
         failures.append(f"local reply status: expected {expected.status}, got {got.status}")
-    if expected.body is not None and got.body != expected.body:
-        failures.append(f"local reply body: expected {_quote(expected.body)}, got {_quote(got.body)}")
+    if expected.body is not None and got.body != expected.body.encode("utf-8"):
+        failures.append(f"local reply body: expected {_quote_text(expected.body)}, got {_quote(got.body)} (as the "
+                        "client received it, after the filters' response callbacks)")
     return failures
 
 
@@ -306,64 +479,124 @@ def _quote_text(text: str) -> str:
     return json.dumps(text)
 
 
-def format_results(results: Sequence[tuple[str, CaseResult]], fmt: OutputFormat = "text") -> str:
-    """Render (filter name, result) pairs: a PASS/FAIL line per case, or stable JSON."""
+def run(envoy: EnvoyBinary, listeners: Sequence[Listener], cases: Sequence[Case], *,
+        progress: Callable[[int, int, CaseResult], None] | None = None) -> list[CaseResult]:
+    """Every case, in order, through one Envoy; no process outlives this call."""
+    results: list[CaseResult] = []
+
+    def done(result: CaseResult) -> None:
+        results.append(result)
+        if progress is not None:
+            progress(len(results), len(cases), result)
+
+    with tempfile.TemporaryDirectory(prefix="wasm-gitops-verify-") as tmp:
+        workdir = Path(tmp)
+        problems = {lst.name: lst.problem for lst in listeners if lst.problem is not None}
+        rejected: dict[str, str] = {}
+        with http.Upstream() as upstream:
+            runner = _Runner(envoy, [lst for lst in listeners if lst.problem is None], workdir, upstream)
+            try:
+                runnable = [c for c in cases if c.listener in runner.listeners]
+                if runnable:
+                    # Starting is the cheapest check that Envoy takes every listener; only when it does
+                    # not, `--mode validate` per filter configuration says which listeners it refuses.
+                    try:
+                        runner.start(runnable[0].wasm_level)
+                    except EnvoyFailed:
+                        rejected = _rejected(envoy, list(runner.listeners.values()), workdir)
+                        runner.listeners = {n: lst for n, lst in runner.listeners.items() if n not in rejected}
+                for case in cases:
+                    if case.listener in problems:
+                        done(CaseResult(case, False, (f"error: {problems[case.listener]}",),
+                                        error=problems[case.listener]))
+                    elif case.listener in rejected:
+                        done(_rejected_result(case, rejected[case.listener]))
+                    else:
+                        try:
+                            done(runner.run(case))
+                        except EnvoyFailed as e:
+                            reason = _reasons(e.log)
+                            done(CaseResult(case, False, (f"error: Envoy did not start: {reason}",), error=reason,
+                                            envoy_log=tuple(str(x) for x in _entries(e.log))))
+            finally:
+                runner.stop()
+    return results
+
+
+# ------------------------------------------------------------------------------ reporting
+
+
+def format_results(results: Sequence[CaseResult], fmt: OutputFormat = "text") -> str:
+    """A PASS/FAIL line per case (what Envoy sent and received under a failing one), or stable JSON."""
+    summary = _summary(results)
     if fmt == "json":
-        payload = {
-            "cases": [{"filter": filter_name, **result.to_dict()} for filter_name, result in results],
-            "summary": _summary(results),
-        }
-        return json.dumps(payload, indent=2, sort_keys=True)
+        return json.dumps({"cases": [r.to_dict() for r in results], "summary": summary}, indent=2, sort_keys=True)
     if fmt != "text":
         raise ValueError(f"unknown format {fmt!r}: use text or json")
     lines: list[str] = []
-    for filter_name, result in results:
-        lines.append(f"{'PASS' if result.passed else 'FAIL'} {filter_name}/{result.name}")
+    for result in results:
+        lines.append(f"{'PASS' if result.passed else 'FAIL'} {result.case.label}")
         if not result.passed:
             lines += _explain(result)
-        for call in result.unimplemented:
-            lines.append(f"  note: unimplemented host call {call}")
-        for warning in result.warnings:
-            lines.append(f"  warning: {warning}")
-    summary = _summary(results)
     # Worded so no CI log parser mistakes it for a test runner's "N passed, N failed" line.
     lines.append(f"{summary['total']} cases ({summary['passed']} passed, {summary['failed']} failed)")
     return "\n".join(lines) + "\n"
 
 
-def _summary(results: Sequence[tuple[str, CaseResult]]) -> dict[str, int]:
-    passed = sum(1 for _, r in results if r.passed)
+def _summary(results: Sequence[CaseResult]) -> dict[str, int]:
+    passed = sum(1 for r in results if r.passed)
     return {"total": len(results), "passed": passed, "failed": len(results) - passed}
 
 
 def _explain(result: CaseResult) -> list[str]:
     exp = result.expected
     out = [f"  - {failure}" for failure in result.failures]
-    out += _seen_and_expected("request headers after the filter", result.request_headers,
-                              "request", exp.request_headers, exp.absent_request_headers)
-    out += _seen_and_expected("response headers seen by the client", result.response_headers,
-                              "response", exp.response_headers, exp.absent_response_headers)
-    if result.local_reply is not None:
-        out.append(f"  local reply: {result.local_reply.status} {_quote(result.local_reply.body)}")
-    if result.paused != "none":
-        out.append(f"  paused at: {result.paused}")
-    if result.logs:
-        out.append("  logs:")
-        out += [f"    {line}" for line in result.logs]
+    if result.config_rejected:
+        return out
+    out += ["  the client sent:", *_header_lines(result.sent.headers), *_body_line(result.sent.body, ())]
+    if result.upstream is None:
+        out.append("  the upstream received: nothing")
+    else:
+        out += ["  the upstream received:", *_header_lines(result.upstream.headers),
+                *_body_line(result.upstream.body, result.upstream.chunk_sizes)]
+    if result.response is None:
+        out.append("  the client received: no complete response")
+    else:
+        out += ["  the client received:", *_header_lines(result.response.headers),
+                *_body_line(result.response.body, result.response.chunk_sizes)]
+    if exp.request_headers or exp.absent_request_headers or exp.response_headers or exp.absent_response_headers:
+        out.append("  expected headers:")
+        out += [f"    request {k.lower()}: {v}" for k, v in exp.request_headers]
+        out += [f"    request {k.lower()}: (absent)" for k in exp.absent_request_headers]
+        out += [f"    response {k.lower()}: {v}" for k, v in exp.response_headers]
+        out += [f"    response {k.lower()}: (absent)" for k in exp.absent_response_headers]
+    if result.flags or result.details:
+        out.append(f"  Envoy: response flags {result.flags or '-'}, details {result.details or '-'}")
+    if result.envoy_log:
+        # Envoy traces every ABI call at trace level; the JSON report keeps them, the text shows the rest.
+        lines = [e for e in result.envoy_log if not e.startswith(_ABI_TRACE)]
+        shown = lines[-ENVOY_LOG_LINES:]
+        notes = []
+        if len(lines) < len(result.envoy_log):
+            notes.append(f"{len(result.envoy_log) - len(lines)} ABI call traces left out, --format json has them")
+        if len(shown) < len(lines):
+            notes.append(f"the last {len(shown)} of {len(lines)} lines")
+        out.append("  Envoy's log during the case" + (f" ({'; '.join(notes)})" if notes else "") + ":")
+        out += [f"    {line}" for entry in shown for line in entry.splitlines()]
     return out
 
 
-def _seen_and_expected(seen_title: str, seen: Sequence[tuple[str, str]], side: str,
-                       expected: Sequence[tuple[str, str]], absent: Sequence[str]) -> list[str]:
-    out = [f"  {seen_title}:", *_header_lines(seen)]
-    if expected or absent:
-        out.append(f"  expected {side} headers:")
-        out += [f"    {k.lower()}: {v}" for k, v in expected]
-        out += [f"    {k.lower()}: (absent)" for k in absent]
-    return out
+_ABI_TRACE = tuple(f"[trace][wasm] [{arrow}]" for arrow in ("host->vm", "host<-vm", "vm->host", "vm<-host"))
 
 
 def _header_lines(headers: Sequence[tuple[str, str]]) -> list[str]:
     if not headers:
-        return ["    (none)"]
+        return ["    (no headers)"]
     return [f"    {k}: {v}" for k, v in headers]
+
+
+def _body_line(body: bytes | None, chunks: Sequence[int]) -> list[str]:
+    if not body:
+        return []
+    pieces = f" in {len(chunks)} chunks ({', '.join(str(c) for c in chunks)} bytes)" if chunks else ""
+    return [f"    body{pieces}: {_quote(body)}"]

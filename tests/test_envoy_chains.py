@@ -93,11 +93,36 @@ def test_wasmplugin_translated_as_istiod_does(repo: Repo, tmp_path: Path) -> Non
     (chain,) = istio.filter_set_chains(fs, pairs, tmp_path)
     (f,) = chain.filters
     assert f.kind == "WasmPlugin"
-    assert f.http_filter["name"] == "extensions.istio.io/wasmplugin/default.productpage-example-filter"
+    assert f.http_filter["name"] == "extenstions.istio.io/wasmplugin/default.productpage-example-filter"
     assert f.plugin["name"] == "default.productpage-example-filter"
     assert f.plugin["root_id"] == "my_root_id"
     assert f.plugin["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
     assert "vm_id" not in f.plugin["vm_config"]
+    assert "fail_open" not in f.plugin and "failure_policy" not in f.plugin
+
+
+@pytest.mark.parametrize("version,filter_name,plugin_name,failure", [
+    ((1, 22), "extenstions.istio.io/wasmplugin/default.productpage-example-filter",
+     "default.productpage-example-filter", ("fail_open", True)),
+    ((1, 26), "extensions.istio.io/wasmplugin/default.productpage-example-filter",
+     "default.productpage-example-filter", ("failure_policy", "FAIL_OPEN")),
+    ((1, 30), "extensions.istio.io/trafficextension/default.productpage-example-filter~istio-translated-wasmplugin",
+     "default.productpage-example-filter~istio-translated-wasmplugin", ("failure_policy", "FAIL_OPEN")),
+])
+def test_wasmplugin_names_and_fail_strategy_per_release(repo: Repo, tmp_path: Path, version: tuple[int, int],
+                                                        filter_name: str, plugin_name: str,
+                                                        failure: tuple[str, Any]) -> None:
+    fs, pairs, _ = rendered(repo, "wasmplugin-istio-1.12")
+    opened = copy.deepcopy(pairs)
+    for _, obj in opened:
+        if obj["kind"] == "WasmPlugin":
+            obj["spec"]["failStrategy"] = "FAIL_OPEN"
+    (chain,) = istio.service_chains(opened, {}, tmp_path, istio=version)
+    (f,) = chain.filters
+    assert (f.http_filter["name"], f.plugin["name"]) == (filter_name, plugin_name)
+    assert {k: v for k, v in f.plugin.items() if k in ("fail_open", "failure_policy")} == dict([failure])
+    result = validate(find_envoy(), istio.chain_bootstrap([chain]), tmp_path)
+    assert result.ok, result.log
 
 
 def test_wasmplugin_phase_then_descending_priority(repo: Repo, tmp_path: Path) -> None:
@@ -230,7 +255,7 @@ def test_http_filter_for_one_configuration_is_what_the_rendered_object_gives(rep
             object_name = f"{svc.namespace}.{svc.name}-{sf.filter.name}"
             assert want["typed_config"]["config"]["name"] == object_name
             want["typed_config"]["config"]["name"] = f"default.validate-{sf.filter.name}"
-            want["name"] = f"extensions.istio.io/wasmplugin/default.validate-{sf.filter.name}"
+            want["name"] = want["name"].replace(object_name, f"default.validate-{sf.filter.name}")
         assert got == want, case
 
 
@@ -244,3 +269,64 @@ def test_listener_shape_per_context(context: str, server: str | None, remote: bo
     assert lst["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 0}
     result = validate(find_envoy(), istio.bootstrap([lst], [istio.cluster("up", 9)]), tmp_path)
     assert result.ok, result.log
+
+
+def _with_operation(pairs: Pairs, operation: str, sub: str | None) -> Pairs:
+    out = copy.deepcopy(pairs)
+    for path, obj in out:
+        if path == "overlays/details/example-filter.envoyfilter.yaml":
+            patch = obj["spec"]["configPatches"][0]
+            patch["patch"]["operation"] = operation
+            network = patch["match"]["listener"]["filterChain"]["filter"]
+            if sub is None:
+                network.pop("subFilter")
+            else:
+                network["subFilter"]["name"] = sub
+    return out
+
+
+@pytest.mark.parametrize("operation,sub,position", [("INSERT_FIRST", None, 0), ("INSERT_BEFORE", None, 0),
+                                                     ("INSERT_AFTER", "envoy.filters.http.wasm", 1)])
+def test_other_insert_operations_place_the_filter_as_istiod_does(repo: Repo, tmp_path: Path, operation: str,
+                                                                 sub: str | None, position: int) -> None:
+    fs, pairs, _ = rendered(repo, "basic")
+    chains = {c.service: c for c in istio.filter_set_chains(fs, _with_operation(pairs, operation, sub), tmp_path)}
+    names = [f.object_name for f in chains["details"].filters]
+    assert names.index("default/details-example-filter") == position, names
+
+
+@pytest.mark.parametrize("operation,sub", [("ADD", None), ("INSERT_AFTER", None),
+                                           ("INSERT_AFTER", "envoy.filters.http.router")])
+def test_a_filter_after_the_router_fails_clearly(repo: Repo, tmp_path: Path, operation: str, sub: str | None) -> None:
+    fs, pairs, _ = rendered(repo, "basic")
+    with pytest.raises(istio.ChainError, match=r"example-filter.envoyfilter.yaml \(EnvoyFilter default/details-"
+                                                r"example-filter\): the patch puts the filter after the router"):
+        istio.filter_set_chains(fs, _with_operation(pairs, operation, sub), tmp_path)
+
+
+def _rename_matches(pairs: Pairs, hcm: str, router: str) -> Pairs:
+    out = copy.deepcopy(pairs)
+    for _, obj in out:
+        if obj["kind"] == "EnvoyFilter":
+            network = obj["spec"]["configPatches"][0]["match"]["listener"]["filterChain"]["filter"]
+            network["name"], network["subFilter"]["name"] = hcm, router
+    return out
+
+
+def test_matched_filter_names_as_the_target_release_knows_them(repo: Repo, tmp_path: Path) -> None:
+    fs, pairs, _ = rendered(repo, "basic")  # Istio 1.22: the deprecated names are no longer matched
+    legacy = _rename_matches(pairs, "envoy.filters.network.http_connection_manager", "envoy.router")
+    with pytest.raises(istio.ChainError, match=r"INSERT_BEFORE 'envoy.router', which is not in the SIDECAR_INBOUND "
+                                                r"chain of Istio 1.22"):
+        istio.filter_set_chains(fs, legacy, tmp_path)
+    with pytest.raises(istio.ChainError, match=r"network filter 'envoy.http_connection_manager', which is not the "
+                                                r"HTTP connection manager's name in Istio 1.22"):
+        istio.filter_set_chains(fs, _rename_matches(pairs, "envoy.http_connection_manager", "envoy.filters.http.router"),
+                                tmp_path)
+    fs, pairs, _ = rendered(repo, "contexts-and-logs")  # Istio 1.9: the alias table matches both
+    assert istio.filter_set_chains(fs, _rename_matches(pairs, "envoy.http_connection_manager", "envoy.router"),
+                                   tmp_path)
+    fs, pairs, _ = rendered(repo, "legacy-istio-1.6")  # Istio 1.6 generated only the deprecated names
+    canonical = _rename_matches(pairs, "envoy.filters.network.http_connection_manager", "envoy.filters.http.router")
+    with pytest.raises(istio.ChainError, match="not the HTTP connection manager's name in Istio 1.6"):
+        istio.filter_set_chains(fs, canonical, tmp_path)

@@ -21,7 +21,7 @@ def test_the_wheel_ships_every_schema_and_subpackage(tmp_path: Path) -> None:
     assert schemas, "no schemas to ship"
     for name in schemas:
         assert f"renderer/schemas/{name}" in names, f"{name} is missing from the wheel"
-    for module in ("renderer/cli.py", "renderer/__main__.py", "renderer/proxywasm/host.py", "renderer/verify.py"):
+    for module in ("renderer/cli.py", "renderer/__main__.py", "renderer/envoy/istio.py", "renderer/verify.py"):
         assert module in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "wasm-gitops = renderer.cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()

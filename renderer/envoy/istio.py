@@ -9,21 +9,26 @@ Modelled, from istiod's source (istio/istio, pilot/pkg):
   sortEnvoyFilters, sortConfigByCreationTime). A tree applied in one sync creates its objects within
   the same second (CreationTimestamp has a resolution of a second), so creation time is taken as
   equal and equal priorities fall back to the name.
-- HTTP_FILTER patches of the service's context (or ANY): INSERT_BEFORE / INSERT_AFTER the matched
-  sub-filter, INSERT_FIRST, ADD (appended, then the router moved last by istiod's own chain)
-  (networking/core/envoyfilter/listener_patch.go). A patch whose sub-filter matches nothing is
-  skipped by istiod; here it is an error, since the filter would silently be missing. The matched
-  names accept both the canonical and the deprecated filter names (the alias table of Istio 1.7-1.18).
+- HTTP_FILTER patches of the service's context (or ANY), as patchHTTPFilters applies them
+  (networking/core/envoyfilter/listener_patch.go): INSERT_BEFORE / INSERT_AFTER the matched
+  sub-filter (without a sub-filter: first / last), INSERT_FIRST, ADD (appended: after the router,
+  which Envoy refuses, so it is an error here). A patch whose sub-filter matches nothing is skipped
+  by istiod; here it is an error, since the filter would silently be missing. Matched names as the
+  target release knows them: only the deprecated ones up to 1.6, both through 1.18 (an alias table),
+  only the canonical ones from 1.19.
 - WasmPlugin -> TrafficExtension -> Envoy (config/kube/extensions/translate.go, model/extensions.go
   buildWasmConfig, networking/core/listener_builder.go buildHTTPConnectionManager): the plugins of a
   listener class (match.mode SERVER for inbound, CLIENT for outbound and gateways; no match: every
   class) in creation-time-then-name order, stably sorted by descending `priority` (unset = lowest),
   placed by phase: AUTHN, then AUTHZ, then STATS, then unspecified, all before the EnvoyFilter
-  patches (which istiod applies to the finished listener). PluginConfig: name `<namespace>.<name>`,
-  root_id from `pluginName`, `pluginConfig` as JSON in a google.protobuf.StringValue, runtime V8,
-  `file://` stripped to a local filename, `failStrategy` as `failure_policy` (current istiod; the
-  releases up to 1.2x set the now deprecated `fail_open`, which Envoy reads the same way). In a mesh
-  the plugin reaches Envoy over ECDS; in the static bootstrap here its config sits inline in the chain.
+  patches (which istiod applies to the finished listener). PluginConfig: name `<namespace>.<name>`
+  (from 1.30, where a WasmPlugin becomes a TrafficExtension, `<namespace>.<name>~istio-translated-
+  wasmplugin`), HCM filter name `extenstions.istio.io/wasmplugin/<name>` (sic, up to 1.25),
+  `extensions.istio.io/wasmplugin/<name>` (1.26-1.29) or `extensions.istio.io/trafficextension/
+  <name>` (1.30+), root_id from `pluginName`, `pluginConfig` as JSON in a google.protobuf.StringValue,
+  runtime V8, `file://` stripped to a local filename, `failStrategy` as `failure_policy` for 1.25+
+  and as the deprecated `fail_open` before. In a mesh the plugin reaches Envoy over ECDS; in the
+  static bootstrap here its config sits inline in the chain.
 - Shapes that current Envoy cannot load are translated: the Istio 1.5/1.6 `config:` Struct (JSON
   names, a plain string configuration) becomes a typed Wasm config with a StringValue
   configuration; the Istio 1.7 udpa TypedStruct is unwrapped into the Wasm type it names.
@@ -53,7 +58,7 @@ import binascii
 import hashlib
 import json
 import posixpath
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,15 +266,23 @@ def _snake(plugin: Obj) -> Obj:
     return out
 
 
-def _wasm_plugin_filter(obj: Obj) -> tuple[str, Obj]:
-    """A WasmPlugin -> (the HCM filter name istiod gives it, its PluginConfig), as buildWasmConfig."""
+def _wasm_plugin_filter(obj: Obj, istio: tuple[int, int] | None) -> tuple[str, Obj]:
+    """A WasmPlugin -> (the HCM filter name istiod gives it, its PluginConfig), as buildWasmConfig
+    does in the target release (the newest shape when it is not known)."""
     meta, spec = obj.get("metadata") or {}, obj.get("spec") or {}
     namespace, name = str(meta.get("namespace", "default")), str(meta.get("name"))
     url = str(spec.get("url", ""))
     if not url.startswith("file://"):
         raise ChainError(f"WasmPlugin {namespace}/{name} loads {url!r}: only file:// modules (mounted from the "
                          "rendered ConfigMap) can run offline")
-    plugin: Obj = {"name": f"{namespace}.{name}", "root_id": str(spec.get("pluginName", ""))}
+    version = istio or (99, 0)
+    if version >= (1, 30):  # translated into a TrafficExtension (config/kube/extensions/translate.go)
+        resource = f"{namespace}.{name}~istio-translated-wasmplugin"
+        filter_name = f"extensions.istio.io/trafficextension/{resource}"
+    else:  # the prefix was misspelt until 1.26
+        resource = f"{namespace}.{name}"
+        filter_name = f"{'extensions' if version >= (1, 26) else 'extenstions'}.istio.io/wasmplugin/{resource}"
+    plugin: Obj = {"name": resource, "root_id": str(spec.get("pluginName", ""))}
     if spec.get("pluginConfig"):
         plugin["configuration"] = {"@type": STRING_VALUE,
                                    "value": json.dumps(spec["pluginConfig"], separators=(",", ":"))}
@@ -278,11 +291,13 @@ def _wasm_plugin_filter(obj: Obj) -> tuple[str, Obj]:
                            # istiod's resource version of the object; a static tree has none.
                            "environment_variables": {"key_values": {"ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": ""}}}
     strategy = spec.get("failStrategy")
-    if strategy == "FAIL_OPEN":
-        plugin["failure_policy"] = "FAIL_OPEN"
-    elif strategy == "FAIL_CLOSE":
-        plugin["failure_policy"] = "FAIL_CLOSED"
-    return f"extensions.istio.io/wasmplugin/{namespace}.{name}", plugin
+    if version >= (1, 25):  # failure_policy for 1.25+ proxies, the deprecated fail_open before
+        policy = {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}.get(str(strategy))
+        if policy is not None and (policy != "FAIL_RELOAD" or version >= (1, 30)):
+            plugin["failure_policy"] = policy
+    elif strategy == "FAIL_OPEN":
+        plugin["fail_open"] = True
+    return filter_name, plugin
 
 
 def _localise(plugin: Obj, files: Mapping[str, bytes | str], modules: _Modules, where: str) -> tuple[Obj, str]:
@@ -315,6 +330,23 @@ def _canonical(name: Any) -> str:
     return _ALIASES.get(str(name), str(name))
 
 
+def _known_as(name: Any, istio: tuple[int, int] | None) -> str | None:
+    """The filter a patch's match name finds in the target release's listeners, None when it finds
+    none there: Istio <= 1.6 generated only the deprecated names, 1.7-1.18 matched both through an
+    alias table, 1.19 dropped the alias (renderer.istio_versions: filter_names.*). An unknown
+    release matches both."""
+    name, version = str(name), istio or (1, 18)
+    if name in _ALIASES:
+        return _ALIASES[name] if version <= (1, 18) else None
+    if name in _ALIASES.values() and version <= (1, 6):
+        return None
+    return name
+
+
+def _release(istio: tuple[int, int] | None) -> str:
+    return f"Istio {istio[0]}.{istio[1]}" if istio else "this Istio"
+
+
 def _envoy_filter_order(item: tuple[str, Obj]) -> tuple[int, str]:
     _, obj = item
     meta = obj.get("metadata") or {}
@@ -342,21 +374,21 @@ def _wasm_plugins_in_order(ov: _Overlay, context: Context) -> list[tuple[str, Ob
 
 
 def _chain(ov: _Overlay, context: Context, configmaps: Mapping[tuple[str, str], Obj],
-           modules: _Modules) -> ServiceChain:
+           modules: _Modules, istio: tuple[int, int] | None) -> ServiceChain:
     files = _mounted_files(ov, configmaps) if (ov.envoy_filters or ov.wasm_plugins) else {}
     levels = tuple((a, b) for a, _, b in (part.partition(":") for part in
                                            ov.annotations.get(COMPONENT_LOG_LEVEL, "").split(",")) if b)
-    return ServiceChain(ov.name, ov.namespace, context, _build(ov, context, files, modules), levels)
+    return ServiceChain(ov.name, ov.namespace, context, _build(ov, context, files, modules, istio), levels)
 
 
-def _build(ov: _Overlay, context: Context, files: Mapping[str, bytes | str], modules: _Modules) -> \
-        tuple[ChainFilter, ...]:
+def _build(ov: _Overlay, context: Context, files: Mapping[str, bytes | str], modules: _Modules,
+           istio: tuple[int, int] | None) -> tuple[ChainFilter, ...]:
     chain: list[ChainFilter | str] = []  # str: a filter istiod places that is not Wasm (the router)
     for path, obj in _wasm_plugins_in_order(ov, context):
         meta = obj["metadata"]
         where = f"{path} (WasmPlugin {meta.get('namespace')}/{meta.get('name')})"
         try:
-            name, plugin = _wasm_plugin_filter(obj)
+            name, plugin = _wasm_plugin_filter(obj, istio)
         except ChainError as e:
             raise ChainError(f"{where}: {e}") from None
         plugin, module_path = _localise(plugin, files, modules, where)
@@ -368,17 +400,18 @@ def _build(ov: _Overlay, context: Context, files: Mapping[str, bytes | str], mod
         where = f"{path} (EnvoyFilter {meta.get('namespace')}/{meta.get('name')})"
         for patch in (obj.get("spec") or {}).get("configPatches") or []:
             if patch.get("applyTo") == "HTTP_FILTER" and _matches_context(patch, context):
-                _apply(chain, patch, path, obj, where, files, modules)
+                _apply(chain, patch, path, obj, where, files, modules, istio)
+    _router_last(chain, context)
     return tuple(f for f in chain if isinstance(f, ChainFilter))
 
 
 def _apply(chain: list[ChainFilter | str], patch: Obj, path: str, obj: Obj, where: str,
-           files: Mapping[str, bytes | str], modules: _Modules) -> None:
+           files: Mapping[str, bytes | str], modules: _Modules, istio: tuple[int, int] | None) -> None:
     listener = (patch.get("match") or {}).get("listener") or {}
     network = ((listener.get("filterChain") or {}).get("filter")) or {}
-    if network.get("name") is not None and _canonical(network["name"]) != objects.HCM:
-        raise ChainError(f"{where}: the patch matches network filter {network['name']!r}, not the HTTP "
-                         "connection manager: istiod would add no HTTP filter")
+    if network.get("name") is not None and _known_as(network["name"], istio) != objects.HCM:
+        raise ChainError(f"{where}: the patch matches network filter {network['name']!r}, which is not the HTTP "
+                         f"connection manager's name in {_release(istio)}'s listeners: istiod adds no HTTP filter")
     sub = (network.get("subFilter") or {}).get("name")
     value = (patch.get("patch") or {}).get("value") or {}
     operation = (patch.get("patch") or {}).get("operation")
@@ -392,35 +425,58 @@ def _apply(chain: list[ChainFilter | str], patch: Obj, path: str, obj: Obj, wher
                        {"name": str(value.get("name", objects.WASM_FILTER)),
                         "typed_config": {"@type": WASM_TYPE, "config": plugin}}, module_path, translated)
     names = [_canonical(f.http_filter["name"]) if isinstance(f, ChainFilter) else f for f in chain]
-    if operation == "INSERT_FIRST":
+    if operation == "INSERT_FIRST" or (operation == "INSERT_BEFORE" and sub is None):
         chain.insert(0, item)
-    elif operation == "ADD":
-        chain.insert(names.index(objects.ROUTER), item)  # istiod keeps the router last
+    elif operation == "ADD" or (operation == "INSERT_AFTER" and sub is None):
+        chain.append(item)
     elif operation in ("INSERT_BEFORE", "INSERT_AFTER"):
-        if sub is None or _canonical(sub) not in names:
+        known = _known_as(sub, istio)
+        if known is None or known not in names:
             raise ChainError(f"{where}: {operation} {sub!r}, which is not in the "
-                             f"{(patch.get('match') or {}).get('context', 'ANY')} chain ({', '.join(names)}): "
-                             "istiod skips the patch and the filter is missing")
-        at = names.index(_canonical(sub))
+                             f"{(patch.get('match') or {}).get('context', 'ANY')} chain of {_release(istio)} "
+                             f"({', '.join(names)}): istiod skips the patch and the filter is missing")
+        at = names.index(known)
         chain.insert(at if operation == "INSERT_BEFORE" else at + 1, item)
     else:
         raise ChainError(f"{where}: patch operation {operation!r} on an HTTP filter is not modelled")
 
 
+def _router_last(chain: Sequence[ChainFilter | str], context: Context) -> None:
+    after = [f for f in chain[chain.index(objects.ROUTER) + 1:] if isinstance(f, ChainFilter)]
+    if after:
+        raise ChainError(f"{after[0].source} ({after[0].kind} {after[0].object_name}): the patch puts the filter "
+                         f"after the router of the {context} chain, and Envoy refuses a filter after its terminal "
+                         "router; insert it before envoy.filters.http.router")
+
+
 def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Context], module_dir: Path, *,
-                   only: Collection[str] | None = None) -> list[ServiceChain]:
+                   only: Collection[str] | None = None,
+                   on_error: Callable[[str, ChainError], None] | None = None,
+                   istio: tuple[int, int] | None = None) -> list[ServiceChain]:
     """The chain of each overlay's sidecar (or of those named in `only`), for the listener class its
     service declares (contexts: overlay name -> context; SIDECAR_INBOUND when absent). Modules are
-    written to module_dir. Raises ChainError naming the file that gives no loadable chain."""
+    written to module_dir; `istio` (major, minor) picks the release's WasmPlugin translation. A tree that gives a service no loadable chain raises ChainError naming
+    the file, or, with on_error, is reported there and the service left out."""
     overlays, configmaps = _overlays(pairs)
     modules = _Modules(module_dir)
-    return [_chain(ov, contexts.get(name, "SIDECAR_INBOUND"), configmaps, modules)
-            for name, ov in sorted(overlays.items()) if only is None or name in only]
+    chains = []
+    for name, ov in sorted(overlays.items()):
+        if only is not None and name not in only:
+            continue
+        try:
+            chains.append(_chain(ov, contexts.get(name, "SIDECAR_INBOUND"), configmaps, modules, istio))
+        except ChainError as e:
+            if on_error is None:
+                raise
+            on_error(name, e)
+    return chains
 
 
 def filter_set_chains(fs: FilterSet, pairs: Iterable[tuple[str, Obj]], module_dir: Path, *,
-                      only: Collection[str] | None = None) -> list[ServiceChain]:
-    return service_chains(pairs, {s.name: s.context for s in fs.services}, module_dir, only=only)
+                      only: Collection[str] | None = None,
+                      on_error: Callable[[str, ChainError], None] | None = None) -> list[ServiceChain]:
+    return service_chains(pairs, {s.name: s.context for s in fs.services}, module_dir, only=only,
+                          on_error=on_error, istio=fs.istio)
 
 
 def http_filter(fs: FilterSet, f: Filter, config: str | None, module_dir: Path, *,
@@ -441,7 +497,7 @@ def http_filter(fs: FilterSet, f: Filter, config: str | None, module_dir: Path, 
     ov.envoy_filters, ov.wasm_plugins = ([], [(key, obj)]) if output == "WasmPlugin" else ([(key, obj)], [])
     # The mount is the rendered patch's by construction (objects.user_volume_mount): the module sits
     # at the filter's mounted path.
-    chain = _build(ov, context, files, _Modules(module_dir))
+    chain = _build(ov, context, files, _Modules(module_dir), fs.istio)
     if len(chain) != 1:
         raise ChainError(f"filter {f.name!r}: the rendered object gives {len(chain)} filters in the {context} chain")
     return chain[0].http_filter
@@ -480,7 +536,7 @@ def _hcm(context: Context, stat_prefix: str, route: Obj, http_filters: Sequence[
 
 
 ACCESS_LOG_FIELDS = {
-    "peer": "%DOWNSTREAM_REMOTE_ADDRESS%",
+    "peer": "%DOWNSTREAM_DIRECT_REMOTE_ADDRESS%",  # the socket, never an x-forwarded-for
     "code": "%RESPONSE_CODE%",
     "flags": "%RESPONSE_FLAGS%",
     "details": "%RESPONSE_CODE_DETAILS%",
