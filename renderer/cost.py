@@ -746,7 +746,14 @@ def measure_chain(chain: Chain, same_as: list[str], envoy: EnvoyBinary, wrk: Pat
             server.stop()
 
         def load(name: str, paced_run: bool) -> LoadRun:
-            return run_wrk(wrk, ports[name], pids[name], upstream_pid, settings, paced_run=paced_run, workdir=workdir)
+            try:
+                return run_wrk(wrk, ports[name], pids[name], upstream_pid, settings, paced_run=paced_run,
+                               workdir=workdir)
+            finally:
+                # A filter that brings Envoy down shows as failed requests first; say what happened.
+                if not servers[name].running:
+                    raise MeasurementFailed(f"service {chain.service}: Envoy ({name}) exited during a load run: "
+                                            f"{_last_lines(servers[name].log())}")
 
         # A warm-up run each (V8 tiers hot functions up, connections open), then the rounds, each in
         # a rotated order so that no variant always runs first or last.
