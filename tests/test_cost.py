@@ -8,12 +8,14 @@ import json
 import math
 import os
 import re
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+import wasmtime
 from click.testing import CliRunner
 from conftest import REPO, Repo
 
@@ -324,3 +326,30 @@ def test_a_filter_with_no_visible_effect_is_measured_without_a_native_variant(re
         variants = {"none": cost.without_wasm(list(chains[0].http_filters)), "wasm": list(chains[0].http_filters)}
         effect, native = cost._native_for(chains[0], variants, envoy, port, tmp_path / "probe", stack)
     assert effect.describe() == "no visible effect" and native is None and "native" not in variants
+
+
+def test_a_filter_adding_request_and_response_headers_gets_a_native_equivalent(repo: Repo, tmp_path: Path) -> None:
+    """The ABI 0.1.0 module adds x-abi to the request (seen by the upstream's echo) and x-abi-response
+    to the response; header_mutation, probed the same way, does exactly that."""
+    module = Path(__file__).parent / "modules" / "abi_010.wat"
+    repo.write("filters/abi.wasm", bytes(wasmtime.wat2wasm(module.read_text())))
+    repo.write("filters.yaml", textwrap.dedent("""\
+        apiVersion: wasm-gitops/v1
+        kind: FilterSet
+        istio: "1.22"
+        filters:
+          - {name: abi, wasm: filters/abi.wasm}
+        services:
+          - {name: details, deployment: details-v1, resources: [apps/details], filters: [abi]}
+        """))
+    (chain,), _ = cost.chains_of(repo.spec, [], tmp_path / "modules")
+    envoy = find_envoy()
+    with contextlib.ExitStack() as stack:
+        port, _ = stack.enter_context(cost._upstream(envoy, tmp_path))
+        variants = {"none": cost.without_wasm(list(chain.http_filters)), "wasm": list(chain.http_filters)}
+        effect, native = cost._native_for(chain, variants, envoy, port, tmp_path / "probe", stack)
+    assert effect == native == cost.Effect(request_added=(("x-abi", "0.1.0"),),
+                                           response_added=(("x-abi-response", "0.1.0"),))
+    mutations = variants["native"][0]["typed_config"]["mutations"]
+    assert [m["append"]["header"]["key"] for m in mutations["request_mutations"]] == ["x-abi"]
+    assert [m["append"]["header"]["key"] for m in mutations["response_mutations"]] == ["x-abi-response"]
