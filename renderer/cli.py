@@ -282,10 +282,13 @@ def verify(spec: Path, fmt: str, envoy: Path | None, names: tuple[str, ...]) -> 
 @click.option("--seconds", type=int, default=1, show_default=True, help="Length of each load run.")
 @click.option("--rate", type=int, default=1000, show_default=True, help="The paced rate, requests per second.")
 @click.option("--connections", type=int, default=16, show_default=True, help="Connections at saturation.")
+@click.option("--filter", "filters", multiple=True, metavar="NAME",
+              help="Measure this filter alone (its spec configuration, an inbound listener); repeatable. "
+                   "Services are then measured only when named.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemaVersion 1, docs/cost.md).")
 @click.argument("services", nargs=-1)
 def cost(spec: Path, envoy_path: Path | None, rounds: int, seconds: int, rate: int, connections: int,
-         as_json: bool, services: tuple[str, ...]) -> None:
+         filters: tuple[str, ...], as_json: bool, services: tuple[str, ...]) -> None:
     """Measure what each service's Wasm chain costs per request in a real Envoy: latency, throughput,
     CPU and memory, with and without the chain and against a native filter doing the same job."""
     import tempfile
@@ -299,7 +302,9 @@ def cost(spec: Path, envoy_path: Path | None, rounds: int, seconds: int, rate: i
         envoy = find_envoy(envoy_path)
         wrk = measure.find_wrk()
         with tempfile.TemporaryDirectory(prefix="wasm-gitops-modules-") as modules:
-            chains, skipped = measure.chains_of(spec, services, Path(modules))
+            chains, skipped = ([], {}) if filters and not services else measure.chains_of(spec, services, Path(modules))
+            # The same module directory: a filter alone that equals a service's chain is measured once.
+            chains += measure.filter_chains(spec, filters, Path(modules)) if filters else []
             if not chains:
                 for name, reason in sorted(skipped.items()):
                     click.echo(f"wasm-gitops: service {name} not measured: {reason}", err=True)

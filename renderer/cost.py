@@ -91,6 +91,7 @@ class Chain:
     context: Context
     filters: tuple[str, ...]  # the rendered objects, in chain order
     http_filters: tuple[dict[str, Any], ...]  # Envoy HttpFilter configs, the router excluded
+    alone: bool = False  # a filter measured on its own (service is then the filter's name)
 
 
 def chains_of(spec_path: Path, services: Sequence[str], module_dir: Path) -> tuple[list[Chain], dict[str, str]]:
@@ -126,6 +127,31 @@ def chains_of(spec_path: Path, services: Sequence[str], module_dir: Path) -> tup
     chains = [Chain(c.service, c.namespace, c.context, tuple(str(f.plugin.get("name", f.object_name)) for f in c.filters),
                     tuple(f.http_filter for f in c.filters)) for c in found if c.filters]
     return chains, skipped
+
+
+def filter_chains(spec_path: Path, names: Sequence[str], module_dir: Path) -> list[Chain]:
+    """Each named filter on its own, with its configuration from the spec, as the EnvoyFilter
+    rendered for it gives it to Envoy (istio.http_filter), in an inbound sidecar listener."""
+    from .spec import load_spec
+
+    fs = load_spec(spec_path).filter_set
+    by_name = {f.name: f for f in fs.filters}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise UsageError(f"no filter {', '.join(map(repr, unknown))} in {spec_path.name} "
+                         f"(filters: {', '.join(sorted(by_name))})")
+    module_dir.mkdir(parents=True, exist_ok=True)
+    chains = []
+    for name in dict.fromkeys(names):
+        f = by_name[name]
+        if f.binary.is_oci:
+            raise UsageError(f"filter {name}: an OCI image that istio-agent pulls: no module in the tree to load")
+        try:
+            http = istio.http_filter(fs, f, f.config, module_dir)
+        except istio.ChainError as e:
+            raise MeasurementFailed(str(e)) from None
+        chains.append(Chain(name, "default", "SIDECAR_INBOUND", (name,), (http,), alone=True))
+    return chains
 
 
 def bootstrap_for(chain: Chain, http_filters: Sequence[dict[str, Any]], upstream_port: int) -> dict[str, Any]:
@@ -617,7 +643,7 @@ class VariantResult:
 @dataclass
 class ChainResult:
     chain: Chain
-    same_as: list[str]  # the other services with this very chain, measured with it
+    same_as: list[Chain]  # the other chains equal to this one, measured with it
     native: Effect | None  # None when the chain does more than add headers
     effect: Effect
     variants: dict[str, VariantResult]
@@ -709,7 +735,7 @@ def _native_for(chain: Chain, chains: dict[str, list[dict[str, Any]]], envoy: En
     return effect, effect
 
 
-def measure_chain(chain: Chain, same_as: list[str], envoy: EnvoyBinary, wrk: Path, upstream_port: int,
+def measure_chain(chain: Chain, same_as: list[Chain], envoy: EnvoyBinary, wrk: Path, upstream_port: int,
                   upstream_pid: int, settings: Settings, workdir: Path,
                   progress: Callable[[str], None]) -> ChainResult:
     full = list(chain.http_filters)
@@ -863,7 +889,8 @@ def _wasm_vs_native(wasm: VariantResult, native: VariantResult, none: VariantRes
 def build_report(results: Sequence[ChainResult], machine_info: Mapping[str, Any], settings: Settings,
                  before: CpuSample, after: CpuSample, wall_s: float,
                  skipped: Mapping[str, str] | None = None) -> dict[str, Any]:
-    services = []
+    services: list[dict[str, Any]] = []
+    filters: list[dict[str, Any]] = []
     for result in results:
         v = result.variants
         entry: dict[str, Any] = {
@@ -876,9 +903,12 @@ def build_report(results: Sequence[ChainResult], machine_info: Mapping[str, Any]
             "nativeCost": _against(v["native"], v["none"], v["control"]) if "native" in v else None,
             "wasmVsNative": _wasm_vs_native(v["wasm"], v["native"], v["none"], v["control"]) if "native" in v else None,
         }
-        for name in [result.chain.service, *result.same_as]:
-            services.append({"service": name, "namespace": result.chain.namespace,
-                             "measuredAs": result.chain.service, **entry})
+        for member in [result.chain, *result.same_as]:
+            if member.alone:
+                filters.append({"filter": member.service, "measuredAs": result.chain.service, **entry})
+            else:
+                services.append({"service": member.service, "namespace": member.namespace,
+                                 "measuredAs": result.chain.service, **entry})
     total = max(1, after.total - before.total)
     shares = [100 * r.foreign_share for res in results for v in res.variants.values() for r in [*v.paced, *v.saturated]]
     return {
@@ -892,6 +922,7 @@ def build_report(results: Sequence[ChainResult], machine_info: Mapping[str, Any]
                 "idlePercent": round(100 * (after.idle - before.idle) / total, 1),
                 "foreignCpuPercent": Summary.of(shares).as_json() if shares else None},
         "services": sorted(services, key=lambda s: (s["namespace"], s["service"])),
+        "filters": sorted(filters, key=lambda f: f["filter"]),
         "skipped": [{"service": name, "reason": reason} for name, reason in sorted((skipped or {}).items())],
     }
 
@@ -932,6 +963,48 @@ def _mib(n: int | None, sign: str = "+") -> str:
 _TABLE = ("  {:<8}{:>8}{:>8}{:>9}{:>10}{:>12}{:>9}{:>10}{:>9}{:>9}")
 
 
+def _measurement_lines(m: Mapping[str, Any]) -> list[str]:
+    """One measured chain: the variants' medians, then each comparison or why there is none."""
+    lines = [f"  the chain {m['effect']}",
+             _TABLE.format("", "paced/s", "p50 µs", "p99 µs", "sat. rps", "CPU µs/req", "load ms", "ready ms",
+                           "RSS MiB", "Wasm VMs")]
+    for name in VARIANTS:
+        v = m["variants"].get(name)
+        if v is None:
+            continue
+        lines.append(_TABLE.format(
+            name, f"{v['paced']['rps']['median']:.0f}", f"{v['paced']['p50Us']['median']:.0f}",
+            f"{v['paced']['p99Us']['median']:.0f}", f"{v['saturation']['rps']['median']:.0f}",
+            f"{v['saturation']['cpuUsPerRequest']['median']:.1f}",
+            "-" if v["listenerLoadMs"] is None else f"{v['listenerLoadMs']['median']:.0f}",
+            f"{v['readyMs']['median']:.0f}", f"{v['memory']['rssBytes'] / 1048576:.1f}",
+            str(v["memory"]["wasmVmsActive"])))
+    w = m["wasm"]
+    lines += [
+        "  wasm against none:",
+        f"    latency p50 {_fmt(w['p50AddedUs'], ' µs')}, p99 {_fmt(w['p99AddedUs'], ' µs')}",
+        f"    Envoy CPU per request {_fmt(w['cpuAddedUsPerRequest'], ' µs')}",
+        f"    throughput at saturation {_fmt(w['throughputRatio'], ' x none', ratio=True)}",
+        f"    memory {_mib(w['rssAddedBytes'])} RSS with {m['variants']['wasm']['memory']['wasmVmsActive']} Wasm VMs "
+        f"({_mib(w['rssPerWasmVmBytes'], '')} each on average; each further Envoy worker "
+        f"{_mib(w['rssPerExtraWorkerBytes'])})",
+        f"    module load/compile {_fmt(w['loadAddedMs'], ' ms')}",
+    ]
+    if m["native"] is None:
+        return [*lines, "  native: no native filter: the chain does more than add headers (or nothing visible)"]
+    n, wn = m["nativeCost"], m["wasmVsNative"]
+    return [
+        *lines,
+        f"  native ({m['native']['filter']}, {m['native']['does']}) against none:",
+        f"    latency p50 {_fmt(n['p50AddedUs'], ' µs')}, Envoy CPU per request "
+        f"{_fmt(n['cpuAddedUsPerRequest'], ' µs')}",
+        f"    throughput at saturation {_fmt(n['throughputRatio'], ' x none', ratio=True)}",
+        "  wasm against native:",
+        f"    throughput at saturation {_fmt(wn['throughputRatio'], ' x native', ratio=True)}",
+        f"    added CPU per request {_fmt(wn['cpuAddedRatio'], ' x native', signed=False)}",
+    ]
+
+
 def format_text(report: Mapping[str, Any]) -> str:
     m, s, run = report["machine"], report["settings"], report["run"]
     foreign = run["foreignCpuPercent"]
@@ -948,43 +1021,14 @@ def format_text(report: Mapping[str, Any]) -> str:
         title = f"{svc['namespace']}/{svc['service']}: {', '.join(svc['filters'])}"
         if svc["measuredAs"] != svc["service"]:
             lines += ["", f"{title}: the same chain as {svc['measuredAs']}, measured once (see there)"]
-            continue
-        lines += ["", title, f"  the chain {svc['effect']}",
-                  _TABLE.format("", "paced/s", "p50 µs", "p99 µs", "sat. rps", "CPU µs/req", "load ms", "ready ms", "RSS MiB", "Wasm VMs")]
-        for name in VARIANTS:
-            v = svc["variants"].get(name)
-            if v is None:
-                continue
-            lines.append(_TABLE.format(
-                name, f"{v['paced']['rps']['median']:.0f}", f"{v['paced']['p50Us']['median']:.0f}", f"{v['paced']['p99Us']['median']:.0f}",
-                f"{v['saturation']['rps']['median']:.0f}", f"{v['saturation']['cpuUsPerRequest']['median']:.1f}",
-                "-" if v["listenerLoadMs"] is None else f"{v['listenerLoadMs']['median']:.0f}",
-                f"{v['readyMs']['median']:.0f}", f"{v['memory']['rssBytes'] / 1048576:.1f}",
-                str(v["memory"]["wasmVmsActive"])))
-        w = svc["wasm"]
-        lines += [
-            "  wasm against none:",
-            f"    latency p50 {_fmt(w['p50AddedUs'], ' µs')}, p99 {_fmt(w['p99AddedUs'], ' µs')}",
-            f"    Envoy CPU per request {_fmt(w['cpuAddedUsPerRequest'], ' µs')}",
-            f"    throughput at saturation {_fmt(w['throughputRatio'], ' x none', ratio=True)}",
-            f"    memory {_mib(w['rssAddedBytes'])} RSS with {svc['variants']['wasm']['memory']['wasmVmsActive']} Wasm VMs "
-            f"({_mib(w['rssPerWasmVmBytes'], '')} each on average; each further Envoy worker "
-            f"{_mib(w['rssPerExtraWorkerBytes'])})",
-            f"    module load/compile {_fmt(w['loadAddedMs'], ' ms')}",
-        ]
-        if svc["native"] is None:
-            lines.append("  native: no native filter: the chain does more than add headers (or nothing visible)")
-            continue
-        n, wn = svc["nativeCost"], svc["wasmVsNative"]
-        lines += [
-            f"  native ({svc['native']['filter']}, {svc['native']['does']}) against none:",
-            f"    latency p50 {_fmt(n['p50AddedUs'], ' µs')}, Envoy CPU per request "
-            f"{_fmt(n['cpuAddedUsPerRequest'], ' µs')}",
-            f"    throughput at saturation {_fmt(n['throughputRatio'], ' x none', ratio=True)}",
-            "  wasm against native:",
-            f"    throughput at saturation {_fmt(wn['throughputRatio'], ' x native', ratio=True)}",
-            f"    added CPU per request {_fmt(wn['cpuAddedRatio'], ' x native', signed=False)}",
-        ]
+        else:
+            lines += ["", title, *_measurement_lines(svc)]
+    for entry in report["filters"]:
+        title = f"filter {entry['filter']} alone"
+        if entry["measuredAs"] != entry["filter"]:
+            lines += ["", f"{title}: the same chain as {entry['measuredAs']}, measured once (see there)"]
+        else:
+            lines += ["", title, *_measurement_lines(entry)]
     lines += [f"\n{item['service']}: not measured: {item['reason']}" for item in report["skipped"]]
     return "\n".join(lines) + "\n"
 
@@ -1008,7 +1052,7 @@ def run(chains: Sequence[Chain], envoy: EnvoyBinary, settings: Settings, *, wrk:
     results = []
     with tempfile.TemporaryDirectory(prefix="wasm-gitops-cost-") as tmp, _upstream(envoy, Path(tmp)) as (port, upstream_pid):
         for i, group in enumerate(groups.values()):
-            results.append(measure_chain(group[0], [c.service for c in group[1:]], envoy, wrk_path, port, upstream_pid, settings, Path(tmp) / f"chain-{i}", say))
+            results.append(measure_chain(group[0], group[1:], envoy, wrk_path, port, upstream_pid, settings, Path(tmp) / f"chain-{i}", say))
     return build_report(results, machine(envoy, wrk_path), settings, before, cpu_sample(),
                         time.monotonic() - began, skipped)
 

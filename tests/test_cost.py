@@ -34,7 +34,8 @@ COMPARISONS = ("p50AddedUs", "p99AddedUs", "cpuAddedUsPerRequest", "throughputRa
 def tiny() -> tuple[dict[str, Any], float]:
     began = time.monotonic()
     result = CliRunner().invoke(main, ["cost", "-f", str(REPO / "filters.yaml"), "--rounds", "2", "--seconds", "1",
-                                       "--json"], catch_exceptions=False)
+                                       "--filter", "example-filter", "--json", "details", "productpage"],
+                                catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout), time.monotonic() - began
 
@@ -75,6 +76,9 @@ def test_every_figure_of_a_tiny_run_is_present_and_plausible(tiny: tuple[dict[st
     assert report["settings"] == {"rounds": 2, "seconds": 1, "rate": 1000, "connections": 16, "starts": 3}
 
     assert report["skipped"] == []
+    # The filter alone, with its spec configuration, is the chain both services have: measured with them.
+    (alone,) = report["filters"]
+    assert alone["filter"] == "example-filter" and alone["measuredAs"] == "details"
     by_name = {s["service"]: s for s in report["services"]}
     assert sorted(by_name) == ["details", "productpage"]
     # One chain (the same module and configuration): measured once, reported for both.
@@ -134,6 +138,7 @@ def test_the_text_report_names_every_figure(tiny: tuple[dict[str, Any], float]) 
     assert f"Envoy {report['machine']['envoyVersion']} with --concurrency 1" in text
     for needle in ("CPU steal", "default/details: example-filter",
                    "default/productpage: example-filter: the same chain as details, measured once",
+                   "filter example-filter alone: the same chain as details, measured once",
                    "wasm against none:", "latency p50", "Envoy CPU per request", "throughput at saturation",
                    "each on average; each further Envoy worker ", "module load/compile", "native (envoy.filters.http.header_mutation, adds response "
                    "header resp-header-demo: added by our filter) against none:", "wasm against native:"):
@@ -257,6 +262,8 @@ def test_unknown_service_and_bad_settings_exit_2() -> None:
     unknown = CliRunner().invoke(main, ["cost", "-f", spec, "reviews"])
     assert unknown.exit_code == 2
     assert "no service 'reviews'" in unknown.stderr and "details, productpage" in unknown.stderr
+    no_filter = CliRunner().invoke(main, ["cost", "-f", spec, "--filter", "exmaple-filter"])
+    assert no_filter.exit_code == 2 and "no filter 'exmaple-filter'" in no_filter.stderr
     one = CliRunner().invoke(main, ["cost", "-f", spec, "--rounds", "1"])
     assert one.exit_code == 2 and "--rounds must be at least 2" in one.stderr
 
