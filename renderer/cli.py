@@ -293,25 +293,25 @@ def cost(spec: Path, envoy_path: Path | None, rounds: int, seconds: int, rate: i
     CPU and memory, with and without the chain and against a native filter doing the same job."""
     import tempfile
 
-    from . import cost as measure
+    from .cost import chains, load, measure, report
     from .envoy.binary import find_envoy
 
     def go() -> int:
-        settings = measure.Settings(rounds=rounds, seconds=seconds, rate=rate, connections=connections)
+        settings = load.Settings(rounds=rounds, seconds=seconds, rate=rate, connections=connections)
         settings.check()
         envoy = find_envoy(envoy_path)
-        wrk = measure.find_wrk()
+        wrk = load.find_wrk()
         with tempfile.TemporaryDirectory(prefix="wasm-gitops-modules-") as modules:
-            chains, skipped = ([], {}) if filters and not services else measure.chains_of(spec, services, Path(modules))
+            wanted, skipped = ([], {}) if filters and not services else chains.chains_of(spec, services, Path(modules))
             # The same module directory: a filter alone that equals a service's chain is measured once.
-            chains += measure.filter_chains(spec, filters, Path(modules)) if filters else []
-            if not chains:
+            wanted += chains.filter_chains(spec, filters, Path(modules)) if filters else []
+            if not wanted:
                 for name, reason in sorted(skipped.items()):
                     click.echo(f"wasm-gitops: service {name} not measured: {reason}", err=True)
                 click.echo(f"{spec}: no service has a Wasm filter to measure", err=True)
                 return 0
-            report = measure.run(chains, envoy, settings, wrk=wrk, progress=measure.stderr_progress, skipped=skipped)
-        click.echo(measure.format_json(report) if as_json else measure.format_text(report), nl=False)
+            measured = measure.run(wanted, envoy, settings, wrk=wrk, progress=measure.stderr_progress, skipped=skipped)
+        click.echo(report.format_json(measured) if as_json else report.format_text(measured), nl=False)
         return 0
 
     _run(go)
