@@ -161,7 +161,10 @@ def test_legacy_and_typed_struct_shapes_are_translated(repo: Repo, tmp_path: Pat
     assert legacy.http_filter["typed_config"]["@type"] == istio.WASM_TYPE
     fs, pairs, _ = rendered(repo, "typed-struct-istio-1.7")
     struct = istio.filter_set_chains(fs, pairs, tmp_path)[0].filters[0]
-    assert "TypedStruct" in struct.translated and struct.http_filter["typed_config"]["@type"] == istio.WASM_TYPE
+    # Envoy 1.40 still reads the udpa TypedStruct: it stays, only the module path is local.
+    assert struct.translated == "" and struct.http_filter["typed_config"]["@type"] == istio.TYPED_STRUCTS[0]
+    assert struct.http_filter["typed_config"]["type_url"] == istio.WASM_TYPE
+    assert Path(struct.plugin["vm_config"]["code"]["local"]["filename"]).is_file()
 
 
 def test_order_comes_from_the_objects_priority(repo: Repo, tmp_path: Path) -> None:

@@ -29,9 +29,9 @@ Modelled, from istiod's source (istio/istio, pilot/pkg):
   runtime V8, `file://` stripped to a local filename, `failStrategy` as `failure_policy` for 1.25+
   and as the deprecated `fail_open` before. In a mesh the plugin reaches Envoy over ECDS; in the
   static bootstrap here its config sits inline in the chain.
-- Shapes that current Envoy cannot load are translated: the Istio 1.5/1.6 `config:` Struct (JSON
-  names, a plain string configuration) becomes a typed Wasm config with a StringValue
-  configuration; the Istio 1.7 udpa TypedStruct is unwrapped into the Wasm type it names.
+- The shape current Envoy cannot load is translated: the Istio 1.5/1.6 `config:` Struct (JSON
+  names, a plain string configuration; Envoy 1.40 refuses the field) becomes a typed Wasm config with
+  a StringValue configuration. The Istio 1.7 udpa TypedStruct stays as it is: Envoy 1.40 loads it.
 - The module: the filename in the Wasm config must be a file the Deployment patch's
   `sidecar.istio.io/userVolume` / `userVolumeMount` annotations mount (a projected or plain
   configMap volume: ConfigMap name, item key -> path, mount path), the ConfigMap must be in the tree
@@ -109,7 +109,8 @@ class ChainFilter:
 
     @property
     def plugin(self) -> Obj:
-        plugin: Obj = self.http_filter["typed_config"]["config"]
+        typed = self.http_filter["typed_config"]
+        plugin: Obj = typed["value"]["config"] if typed.get("@type") in TYPED_STRUCTS else typed["config"]
         return plugin
 
 
@@ -250,8 +251,7 @@ def _wasm_plugin_config(value: Obj) -> tuple[Obj, str]:
     if typed.get("@type") in TYPED_STRUCTS:
         if typed.get("type_url") != WASM_TYPE:
             raise ChainError(f"TypedStruct of {typed.get('type_url')!r}, not the Wasm filter")
-        return json.loads(json.dumps((typed.get("value") or {}).get("config") or {})), \
-            "the Istio 1.7 TypedStruct unwrapped into the Wasm type it names"
+        return json.loads(json.dumps((typed.get("value") or {}).get("config") or {})), ""
     if typed.get("@type") != WASM_TYPE:
         raise ChainError(f"an HTTP filter of type {typed.get('@type')!r}, not the Wasm filter")
     return json.loads(json.dumps(typed.get("config") or {})), ""
@@ -421,9 +421,13 @@ def _apply(chain: list[ChainFilter | str], patch: Obj, path: str, obj: Obj, wher
         raise ChainError(f"{where}: {e}") from None
     plugin, module_path = _localise(plugin, files, modules, where)
     meta = obj["metadata"]
+    typed_config: Obj = {"@type": WASM_TYPE, "config": plugin}
+    original = value.get("typed_config") or {}
+    if original.get("@type") in TYPED_STRUCTS:  # Envoy reads it as is: only the module path changes
+        typed_config = {**original, "value": {**(original.get("value") or {}), "config": plugin}}
     item = ChainFilter(path, "EnvoyFilter", f"{meta.get('namespace')}/{meta.get('name')}",
-                       {"name": str(value.get("name", objects.WASM_FILTER)),
-                        "typed_config": {"@type": WASM_TYPE, "config": plugin}}, module_path, translated)
+                       {"name": str(value.get("name", objects.WASM_FILTER)), "typed_config": typed_config},
+                       module_path, translated)
     names = [_canonical(f.http_filter["name"]) if isinstance(f, ChainFilter) else f for f in chain]
     if operation == "INSERT_FIRST" or (operation == "INSERT_BEFORE" and sub is None):
         chain.insert(0, item)
