@@ -316,6 +316,19 @@ def test_native_replaces_the_wasm_filters_where_the_first_one_was() -> None:
     assert without_wasm([other, wasm, other]) == [other, other]
 
 
+def test_every_golden_shape_has_its_wasm_filters_recognised(repo: Repo, tmp_path: Path) -> None:
+    """Typed Wasm (1.8+, WasmPlugin), Istio 1.7's TypedStruct and 1.5/1.6's translated Struct: the
+    variant without the chain must really be without it."""
+    measured = set()
+    for case in sorted((Path(__file__).parent / "specs" / "good").glob("*.yaml")):
+        repo.write("filters.yaml", case.read_text())
+        found, _ = chains_of(repo.spec, [], tmp_path / case.stem)
+        for chain in found:
+            assert without_wasm(list(chain.http_filters)) == [], (case.name, chain.service, chain.http_filters)
+            measured.add(case.stem)
+    assert {"basic", "legacy-istio-1.6", "typed-struct-istio-1.7", "wasmplugin"} <= measured
+
+
 def test_a_service_with_an_oci_filter_is_left_out_and_refused_when_named(repo: Repo, tmp_path: Path) -> None:
     repo.write("filters.yaml", (Path(__file__).parent / "specs" / "good" / "wasmplugin.yaml").read_text())
     chains, skipped = chains_of(repo.spec, [], tmp_path / "modules")

@@ -149,8 +149,13 @@ def upstream_bootstrap() -> dict[str, Any]:
 
 
 def is_wasm(http_filter: Mapping[str, Any]) -> bool:
+    """The Wasm filter, typed directly or, as Istio 1.7 renders it, inside a TypedStruct."""
     typed = http_filter.get("typed_config")
-    return isinstance(typed, Mapping) and typed.get("@type") == WASM_TYPE
+    if not isinstance(typed, Mapping):
+        return False
+    if typed.get("@type") in istio.TYPED_STRUCTS:
+        return typed.get("type_url") == WASM_TYPE
+    return typed.get("@type") == WASM_TYPE
 
 
 def without_wasm(filters: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
