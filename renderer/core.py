@@ -15,7 +15,7 @@ from .envoy.load import EnvoyLoad, EnvoyStep, Loading
 from .envoy.load import run as load_in_envoy
 from .errors import Finding, OutputError, RenderBug, UsageError
 from .files import is_within
-from .model import OutputKind
+from .model import FilterSet, OutputKind
 from .output import (
     Changes,
     check_paths,
@@ -217,11 +217,22 @@ def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
 
 # ------------------------------------------------------------------------------------------ verify
 
-def _pull_module(reference: str) -> bytes:
-    """The module of a pinned image, pulled from its registry (the credentials as for `push`)."""
-    from . import oci
+def _image_puller(fs: FilterSet) -> Callable[[str], bytes]:
+    """Pulls the module of an image that `push` recorded in the lock (by digest, its module's sha256
+    checked), with the credentials `push` uses. Any other reference is refused unpulled: verify reaches
+    no registry that the spec's lock does not name."""
+    pinned = {f.image.pinned: f.binary.sha256 for f in fs.filters if f.image is not None}
 
-    return oci.pull_pinned(reference, None, os.environ)
+    def pull(reference: str) -> bytes:
+        bare = reference.removeprefix("oci://")
+        if bare not in pinned:
+            raise UsageError("verify pulls only the images filters.lock pins (image: plus 'wasm-gitops push'); "
+                             "this one is not")
+        from . import oci
+
+        return oci.pull_pinned(bare, pinned[bare], os.environ)
+
+    return pull
 
 
 def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None = None,
@@ -269,7 +280,7 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
         problems: dict[str, str] = {}
         chains = istio.filter_set_chains(fs, prepared.plan.objects, modules, only={s.name for s in services},
                                          on_error=lambda name, e: problems.__setitem__(name, str(e)),
-                                         images=_pull_module)
+                                         images=_image_puller(fs))
         by_service = {c.service: c for c in chains}
         for s in services:
             name = f"service:{s.name}"

@@ -16,7 +16,7 @@ from . import oci
 from .errors import Finding, SpecError, UsageError
 from .files import is_within
 from .lockfile import LockEntry, LockProblem, lock_path, read_lock, write_lock
-from .spec import _schema_findings, parse
+from .spec import parse_valid
 from .wasm import inspect_wasm
 from .workloads import PathProblem, inside
 
@@ -33,12 +33,7 @@ class Target:
 
 def load_targets(spec_path: Path, names: Iterable[str] = (), *, need_image: bool) -> list[Target]:
     """The filters named (or all), each read and checked to be a proxy-wasm module."""
-    doc = parse(spec_path)
-    if not isinstance(doc.data, dict):
-        raise SpecError([doc.finding((), "the document must be a map")])
-    errors = _schema_findings(doc)
-    if errors:
-        raise SpecError(errors)
+    doc = parse_valid(spec_path)
     root = spec_path.parent.resolve()
     raw_filters = doc.data["filters"]
     wanted = list(dict.fromkeys(names))

@@ -939,14 +939,21 @@ class _Checker:
         return tuple(sorted(declared.items()))
 
 
-def load_build_targets(spec_path: Path, names: Iterable[str] = ()) -> list[BuildTarget]:
-    """The filters with a build: section. Needs a valid spec, but not the binaries (not built yet)."""
+def parse_valid(spec_path: Path) -> Document:
+    """The spec read and checked against the schema only: for commands that need its filters before
+    (or without) their binaries, such as build, package and push."""
     doc = parse(spec_path)
     if not isinstance(doc.data, dict):
         raise SpecError([doc.finding((), "the document must be a map")])
     errors = _schema_findings(doc)
     if errors:
         raise SpecError(errors)
+    return doc
+
+
+def load_build_targets(spec_path: Path, names: Iterable[str] = ()) -> list[BuildTarget]:
+    """The filters with a build: section. Needs a valid spec, but not the binaries (not built yet)."""
+    doc = parse_valid(spec_path)
     root = spec_path.parent.resolve()
     wanted = set(names)
     known = {f["name"] for f in doc.data["filters"]}

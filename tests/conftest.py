@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import textwrap
@@ -173,3 +174,21 @@ def kustomize(directory: Path) -> list[dict[str, Any]]:
 @pytest.fixture
 def build() -> Callable[[Path], list[dict[str, Any]]]:
     return kustomize
+
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+UPDATE_GOLDEN = os.environ.get("WASM_GITOPS_UPDATE_GOLDEN") == "1"
+
+
+def assert_golden(got: dict[str, bytes], golden: Path) -> None:
+    """`got` (relative path -> bytes) is exactly the golden directory's files. WASM_GITOPS_UPDATE_GOLDEN=1
+    rewrites the golden files instead; review that diff like code."""
+    if UPDATE_GOLDEN:
+        for rel, data in got.items():
+            (golden / rel).parent.mkdir(parents=True, exist_ok=True)
+            (golden / rel).write_bytes(data)
+    want = {p.relative_to(golden).as_posix(): p.read_bytes() for p in golden.rglob("*") if p.is_file()}
+    assert sorted(got) == sorted(want), f"the set of files differs from the golden tree {golden}"
+    for rel in want:
+        assert got[rel] == want[rel], f"{rel} differs from {golden / rel} (WASM_GITOPS_UPDATE_GOLDEN=1 " \
+                                      "rewrites the golden files; review the diff)"

@@ -14,17 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SHARED, Repo, kustomize, proxy_wasm_module
+from conftest import GOLDEN, SHARED, UPDATE_GOLDEN, Repo, assert_golden, kustomize, proxy_wasm_module
 from jsonschema import Draft7Validator, Draft202012Validator
 
 from renderer import oci
 from renderer.lockfile import LockEntry, dumps
 from renderer.output_validation import validate_objects
 
-GOLDEN = Path(__file__).parent / "golden"
 SPECS = Path(__file__).parent / "specs" / "oci"
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
-UPDATE = os.environ.get("WASM_GITOPS_UPDATE_GOLDEN") == "1"
 
 Obj = dict[str, Any]
 
@@ -157,7 +155,7 @@ def test_layout_golden(tmp_path: Path, variant: oci.Variant) -> None:
     module = (GOLDEN / "oci-layout-input.wasm").read_bytes()
     oci.write_layout(oci.build_image(module, variant, "0.2.1"), tmp_path / "out", "1.2.0")
     got = layout_tree(tmp_path / "out")
-    if UPDATE:
+    if UPDATE_GOLDEN:
         for rel, data in got.items():
             (golden / rel).parent.mkdir(parents=True, exist_ok=True)
             (golden / rel).write_bytes(data)
@@ -522,16 +520,7 @@ def test_golden_tree(repo: Repo, case: str) -> None:
     lock_for(repo, locked)
     result = repo.cli("render")
     assert result.exit_code == 0, result.output
-    got = {k: v for k, v in repo.outputs().items() if k != "filters.lock"}
-    golden = GOLDEN / case
-    if UPDATE:
-        for rel, data in got.items():
-            (golden / rel).parent.mkdir(parents=True, exist_ok=True)
-            (golden / rel).write_bytes(data)
-    want = {p.relative_to(golden).as_posix(): p.read_bytes() for p in golden.rglob("*") if p.is_file()}
-    assert sorted(got) == sorted(want)
-    for rel in want:
-        assert got[rel] == want[rel], f"{rel} differs from {golden / rel} (WASM_GITOPS_UPDATE_GOLDEN=1 rewrites it)"
+    assert_golden({k: v for k, v in repo.outputs().items() if k != "filters.lock"}, GOLDEN / case)
     for service in ("productpage", "details", "reviews"):
         if (repo.root / "overlays" / service).is_dir():
             kustomize(repo.root / "overlays" / service)

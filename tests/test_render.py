@@ -11,13 +11,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import Repo, kustomize
+from conftest import GOLDEN, Repo, assert_golden, kustomize
 
 from renderer.yamlio import dump
 
 GOOD = Path(__file__).parent / "specs" / "good"
-GOLDEN = Path(__file__).parent / "golden"
-UPDATE = os.environ.get("WASM_GITOPS_UPDATE_GOLDEN") == "1"
 def render_case(repo: Repo, name: str) -> dict[str, bytes]:
     repo.write("filters.yaml", (GOOD / f"{name}.yaml").read_text())
     result = repo.cli("render")
@@ -30,17 +28,7 @@ CASES = sorted(p.stem for p in GOOD.glob("*.yaml"))
 
 @pytest.mark.parametrize("case", CASES)
 def test_golden_tree(repo: Repo, case: str) -> None:
-    got = render_case(repo, case)
-    golden = GOLDEN / case
-    if UPDATE:
-        for rel, data in got.items():
-            (golden / rel).parent.mkdir(parents=True, exist_ok=True)
-            (golden / rel).write_bytes(data)
-    want = {p.relative_to(golden).as_posix(): p.read_bytes() for p in golden.rglob("*") if p.is_file()}
-    assert sorted(got) == sorted(want), "the set of rendered files differs from the golden tree"
-    for rel in want:
-        assert got[rel] == want[rel], f"{rel} differs from {golden / rel} (WASM_GITOPS_UPDATE_GOLDEN=1 " \
-                                      "rewrites the golden files; review the diff)"
+    assert_golden(render_case(repo, case), GOLDEN / case)
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -506,8 +506,11 @@ def test_a_chain_that_cannot_run_fails_its_service_cases(repo: Repo) -> None:
         """) + PRODUCTPAGE_SERVICE + "    filters: [local, remote]\n    tests: [{name: t, expect: {}}]\n"
     (result,) = verify(repo, spec).values()
     (failure,) = result.failures
-    assert failure.startswith("error: overlays/productpage/remote.wasmplugin.yaml (WasmPlugin default/productpage-"
-                              "remote): WasmPlugin default/productpage-remote loads 'oci://registry.example.com/f:1'")
+    # An image that no lock pins is never pulled: no registry is reached, the case says why.
+    assert failure == ("error: overlays/productpage/remote.wasmplugin.yaml (WasmPlugin default/productpage-"
+                       "remote): loads oci://registry.example.com/f:1: the image oci://registry.example.com/f:1 "
+                       "could not be pulled: verify pulls only the images filters.lock pins (image: plus "
+                       "'wasm-gitops push'); this one is not")
 
 
 def test_a_client_x_forwarded_for_does_not_confuse_the_access_log(repo: Repo) -> None:

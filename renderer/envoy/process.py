@@ -3,7 +3,7 @@
 A bootstrap is a dict (built as data by the callers) written as JSON, which Envoy reads as YAML 1.2's
 JSON subset. Listeners ask for port 0 and the bound ports are read back from the admin interface, so
 two runs never fight over a port. The log is Envoy's stderr, read as it is written. Each server has its own dynamic base id (shared memory of the hot
-restarter), runs with `--concurrency 1`, and is tied to this process: it gets SIGKILL when the process
+restarter), runs with `--concurrency 1` unless asked for more workers, and is tied to this process: it gets SIGKILL when the process
 that started it dies (PR_SET_PDEATHSIG), and is killed at the end of the `with` when it does not stop
 on SIGTERM. No Envoy outlives the command that started it.
 """
@@ -93,7 +93,7 @@ class EnvoyServer:
     def __init__(self, envoy: EnvoyBinary, bootstrap: dict[str, Any], workdir: Path, *,
                  log_level: str = "warning", component_log_level: Sequence[tuple[str, str]] = (),
                  log_format: str | None = None, file_flush_ms: int | None = None,
-                 name: str = "bootstrap.json") -> None:
+                 name: str = "bootstrap.json", concurrency: int = 1) -> None:
         self.envoy = envoy
         self.workdir = workdir
         self.config = _write_bootstrap(bootstrap, workdir, name)
@@ -102,7 +102,7 @@ class EnvoyServer:
             self._admin_path.unlink()  # a restart must not read the previous server's address
         # The log goes to stderr, read by a thread as it comes: Envoy writes stderr unbuffered, so a
         # line is readable as soon as it is logged (a --log-path file is flushed only on a timer).
-        self._argv = [os.fspath(envoy.path), "-c", os.fspath(self.config), "--concurrency", "1",
+        self._argv = [os.fspath(envoy.path), "-c", os.fspath(self.config), "--concurrency", str(concurrency),
                       "--use-dynamic-base-id", "--admin-address-path", os.fspath(self._admin_path),
                       "--log-level", log_level]
         if component_log_level:
@@ -213,6 +213,13 @@ class EnvoyServer:
             self._proc.wait()
             self._reader.join(5)
         return self.log()
+
+    @property
+    def pid(self) -> int:
+        """The Envoy process's id while it runs (for /proc readings: CPU time, resident memory)."""
+        if self._proc is None:
+            raise RuntimeError("Envoy is not running")
+        return self._proc.pid
 
     @property
     def running(self) -> bool:
