@@ -329,9 +329,11 @@ def check(spec: Path, out: Path | None, fmt: str, no_envoy: bool, envoy_path: Pa
               help="markdown: write the comment as DIR/part-1-of-N.md ..., each within --max-chars.")
 @click.option("--max-chars", type=click.IntRange(min=4096), default=65_536, show_default=True,
               help="markdown: the comment size limit (GitHub's is 65,536 characters).")
+@click.option("--cost", "cost_report", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="markdown: a 'wasm-gitops cost --json' report; adds a cost line per changed service.")
 @_envoy_options
-def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_chars: int, no_envoy: bool,
-         envoy_path: Path | None) -> None:
+def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_chars: int, cost_report: Path | None,
+         no_envoy: bool, envoy_path: Path | None) -> None:
     """Show what render would change, object by object, with what each change does to the running
     mesh (pods roll, listener drains, hot, pruned). Exit 1 when it would change anything."""
     where = report.Locator.of(spec, out)
@@ -341,6 +343,13 @@ def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_cha
 
         if split_dir is not None and fmt != "markdown":
             raise UsageError("--split goes with --format markdown")
+        if cost_report is not None and fmt != "markdown":
+            raise UsageError("--cost goes with --format markdown")
+        costs = None
+        if cost_report is not None:
+            from .cost.review import read_cost_lines
+
+            costs = read_cost_lines(cost_report)
         if split_dir is not None:
             review.check_split_dir(split_dir)
         _spec_given(spec)
@@ -352,7 +361,7 @@ def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_cha
         found, result = review.review_diff(spec, out, _envoy_step(no_envoy, envoy_path))
         if fmt == "markdown":
             parts = review.markdown_parts(found, where, result.warnings, max_chars=max_chars,
-                                          split=split_dir is not None)
+                                          split=split_dir is not None, costs=costs)
             if split_dir is not None:
                 for path in review.write_parts(split_dir, parts):
                     click.echo(path)

@@ -829,11 +829,15 @@ def _summary_table(r: Review) -> str:
     return "| what | objects |\n|---|---|\n" + "".join(f"| {_h(a)} | {b} |\n" for a, b in rows)
 
 
-def _head(r: Review, where: Locator, warnings: Sequence[Finding]) -> str:
+def _head(r: Review, where: Locator, warnings: Sequence[Finding], costs: Mapping[str, str]) -> str:
     text = f"{_summary_table(r)}\n"
     if r.chains:
         text += "".join(f"- filter chain of {_code(c.service)}: {_code(_arrow(c.before))} becomes "
                         f"{_code(_arrow(c.after))}\n" for c in r.chains) + "\n"
+    # One line per changed service that the cost report measured (wasm-gitops cost --json).
+    changed = [name for g, _ in _groups(r) if (name := g.removeprefix("service ")) != g and name in costs]
+    if changed:
+        text += "".join(f"- {_code(name)}: {_h(costs[name])}\n" for name in changed) + "\n"
     notes = [*(finding_line(f, where) for f in warnings), *_notes(r, where)]
     if notes:
         text += "".join(f"- {_h(n)}\n" for n in notes) + "\n"
@@ -859,14 +863,14 @@ def _group_title(group: str, objects: Sequence[ObjectChange]) -> str:
 
 
 def markdown_parts(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding] = (), *,
-                   max_chars: int = 65_536, split: bool = False) -> list[str]:
+                   max_chars: int = 65_536, split: bool = False, costs: Mapping[str, str] | None = None) -> list[str]:
     """The pull request comment: the title and summary table outside any fold, then one <details>
     per group (base, each service, the root) of per-object ```diff blocks. Each part stays within
     max_chars; a part ends between objects, never inside a block. Without `split` the comment is one
     part, cut after the last object that fits, with a line saying what was left out."""
     reserve = 400  # the title, the closing of an open fold, the "left out" line
     budget = max_chars - reserve
-    head = _head(r, where, warnings)
+    head = _head(r, where, warnings, costs or {})
     if not r.objects and not r.hand_edited and not r.unreadable:
         head = "No change: the committed render matches filters.yaml.\n\n" + head
     parts: list[list[str]] = [[head]]

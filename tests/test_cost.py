@@ -379,3 +379,39 @@ def test_a_filter_adding_request_and_response_headers_gets_a_native_equivalent(r
     mutations = variants["native"][0]["typed_config"]["mutations"]
     assert [m["append"]["header"]["key"] for m in mutations["request_mutations"]] == ["x-abi"]
     assert [m["append"]["header"]["key"] for m in mutations["response_mutations"]] == ["x-abi-response"]
+
+
+def test_the_markdown_diff_carries_a_cost_line_per_changed_service(tiny: tuple[dict[str, Any], float],
+                                                                   repo: Repo, tmp_path: Path) -> None:
+    from conftest import proxy_wasm_module
+
+    from renderer.cost.review import cost_line
+
+    report, _ = tiny
+    path = tmp_path / "cost.json"
+    path.write_text(json.dumps(report))
+    assert repo.cli("render").exit_code == 0
+    repo.write("filters/example-filter.wasm", proxy_wasm_module("upgraded"))
+    result = repo.cli("diff", "--format", "markdown", "--cost", str(path))
+    assert result.exit_code == 1, result.output
+    machine = report["machine"]
+    by_service = {e["service"]: e for e in report["services"]}
+    for service in ("details", "productpage"):
+        line = (f"- <code>{service}</code>: cost ({machine['cores']} cores, Envoy {machine['envoyVersion']}, "
+                f"{machine['loadGenerator']}): {cost_line(by_service[service])}")
+        assert line in result.stdout
+        # The summary table and the cost lines stay outside every fold.
+        assert result.stdout.index(line) < result.stdout.index("<details>")
+    for name, unit in (("cpuAddedUsPerRequest", "µs/request"), ("p50AddedUs", "µs")):
+        figure = by_service["details"]["wasm"][name]
+        shown = f"{figure['value']:+.1f} {unit}" if figure["resolved"] else "not resolved"
+        assert shown in cost_line(by_service["details"])
+    # A report is input from the pull request: another version or shape is one line, exit 2.
+    for broken in ({**report, "schemaVersion": 2}, {**report, "services": [{"service": "x"}]}, "[]"):
+        path.write_text(json.dumps(broken) if not isinstance(broken, str) else broken)
+        refused = repo.cli("diff", "--format", "markdown", "--cost", str(path))
+        assert refused.exit_code == 2, refused.output
+        assert refused.output.count("\n") == 1, refused.output
+        assert "not a cost report" in refused.output or "schemaVersion 2" in refused.output or \
+            "cannot read it as a cost report" in refused.output
+    assert repo.cli("diff", "--cost", str(path)).exit_code == 2  # markdown only
