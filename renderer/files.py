@@ -37,12 +37,12 @@ class TooLarge(OSError):
         super().__init__(errno.EFBIG, f"is {size:,} bytes, more than {limit:,}", path)
 
 
-def read_file(path: str, limit: int | None = None) -> bytes:
+def read_file(path: str, limit: int | None = None, *, dir_fd: int | None = None, follow: bool = True) -> bytes:
     """The whole file: openat, fstat, read, close. Raises like open() (FileNotFoundError,
     IsADirectoryError, NotADirectoryError, PermissionError), NotAFile for anything but a regular
     file, and TooLarge when fstat says it holds more than `limit` bytes (checked before reading, so a
-    2 GiB sparse file costs no memory)."""
-    fd = os.open(path, _FLAGS)
+    2 GiB sparse file costs no memory). follow=False refuses a final symlink (OSError ELOOP)."""
+    fd = os.open(path, _FLAGS if follow else _FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
