@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .config_schema import ConfigSchema
 
 OutputKind = Literal["EnvoyFilter", "WasmPlugin", "TrafficExtension"]
 # configMap: the binary in a ConfigMap, mounted into istio-proxy. oci: istio-agent pulls the image named by
@@ -118,6 +121,8 @@ class Filter:
     tests: tuple[TestSpec, ...] = ()
     delivery: Delivery = "configMap"
     image: ImageRef | None = None  # set when delivery is oci or imageVolume
+    # What every configuration of this filter was checked against (configSchema, or a spec.yaml beside it).
+    config_schema: ConfigSchema | None = field(default=None, compare=False, repr=False)
 
     @property
     def file_name(self) -> str:

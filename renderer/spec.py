@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
 
-from . import istio_versions, parallel
+from . import config_schema, istio_versions, parallel
 from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
 from .files import NotAFile, TooLarge, is_within, read_file, schema_text
@@ -452,7 +452,10 @@ class _Checker:
                     build = Build(ctx, raw["build"].get("image"))
                 except PathProblem as e:
                     self.error(p + ("build", "context"), str(e))
-            tests = self.tests(p, raw)
+            schema = self.schema_of(p, raw, binary)
+            if schema is not None:
+                self.check_config(p + ("config",), raw, "config", schema)
+            tests = self.tests(p, raw, schema=schema)
             image = self.image(p, raw, binary, delivery, version)
             out[name] = Filter(
                 name=name,
@@ -469,8 +472,32 @@ class _Checker:
                 tests=tests,
                 delivery=delivery,
                 image=image,
+                config_schema=schema,
             )
         return out
+
+    def schema_of(self, p: tuple[str | int, ...], raw: dict[str, Any],
+                  binary: Binary) -> config_schema.ConfigSchema | None:
+        """The schema the filter names, else the Higress spec.yaml beside its local .wasm, if any."""
+        if "configSchema" in raw:
+            where, relative = p + ("configSchema",), raw["configSchema"]
+        elif binary.path is not None and (found := config_schema.beside(self.root, raw["wasm"])) is not None:
+            where, relative = p + ("wasm",), found
+        else:
+            return None
+        try:
+            return config_schema.load(self.root, relative,
+                                      what="configSchema" if "configSchema" in raw else "spec.yaml")
+        except (config_schema.SchemaProblem, PathProblem) as e:
+            self.error(where, str(e))
+            return None
+
+    def check_config(self, path: tuple[str | int, ...], raw: dict[str, Any], key: str,
+                     schema: config_schema.ConfigSchema) -> None:
+        if key not in raw or raw[key] is None:
+            return
+        for problem in config_schema.check(schema, raw[key]):
+            self.error(path + problem.path, f"{_where(path)}: {problem.message}", key=problem.key)
 
     def lock(self) -> dict[str, LockEntry] | None:
         if not self._lock_read:
@@ -566,7 +593,8 @@ class _Checker:
             failed = True
         return failed
 
-    def tests(self, p: tuple[str | int, ...], raw: dict[str, Any], owner: str = "filter") -> tuple[TestSpec, ...]:
+    def tests(self, p: tuple[str | int, ...], raw: dict[str, Any], owner: str = "filter", *,
+              schema: config_schema.ConfigSchema | None = None) -> tuple[TestSpec, ...]:
         seen: set[str] = set()
         out: list[TestSpec] = []
         for j, t in enumerate(raw.get("tests", [])):
@@ -587,6 +615,9 @@ class _Checker:
                            "listener, so no request is sent and nothing else can be checked; remove the "
                            f"other expectations ({', '.join(sorted(k for k in expect if k != 'configRejected'))}) "
                            "or this one")
+            # A test that expects Envoy to refuse its configuration sends a wrong one on purpose.
+            if schema is not None and not expect.get("configRejected"):
+                self.check_config(tp + ("config",), t, "config", schema)
             out.append(TestSpec(
                 name=t["name"],
                 config=_config_text(self.doc, tp + ("config",), t.get("config"), self.errors),
@@ -792,6 +823,8 @@ class _Checker:
             config = f.config
             if isinstance(entry, dict) and "config" in entry:
                 config = _config_text(self.doc, fp + ("config",), entry["config"], self.errors)
+                if f.config_schema is not None:
+                    self.check_config(fp + ("config",), entry, "config", f.config_schema)
             chosen.append(ServiceFilter(f, config))
         return tuple(chosen)
 
