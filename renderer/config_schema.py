@@ -125,8 +125,16 @@ def _build_validator(schema: Any, openapi: bool) -> tuple[Any, str]:
     # with extensions: boolean exclusiveMinimum, no $schema. A plain file says its draft, else 2020-12.
     if openapi:
         cls: Any = jsonschema.Draft4Validator
+    elif isinstance(schema, dict) and "$schema" in schema:
+        # An unknown $schema would make jsonschema warn and fall back to the newest draft: say so instead.
+        known = isinstance(schema["$schema"], str)  # a list here would be unhashable in jsonschema's lookup
+        cls = jsonschema.validators.validator_for(schema, default=None) if known else None
+        if cls is None:
+            raise SchemaProblem(f"its $schema {schema['$schema']!r} is not a JSON Schema draft wasm-gitops knows "
+                                "(draft 3, 4, 6, 7, 2019-09, 2020-12: https://json-schema.org/draft/2020-12/schema); "
+                                "fix it or remove it")
     else:
-        cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+        cls = jsonschema.Draft202012Validator
     draft = cls.META_SCHEMA.get("$schema", "") if isinstance(cls.META_SCHEMA, dict) else ""
     for where, ref in _external_refs(schema):
         raise SchemaProblem(f"{where} refers to {ref!r}, outside the file; wasm-gitops never fetches a "
@@ -233,7 +241,9 @@ def check(schema: ConfigSchema, value: Any) -> list[ConfigError]:
         errors = sorted(schema.validator.iter_errors(instance),
                         key=lambda e: (tuple(str(p) for p in e.absolute_path), e.message))
     except referencing.exceptions.Unresolvable as e:  # only in-document refs are left; a bad pointer
-        return [ConfigError((), f"the schema's $ref {getattr(e, 'ref', '')!r} points at nothing in "
+        ref = str(getattr(e, "ref", ""))
+        ref = ref if ref.startswith("#") else "#" + ref  # referencing keeps the pointer without its '#'
+        return [ConfigError((), f"the schema's $ref {ref!r} points at nothing in "
                             f"{schema.source}; fix the schema")]
     except RecursionError:
         return [ConfigError((), f"the configuration or {schema.source} is nested too deeply to check")]
