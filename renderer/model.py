@@ -223,6 +223,36 @@ class GitOps:
     flux: Flux | None
 
 
+ControlPlane = Literal["higress"]
+HIGRESS_NAMESPACE = "higress-system"
+
+
+@dataclass(frozen=True)
+class GatewayRule:
+    """Where a scoped configuration applies (Higress matchRules: any of domain, ingress, service)."""
+
+    domain: tuple[str, ...]
+    ingress: tuple[str, ...]
+    service: tuple[str, ...]
+    config: str  # JSON text of a map
+
+
+@dataclass(frozen=True)
+class GatewayFilter:
+    filter: Filter
+    config: str | None  # the configuration where no rule matches, JSON text of a map
+    global_: bool  # False: only where a rule matches
+    rules: tuple[GatewayRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str
+    control_plane: ControlPlane
+    namespace: str
+    filters: tuple[GatewayFilter, ...]
+
+
 @dataclass(frozen=True)
 class FilterSet:
     spec_path: Path
@@ -233,3 +263,4 @@ class FilterSet:
     services: tuple[Service, ...]
     gitops: GitOps | None = None
     kubernetes: tuple[int, int] = (1, 33)
+    gateways: tuple[Gateway, ...] = ()
