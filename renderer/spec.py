@@ -491,6 +491,11 @@ class _Checker:
                 elif len(f"{name}-{sname}") > 63:
                     self.error(("services", i, "name"), f"the {what} for this service would be named "
                                f"{name}-{sname}, more than 63 characters; shorten the service name or gitops.name")
+            for i, gateway in enumerate(self.doc.data.get("gateways", [])):
+                if gateway["name"] == "base" or len(f"{name}-{gateway['name']}") > 63:
+                    self.error(("gateways", i, "name"), f"the {what} for this gateway would be named "
+                               f"{name}-{gateway['name']}, which collides with base/'s or has more than 63 "
+                               "characters; rename the gateway or shorten gitops.name")
         return GitOps(name, raw.get("repoURL"), raw.get("targetRevision", "HEAD"), path, argocd, flux)
 
     def path_hint(self) -> None:

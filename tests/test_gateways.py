@@ -214,3 +214,15 @@ def test_the_example_repository_spec_still_has_no_gateway(tmp_path: Path) -> Non
     from renderer.spec import load_spec
 
     assert load_spec(REPO / "filters.yaml", inspect=False).filter_set.gateways == ()
+
+
+def test_flux_per_overlay_kustomizations_include_the_gateway(edge: Repo) -> None:
+    text = spec(TWO_DOMAINS).replace("gateways:\n", "gitops:\n  flux: {mode: PerService}\ngateways:\n")
+    edge.write("filters.yaml", text)
+    result = edge.cli("render")
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (edge.root / "gitops" / "flux").iterdir())
+    assert any("edge" in n for n in names), names
+    documents = [edge.load(f"gitops/flux/{n}") for n in names]
+    paths = {d["spec"]["path"] for d in documents if isinstance(d, dict) and d.get("kind") == "Kustomization"}
+    assert "./overlays/edge" in paths, paths
