@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -208,12 +207,6 @@ def test_diff_labels_a_rule_change_hot_and_a_new_gateway_a_listener_drain(edge: 
     result = edge.cli("diff")
     assert ("+ WasmPlugin higress-system/edge-2-example-filter  "
             "(overlays/edge-2/example-filter.higress-wasmplugin.yaml); listener drains") in result.stdout.splitlines()
-
-
-def test_the_example_repository_spec_still_has_no_gateway(tmp_path: Path) -> None:
-    from renderer.spec import load_spec
-
-    assert load_spec(REPO / "filters.yaml", inspect=False).filter_set.gateways == ()
 
 
 def test_flux_per_overlay_kustomizations_include_the_gateway(edge: Repo) -> None:
