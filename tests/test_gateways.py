@@ -219,3 +219,14 @@ def test_flux_per_overlay_kustomizations_include_the_gateway(edge: Repo) -> None
     documents = [edge.load(f"gitops/flux/{n}") for n in names]
     paths = {d["spec"]["path"] for d in documents if isinstance(d, dict) and d.get("kind") == "Kustomization"}
     assert "./overlays/edge" in paths, paths
+
+
+def test_a_removed_gateway_leaves_no_file_behind(edge: Repo) -> None:
+    assert edge.cli("render").exit_code == 0
+    plugin = edge.root / "overlays" / "edge" / "example-filter.higress-wasmplugin.yaml"
+    assert plugin.is_file()
+    edge.write("filters.yaml", spec(TWO_DOMAINS).split("gateways:\n")[0])
+    result = edge.cli("render")
+    assert result.exit_code == 0, result.output
+    assert not plugin.exists() and not (edge.root / "overlays" / "edge").exists()
+    assert edge.load("kustomization.yaml")["resources"] == ["base"]
