@@ -72,7 +72,7 @@ def controller_objects(fs: FilterSet, out: Path) -> list[tuple[str, Obj]]:
     if g.argocd is not None:
         found += _argocd(g, g.argocd, path)
     if g.flux is not None:
-        found += _flux(g, g.flux, path, sorted(s.name for s in fs.services))
+        found += _flux(g, g.flux, path, sorted([s.name for s in fs.services] + [w.name for w in fs.gateways]))
     return found
 
 

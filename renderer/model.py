@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .config_schema import ConfigSchema
 
 OutputKind = Literal["EnvoyFilter", "WasmPlugin", "TrafficExtension"]
 # configMap: the binary in a ConfigMap, mounted into istio-proxy. oci: istio-agent pulls the image named by
@@ -118,6 +121,8 @@ class Filter:
     tests: tuple[TestSpec, ...] = ()
     delivery: Delivery = "configMap"
     image: ImageRef | None = None  # set when delivery is oci or imageVolume
+    # What every configuration of this filter was checked against (configSchema, or a spec.yaml beside it).
+    config_schema: ConfigSchema | None = field(default=None, compare=False, repr=False)
 
     @property
     def file_name(self) -> str:
@@ -218,6 +223,36 @@ class GitOps:
     flux: Flux | None
 
 
+ControlPlane = Literal["higress"]
+HIGRESS_NAMESPACE = "higress-system"
+
+
+@dataclass(frozen=True)
+class GatewayRule:
+    """Where a scoped configuration applies (Higress matchRules: any of domain, ingress, service)."""
+
+    domain: tuple[str, ...]
+    ingress: tuple[str, ...]
+    service: tuple[str, ...]
+    config: str  # JSON text of a map
+
+
+@dataclass(frozen=True)
+class GatewayFilter:
+    filter: Filter
+    config: str | None  # the configuration where no rule matches, JSON text of a map
+    global_: bool  # False: only where a rule matches
+    rules: tuple[GatewayRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class Gateway:
+    name: str
+    control_plane: ControlPlane
+    namespace: str
+    filters: tuple[GatewayFilter, ...]
+
+
 @dataclass(frozen=True)
 class FilterSet:
     spec_path: Path
@@ -228,3 +263,4 @@ class FilterSet:
     services: tuple[Service, ...]
     gitops: GitOps | None = None
     kubernetes: tuple[int, int] = (1, 33)
+    gateways: tuple[Gateway, ...] = ()

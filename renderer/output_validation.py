@@ -18,7 +18,8 @@ What validates what (the SCHEMAS table below):
   hand-written "pod template annotations" schema: that still rejects misplaced or misspelt keys
   anywhere in the patch (strict schema) and keeps working if the patch grows beyond annotations.
   Any object that a Kustomization in the same batch lists under `patches` is treated the same way.
-* Kustomization, EnvoyFilter, WasmPlugin and TrafficExtension use our own schemas in schemas/.
+* Kustomization, EnvoyFilter, WasmPlugin (Istio's and Higress's) and TrafficExtension use our own schemas in
+  schemas/.
 
 Adding a kind is one entry in SCHEMAS, e.g. for Argo CD:
     ("argoproj.io/v1alpha1", "Application"): BundledSchema("argocd-application.schema.json"),
@@ -105,6 +106,7 @@ SCHEMAS: Mapping[tuple[str, str], SchemaRef] = {
     ("networking.istio.io/v1alpha3", "EnvoyFilter"): BundledSchema("envoyfilter.schema.json"),
     ("extensions.istio.io/v1alpha1", "WasmPlugin"): BundledSchema("wasmplugin.schema.json"),
     ("extensions.istio.io/v1alpha1", "TrafficExtension"): BundledSchema("trafficextension.schema.json"),
+    ("extensions.higress.io/v1alpha1", "WasmPlugin"): BundledSchema("higress-wasmplugin.schema.json"),
     ("argoproj.io/v1alpha1", "Application"): BundledSchema("argocd-application.schema.json"),
     ("argoproj.io/v1alpha1", "ApplicationSet"): BundledSchema("argocd-applicationset.schema.json"),
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): BundledSchema("flux-kustomization.schema.json"),

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import gitops, objects, parallel
-from .model import Filter, FilterSet, Service
+from .model import Filter, FilterSet, Gateway, Service
 from .output_validation import OutputProblem, validate_objects
 from .workloads import is_remote
 from .yamlio import GENERATED_HEADER, dump
@@ -74,8 +74,10 @@ def build_plan(fs: FilterSet, out: Path, *, keep_objects: bool = False) -> Plan:
     # base/ (100 ConfigMaps of 270 KB at mesh scale) is built here while the child finishes.
     built, base = parallel.split_and(overlays.build, services,
                                      lambda: _base(fs, header).validated(keep_objects))
-    parts = [base, *built,
-             _root(fs, out, header, [f"overlays/{s.name}" for s in services]).validated(keep_objects)]
+    gateways = sorted(fs.gateways, key=lambda g: g.name)
+    overlay_dirs = sorted([f"overlays/{s.name}" for s in services] + [f"overlays/{g.name}" for g in gateways])
+    parts = [base, *built, *(_gateway(g, header).validated(keep_objects) for g in gateways),
+             _root(fs, out, header, overlay_dirs).validated(keep_objects)]
     plan = Plan()
     digests: dict[str, str] = {}
     for part in parts:
@@ -151,6 +153,20 @@ class _Overlays:
         part.add(f"{odir}/kustomization.yaml", self.header,
                  objects.kustomization(resources, namespace=service.namespace, patches=patches))
         return part
+
+
+def _gateway(gateway: Gateway, header: str) -> _Part:
+    """overlays/<gateway>/: the gateway's filter objects, in the control plane's namespace. Nothing of
+    the gateway itself: its control plane installs and runs it."""
+    part = _Part()
+    gdir = f"overlays/{gateway.name}"
+    resources = []
+    for index, gf in enumerate(gateway.filters):
+        fname = f"{gf.filter.name}.higress-wasmplugin.yaml"
+        part.add(f"{gdir}/{fname}", header, objects.higress_wasm_plugin(gateway, index, gf))
+        resources.append(fname)
+    part.add(f"{gdir}/kustomization.yaml", header, objects.kustomization(resources, namespace=gateway.namespace))
+    return part
 
 
 def _root(fs: FilterSet, out: Path, header: str, overlay_dirs: list[str]) -> _Part:

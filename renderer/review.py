@@ -65,7 +65,7 @@ WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 # WasmPlugin fields that decide which listeners hold the filter and where in the chain: a change is a
 # new listener. Every other spec field is inside the filter's ECDS configuration.
 _WASM_PLUGIN_LISTENER_FIELDS = ("spec.selector", "spec.match", "spec.phase", "spec.priority", "spec.type",
-                                "spec.targetRef")
+                                "spec.targetRef", "spec.targetRefs")
 # The teams' other resources (a Service, ...) sort with the filter objects, before the kustomizations.
 _KIND_ORDER = {"ConfigMap": 0, "Deployment": 1, "EnvoyFilter": 2, "WasmPlugin": 2, "Kustomization": 3,
                "Application": 4, "ApplicationSet": 4}
@@ -406,7 +406,8 @@ def module_change(old: bytes | None, new: bytes) -> ModuleChange | None:
 
 def _wasm_plugin_effect(fields: Sequence[FieldChange]) -> str:
     spec_fields = [c for c in fields if c.path.startswith("spec.")]
-    if any(c.path.startswith(_WASM_PLUGIN_LISTENER_FIELDS) for c in spec_fields):
+    # Whole field names: spec.match is a listener field, Higress's spec.matchRules is configuration.
+    if any(c.path == f or c.path.startswith((f + ".", f + "[")) for c in spec_fields for f in _WASM_PLUGIN_LISTENER_FIELDS):
         return LISTENER_DRAINS
     return HOT if spec_fields else NO_MESH_EFFECT
 

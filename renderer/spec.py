@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
 
-from . import istio_versions, parallel
+from . import config_schema, istio_versions, parallel
 from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
 from .files import NotAFile, TooLarge, is_within, read_file, schema_text
 from .model import (
     DEFAULT_KUBERNETES,
     DEFAULT_RUNTIME,
+    HIGRESS_NAMESPACE,
     ArgoCD,
     Binary,
     Build,
@@ -34,6 +35,9 @@ from .model import (
     FilterSet,
     Flux,
     FluxSourceRef,
+    Gateway,
+    GatewayFilter,
+    GatewayRule,
     GitOps,
     HttpMessageSpec,
     ImageRef,
@@ -350,6 +354,7 @@ class _Checker:
         inspection = self.inspect_binaries()
         try:
             services = self.services(data.get("services", []), filters, version, top_output)
+            gateways = self.gateways(data.get("gateways", []), filters)
             gitops = self.gitops(data["gitops"]) if "gitops" in data else None
             if inspection is not None:
                 self.module_findings(inspection.result())
@@ -359,7 +364,86 @@ class _Checker:
         if self.errors:
             return None
         return FilterSet(self.spec_path, self.root, version, istio_text,
-                         tuple(filters.values()), tuple(services), gitops=gitops, kubernetes=self.kubernetes)
+                         tuple(filters.values()), tuple(services), gitops=gitops, kubernetes=self.kubernetes,
+                         gateways=tuple(gateways))
+
+    # ------------------------------------------------------------------ gateways
+    def gateways(self, raw_gateways: list[dict[str, Any]], filters: dict[str, Filter]) -> list[Gateway]:
+        out: list[Gateway] = []
+        services = {raw["name"] for raw in self.doc.data.get("services", [])}
+        names: set[str] = set()
+        for i, raw in enumerate(raw_gateways):
+            p: tuple[str | int, ...] = ("gateways", i)
+            name = raw["name"]
+            if name in names:
+                self.error(p + ("name",), f"gateway name {name!r} is used twice; gateway names must be unique "
+                           "(each names an overlay)")
+                continue
+            names.add(name)
+            if name in services:
+                self.error(p + ("name",), f"gateway name {name!r} is also a service's name, and both would be "
+                           f"overlays/{name}/; rename one")
+            chosen: list[GatewayFilter] = []
+            seen: set[str] = set()
+            for j, entry in enumerate(raw["filters"]):
+                fp = p + ("filters", j)
+                gf = self.gateway_filter(fp, entry, filters, seen)
+                if gf is not None:
+                    chosen.append(gf)
+            out.append(Gateway(name, raw["controlPlane"], raw.get("namespace", HIGRESS_NAMESPACE), tuple(chosen)))
+        return out
+
+    def gateway_filter(self, fp: tuple[str | int, ...], entry: str | dict[str, Any], filters: dict[str, Filter],
+                       seen: set[str]) -> GatewayFilter | None:
+        raw = {"name": entry} if isinstance(entry, str) else entry
+        npath = fp if isinstance(entry, str) else fp + ("name",)
+        fname = raw["name"]
+        if fname in self.broken_filters:
+            return None
+        if fname not in filters:
+            known = sorted(filters)
+            guess = difflib.get_close_matches(fname, known, n=1)
+            hint = f"did you mean {guess[0]!r}?" if guess else f"declared: {', '.join(known) or 'none'}"
+            self.error(npath, f"unknown filter {fname!r}; {hint}")
+            return None
+        if fname in seen:
+            self.error(npath, f"filter {fname!r} is listed twice for this gateway; list it once")
+            return None
+        seen.add(fname)
+        f = filters[fname]
+        if f.oci_url is None:
+            # A gateway is not a workload this tree patches: nothing mounts a ConfigMap into it.
+            self.error(npath, f"filter {fname!r} is not delivered as an image, and a Higress gateway pulls its "
+                       "modules from a registry: give the filter image: and delivery: oci, and run 'wasm-gitops "
+                       f"push {fname}' (or point wasm at an oci:// reference)")
+            return None
+        config = f.config
+        cpath: tuple[str | int, ...] = ("filters", self.filter_index[fname], "config")
+        if "config" in raw:
+            cpath = fp + ("config",)
+            config = _config_text(self.doc, cpath, raw["config"], self.errors)
+            if f.config_schema is not None:
+                self.check_config(cpath, raw, "config", f.config_schema)
+        if config is not None and not _is_json_object(config):
+            self.error(cpath, "a Higress WasmPlugin's defaultConfig is a map; write this configuration as a map")
+        rules: list[GatewayRule] = []
+        for k, rule in enumerate(raw.get("rules", [])):
+            rp = fp + ("rules", k)
+            text = _config_text(self.doc, rp + ("config",), rule["config"], self.errors)
+            if text is None and rule["config"] is not None:
+                continue  # .inf or .nan: reported by _config_text
+            if text is None or not _is_json_object(text):
+                self.error(rp + ("config",), "a Higress match rule's config is a map; write it as a map")
+                continue
+            if f.config_schema is not None:
+                self.check_config(rp + ("config",), rule, "config", f.config_schema)
+            rules.append(GatewayRule(tuple(rule.get("domain", ())), tuple(rule.get("ingress", ())),
+                                     tuple(rule.get("service", ())), text))
+        global_ = bool(raw.get("global", True))
+        if not global_ and not raw.get("rules"):
+            self.error(fp + ("global",), "global: false runs the filter only where a rule matches, and there are "
+                       "no rules: add rules or remove the filter from this gateway")
+        return GatewayFilter(f, config if global_ else None, global_, tuple(rules))
 
     # ------------------------------------------------------------------ gitops
     def gitops(self, raw: dict[str, Any]) -> GitOps:
@@ -407,6 +491,11 @@ class _Checker:
                 elif len(f"{name}-{sname}") > 63:
                     self.error(("services", i, "name"), f"the {what} for this service would be named "
                                f"{name}-{sname}, more than 63 characters; shorten the service name or gitops.name")
+            for i, gateway in enumerate(self.doc.data.get("gateways", [])):
+                if gateway["name"] == "base" or len(f"{name}-{gateway['name']}") > 63:
+                    self.error(("gateways", i, "name"), f"the {what} for this gateway would be named "
+                               f"{name}-{gateway['name']}, which collides with base/'s or has more than 63 "
+                               "characters; rename the gateway or shorten gitops.name")
         return GitOps(name, raw.get("repoURL"), raw.get("targetRevision", "HEAD"), path, argocd, flux)
 
     def path_hint(self) -> None:
@@ -452,7 +541,10 @@ class _Checker:
                     build = Build(ctx, raw["build"].get("image"))
                 except PathProblem as e:
                     self.error(p + ("build", "context"), str(e))
-            tests = self.tests(p, raw)
+            schema = self.schema_of(p, raw, binary)
+            if schema is not None:
+                self.check_config(p + ("config",), raw, "config", schema)
+            tests = self.tests(p, raw, schema=schema)
             image = self.image(p, raw, binary, delivery, version)
             out[name] = Filter(
                 name=name,
@@ -469,8 +561,32 @@ class _Checker:
                 tests=tests,
                 delivery=delivery,
                 image=image,
+                config_schema=schema,
             )
         return out
+
+    def schema_of(self, p: tuple[str | int, ...], raw: dict[str, Any],
+                  binary: Binary) -> config_schema.ConfigSchema | None:
+        """The schema the filter names, else the Higress spec.yaml beside its local .wasm, if any."""
+        if "configSchema" in raw:
+            where, relative = p + ("configSchema",), raw["configSchema"]
+        elif binary.path is not None and (found := config_schema.beside(self.root, raw["wasm"])) is not None:
+            where, relative = p + ("wasm",), found
+        else:
+            return None
+        try:
+            return config_schema.load(self.root, relative,
+                                      what="configSchema" if "configSchema" in raw else "spec.yaml")
+        except (config_schema.SchemaProblem, PathProblem) as e:
+            self.error(where, str(e))
+            return None
+
+    def check_config(self, path: tuple[str | int, ...], raw: dict[str, Any], key: str,
+                     schema: config_schema.ConfigSchema) -> None:
+        if key not in raw or raw[key] is None:
+            return
+        for problem in config_schema.check(schema, raw[key]):
+            self.error(path + problem.path, f"{_where(path)}: {problem.message}", key=problem.key)
 
     def lock(self) -> dict[str, LockEntry] | None:
         if not self._lock_read:
@@ -566,7 +682,8 @@ class _Checker:
             failed = True
         return failed
 
-    def tests(self, p: tuple[str | int, ...], raw: dict[str, Any], owner: str = "filter") -> tuple[TestSpec, ...]:
+    def tests(self, p: tuple[str | int, ...], raw: dict[str, Any], owner: str = "filter", *,
+              schema: config_schema.ConfigSchema | None = None) -> tuple[TestSpec, ...]:
         seen: set[str] = set()
         out: list[TestSpec] = []
         for j, t in enumerate(raw.get("tests", [])):
@@ -587,6 +704,9 @@ class _Checker:
                            "listener, so no request is sent and nothing else can be checked; remove the "
                            f"other expectations ({', '.join(sorted(k for k in expect if k != 'configRejected'))}) "
                            "or this one")
+            # A test that expects Envoy to refuse its configuration sends a wrong one on purpose.
+            if schema is not None and not expect.get("configRejected"):
+                self.check_config(tp + ("config",), t, "config", schema)
             out.append(TestSpec(
                 name=t["name"],
                 config=_config_text(self.doc, tp + ("config",), t.get("config"), self.errors),
@@ -792,6 +912,8 @@ class _Checker:
             config = f.config
             if isinstance(entry, dict) and "config" in entry:
                 config = _config_text(self.doc, fp + ("config",), entry["config"], self.errors)
+                if f.config_schema is not None:
+                    self.check_config(fp + ("config",), entry, "config", f.config_schema)
             chosen.append(ServiceFilter(f, config))
         return tuple(chosen)
 

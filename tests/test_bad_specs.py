@@ -15,6 +15,33 @@ UPDATE = os.environ.get("WASM_GITOPS_UPDATE_GOLDEN") == "1"
 CASES = sorted(p.stem for p in BAD.glob("*.yaml"))
 
 
+EXAMPLE_SCHEMA = """{
+  "type": "object",
+  "additionalProperties": false,
+  "properties": {"header": {"type": "string", "minLength": 1}, "value": {"type": "string"}}
+}
+"""
+# The layout hgctl writes for a Higress plugin (apiVersion, info, spec.configSchema.openAPIV3Schema).
+HIGRESS_SPEC = """apiVersion: 1.0.0
+info:
+  category: custom
+  name: higress
+  version: 0.1.0
+spec:
+  phase: UNSPECIFIED_PHASE
+  priority: 100
+  configSchema:
+    openAPIV3Schema:
+      type: object
+      required: [block_urls]
+      properties:
+        block_urls:
+          type: array
+          items: {type: string}
+        blocked_code: {type: integer, minimum: 100, maximum: 599, exclusiveMaximum: true}
+"""
+
+
 def _hostile_files(repo: Repo) -> None:
     repo.write("filters/not-wasm.wasm", "(module)\n")  # WAT text: wasmtime would accept it as a module
     repo.write("filters/plain.wasm", bytes(wasmtime.wat2wasm('(module (func (export "main")))')))
@@ -47,6 +74,16 @@ def _hostile_files(repo: Repo) -> None:
     os.mkfifo(repo.root / "apps" / "fifo" / "deployment.yaml")
     repo.write("apps/utf16/kustomization.yaml", "resources: [deployment.yaml]\n")
     repo.write("apps/utf16/deployment.yaml", ("\ufeff" + deployment("utf16-v1", "utf16")).encode("utf-16-le"))
+    # Configuration schemas: one that works, and files that must be refused as schemas.
+    repo.write("filters/example.schema.json", EXAMPLE_SCHEMA)
+    repo.write("filters/invalid.schema.json", '{"type": "object", "properties": {"header": {"type": "strin"}}}\n')
+    repo.write("filters/remote.schema.json", '{"properties": {"header": {"$ref": "http://127.0.0.1:9/s.json"}}}\n')
+    repo.write("filters/not-json.schema.json", "{type: object}\n")
+    repo.write("filters/twice.schema.json", '{"type": "object", "type": "string"}\n')
+    (repo.root / "filters" / "outside.schema.json").symlink_to(repo.root.parent / "outside.wasm")
+    repo.write("filters/higress/plugin.wasm", proxy_wasm_module("higress"))
+    repo.write("filters/higress/spec.yaml", HIGRESS_SPEC)
+    repo.write("filters/no-schema/spec.yaml", "apiVersion: 1.0.0\ninfo: {name: x}\nspec: {phase: default}\n")
     repo.write("filters/no-context.wasm", bytes(wasmtime.wat2wasm(
         '(module (memory (export "memory") 1) (func (export "proxy_abi_version_0_2_1")) '
         '(func (export "proxy_on_memory_allocate") (param i32) (result i32) i32.const 0))')))
