@@ -1,0 +1,234 @@
+"""A spec with clusters: one tree per distinct shape over a shared base/ and overlays/, an Argo CD
+ApplicationSet rolling out by wave, a Flux entry point per cluster; each checked with the real
+kubectl kustomize and the consumers' real CRD schemas in ../shared/crds."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from conftest import SHARED, Repo, kustomize
+
+from renderer.safepath import owned_shape
+
+SPECS = Path(__file__).parent / "specs" / "clusters"
+GOLDEN = Path(__file__).parent / "golden" / "clusters-three"
+UPDATE = os.environ.get("WASM_GITOPS_UPDATE_GOLDEN") == "1"
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+THREE = (SPECS / "three-clusters.yaml").read_text()
+CRDS = SHARED / "crds"
+needs_crds = pytest.mark.skipif(not CRDS.is_dir(), reason=f"consumer CRD schemas not found: {CRDS} is missing")
+
+
+def render(repo: Repo, spec: str = THREE) -> dict[str, bytes]:
+    repo.write("filters.yaml", spec)
+    result = repo.cli("render")
+    assert result.exit_code == 0, result.output
+    return repo.outputs()
+
+
+def ids(objs: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    return [(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]) for o in objs]
+
+
+def test_golden_tree(repo: Repo) -> None:
+    got = render(repo)
+    if UPDATE:
+        for rel, data in got.items():
+            (GOLDEN / rel).parent.mkdir(parents=True, exist_ok=True)
+            (GOLDEN / rel).write_bytes(data)
+    want = {p.relative_to(GOLDEN).as_posix(): p.read_bytes() for p in GOLDEN.rglob("*") if p.is_file()}
+    assert sorted(got) == sorted(want), "the set of rendered files differs from the golden tree"
+    for rel in want:
+        assert got[rel] == want[rel], f"{rel} differs from {GOLDEN / rel} (WASM_GITOPS_UPDATE_GOLDEN=1 rewrites it)"
+
+
+def test_one_tree_per_shape_each_building_what_its_cluster_runs(repo: Repo) -> None:
+    files = render(repo)
+    trees = sorted({rel.split("/")[1] for rel in files if rel.startswith("trees/")})
+    assert trees == ["canary", "prod-east", "prod-west"]
+    assert "kustomization.yaml" not in files, "a fleet has no single root: each cluster applies its tree"
+    wasm = {n: (repo.root / f"filters/{n}.wasm").read_bytes() for n in ("example-filter", "other-filter")}
+    want_kind = {"canary": "EnvoyFilter", "prod-east": "WasmPlugin", "prod-west": "TrafficExtension"}
+    want_services = {"canary": {"productpage-v1"}, "prod-east": {"productpage-v1", "reviews-v1"},
+                     "prod-west": {"productpage-v1", "reviews-v1"}}
+    for tree in trees:
+        objs = kustomize(repo.root / "trees" / tree)
+        found = ids(objs)
+        assert len(found) == len(set(found)), f"an object comes out twice in trees/{tree}"
+        attached = [o for o in objs if o["kind"] in ("EnvoyFilter", "WasmPlugin", "TrafficExtension")]
+        assert {o["kind"] for o in attached} == {want_kind[tree]}
+        deployments = {o["metadata"]["name"]: o for o in objs if o["kind"] == "Deployment"}
+        assert set(deployments) == want_services[tree]
+        configmaps = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in objs if o["kind"] == "ConfigMap"}
+        for dep in deployments.values():
+            pod = dep["spec"]["template"]["metadata"]
+            volumes = json.loads(pod["annotations"]["sidecar.istio.io/userVolume"])
+            for source in volumes["wasm-filters"]["projected"]["sources"]:
+                cm = configmaps[(dep["metadata"]["namespace"], source["configMap"]["name"])]
+                data = cm["binaryData"][source["configMap"]["items"][0]["key"]]
+                assert source["configMap"]["items"][0]["path"].removesuffix(".wasm") in wasm
+                assert data  # the mounted ConfigMap is in the same build
+            for obj in attached:
+                if obj["metadata"]["namespace"] == dep["metadata"]["namespace"]:
+                    labels = (obj["spec"].get("workloadSelector") or obj["spec"].get("selector"))
+                    assert labels is not None
+    # Istio 1.22 renders an EnvoyFilter with priority, 1.30 a WasmPlugin with failStrategy (failOpen).
+    canary = repo.load("trees/canary/productpage/example-filter.envoyfilter.yaml")
+    assert canary["spec"]["priority"] == 0
+    east = repo.load("trees/prod-east/productpage/example-filter.wasmplugin.yaml")
+    assert east["spec"]["failStrategy"] == "FAIL_OPEN"
+
+
+def test_nothing_is_written_twice_and_equal_shapes_share_a_tree(repo: Repo) -> None:
+    # A fourth cluster on another 1.30 patch release with the same output renders the same bytes as
+    # prod-east: it gets no tree of its own, and its Flux entry point and Argo CD matrix point there.
+    spec = THREE.replace("gitops:", "  - name: prod-north\n    istio: \"1.30.4\"\n    output: {kind: WasmPlugin}\n"
+                         "    labels: {wave: prod, region: eu-north}\ngitops:", 1)
+    files = render(repo, spec)
+    assert sorted({rel.split("/")[1] for rel in files if rel.startswith("trees/")}) == \
+        ["canary", "prod-east", "prod-west"]
+    assert repo.load("clusters/prod-north/wasm-filters.yaml")["spec"]["path"] == "./trees/prod-east"
+    appset = repo.load("gitops/argocd/wasm-filters.applicationset.yaml")
+    paths = [m["matrix"]["generators"][1]["git"]["directories"][0]["path"] for m in appset["spec"]["generators"]]
+    assert paths == ["trees/canary", "trees/prod-east", "trees/prod-west", "trees/prod-east"]
+    # The workload parts and the ConfigMaps exist once; every tree reaches them through kustomize.
+    # (Two clusters of one shape have equal Flux entry points: each cluster's Flux reads its own.)
+    bodies = [data.split(b"\n", 1)[1] for rel, data in files.items() if rel.endswith(".yaml")
+              and not rel.endswith("kustomization.yaml") and not rel.startswith("clusters/")]
+    assert len(bodies) == len(set(bodies)), "two files hold the same object"
+    assert sum(rel.endswith(".configmap.yaml") for rel in files) == 3
+
+
+def test_a_spec_without_clusters_keeps_its_layout(repo: Repo) -> None:
+    cut = THREE.index("\nclusters:\n")
+    files = render(repo, THREE[:cut + 1] + THREE[THREE.index("\ngitops:\n") + 1:].replace("  argocd:\n    maxUpdate: {prod: 1}\n", "  argocd: {}\n"))
+    assert not any(rel.startswith(("trees/", "clusters/")) for rel in files)
+    assert "overlays/productpage/example-filter.envoyfilter.yaml" in files and "kustomization.yaml" in files
+
+
+def test_rolling_sync_steps_follow_the_waves_in_spec_order(repo: Repo) -> None:
+    spec = THREE.replace("  - name: prod-east\n", "  - name: pilot\n    labels: {wave: pilot}\n"
+                         "    services: [reviews]\n  - name: prod-east\n", 1)
+    render(repo, spec)
+    appset = repo.load("gitops/argocd/wasm-filters.applicationset.yaml")["spec"]
+    steps = appset["strategy"]["rollingSync"]["steps"]
+    assert appset["strategy"]["type"] == "RollingSync"
+    assert [s["matchExpressions"] for s in steps] == [
+        [{"key": "wasm-gitops.io/wave", "operator": "In", "values": [w]}] for w in ("canary", "pilot", "prod")]
+    assert [s.get("maxUpdate") for s in steps] == [None, None, 1]
+    labels = appset["template"]["metadata"]["labels"]
+    # The steps match the label the template sets from each cluster's own wave.
+    assert labels["wasm-gitops.io/wave"] == "{{.values.wave}}"
+    waves = [m["matrix"]["generators"][0]["clusters"]["values"]["wave"] for m in appset["generators"]]
+    assert waves == ["canary", "pilot", "prod", "prod"]
+    selectors = [m["matrix"]["generators"][0]["clusters"]["selector"]["matchLabels"] for m in appset["generators"]]
+    assert selectors[1] == {"wave": "pilot"}
+    # RollingSync turns automated sync off on what it generates: the template does not ask for it.
+    assert "automated" not in appset["template"]["spec"]["syncPolicy"]
+
+
+@needs_crds
+def test_gitops_objects_pass_the_real_crds_and_the_bundled_schema_stays_within_it(repo: Repo) -> None:
+    render(repo)
+    appset_crd = json.loads((CRDS / "argocd-applicationset.v1alpha1.schema.json").read_text())
+    flux_crd = json.loads((CRDS / "flux-kustomization.v1.schema.json").read_text())
+    appset = repo.load("gitops/argocd/wasm-filters.applicationset.yaml")
+    jsonschema.Draft7Validator(appset_crd).validate(appset)
+    bundled = json.loads((SCHEMAS / "argocd-applicationset.schema.json").read_text())
+    jsonschema.Draft202012Validator(bundled).validate(appset)
+    for cluster in ("canary", "prod-east", "prod-west"):
+        entry = repo.load(f"clusters/{cluster}/wasm-filters.yaml")
+        jsonschema.Draft7Validator(flux_crd).validate(entry)
+        assert entry["spec"]["path"] == f"./trees/{cluster}"
+    # Every field the bundled schema lets wasm-gitops write is a field of the real CRD.
+    # (Only spec: a CRD's schema never describes ObjectMeta, the API server does.)
+    missing = sorted(_fields_outside(bundled, bundled["properties"]["spec"], appset_crd["properties"]["spec"], "spec"))
+    assert missing == []
+    # And the check can fail: a field the CRD lacks is found.
+    bad = json.loads(json.dumps(bundled))
+    bad["properties"]["spec"]["properties"]["strategy"]["properties"]["rollingSync"]["properties"]["pause"] = {}
+    assert _fields_outside(bad, bad["properties"]["spec"], appset_crd["properties"]["spec"], "spec") == \
+        ["spec.strategy.rollingSync.pause"]
+
+
+def _resolve(root: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    while "$ref" in node:
+        node = root["$defs"][node["$ref"].rsplit("/", 1)[1]]
+    return node
+
+
+def _fields_outside(root: dict[str, Any], ours: dict[str, Any], crd: dict[str, Any], where: str) -> list[str]:
+    ours = _resolve(root, ours)
+    found: list[str] = []
+    for name, sub in ours.get("properties", {}).items():
+        theirs = crd.get("properties", {}).get(name)
+        path = f"{where}.{name}" if where else name
+        if theirs is None:
+            found.append(path)
+            continue
+        found += _fields_outside(root, sub, theirs, path)
+    items = ours.get("items")
+    if isinstance(items, dict) and isinstance(crd.get("items"), dict):
+        found += _fields_outside(root, items, crd["items"], where + "[]")
+    extra = ours.get("additionalProperties")
+    if isinstance(extra, dict) and isinstance(crd.get("additionalProperties"), dict):
+        found += _fields_outside(root, extra, crd["additionalProperties"], where + ".*")
+    return found
+
+
+@pytest.mark.parametrize(("edit", "expected"), [
+    (("  - name: prod-west\n", "  - name: prod-east\n"),
+     "filters.yaml:32:11: cluster name 'prod-east' is used twice; cluster names must be unique "
+     "(each names its directory clusters/<name>/ and its Argo CD Applications)"),
+    (("    services: [productpage]\n", "    services: [productpage, detail]\n"),
+     "filters.yaml:27:29: unknown service 'detail' in cluster 'canary'; declared: "
+     "productpage, reviews"),
+    (("    services: [productpage]\n", "    services: [productpage, reveiws]\n"),
+     "filters.yaml:27:29: unknown service 'reveiws' in cluster 'canary'; did you mean "
+     "'reviews'?"),
+    (("    istio: \"1.30.1\"\n", "    istio: \"1.22\"\n"),
+     "filters.yaml:34:20: cluster 'prod-west' (Istio 1.22): "
+     "TrafficExtension needs Istio 1.30 or later; use output kind WasmPlugin for this cluster or raise its istio"),
+    (("    istio: \"1.30\"\n", "    istio: \"1.4\"\n"),
+     "filters.yaml:29:12: istio: '1.4' has no Wasm support this tool can render (Wasm filters "
+     "arrived in Istio 1.5); target 1.5 or later"),
+    (("maxUpdate: {prod: 1}", "maxUpdate: {prd: 1}"),
+     "filters.yaml:39:17: no cluster is in wave 'prd'; waves: canary, prod"),
+    (("labels: {wave: prod, region: us-west}", "labels: {wave: prod, region: us-east}"),
+     "filters.yaml:35:13: cluster 'prod-west' has the same labels as cluster 'prod-east', so "
+     "Argo CD would select the same clusters for both; give each cluster a label of its own (e.g. cluster: <name>)"),
+])
+def test_cluster_mistakes_are_refused_at_their_line(repo: Repo, edit: tuple[str, str], expected: str) -> None:
+    old, new = edit
+    assert old in THREE
+    repo.write("filters.yaml", THREE.replace(old, new, 1))
+    before = repo.tree()
+    result = repo.cli("render")
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines() == [expected]
+    assert repo.tree() == before
+
+
+def test_a_cluster_without_a_wave_or_with_an_unknown_key_is_refused_by_the_schema(repo: Repo) -> None:
+    repo.write("filters.yaml", THREE.replace("labels: {wave: canary, region: eu-west}", "labels: {region: eu-west}")
+               .replace("    output: {kind: WasmPlugin}\n", "    outputs: {kind: WasmPlugin}\n"))
+    result = repo.cli("validate")
+    assert result.exit_code == 2, result.output
+    lines = result.output.splitlines()
+    assert len(lines) == 2, result.output
+    assert lines[0].startswith("filters.yaml:26:13: ") and "wave" in lines[0]
+    assert lines[1].startswith("filters.yaml:30:5: ") and "outputs" in lines[1]
+
+
+def test_the_paths_a_fleet_writes_are_owned_and_nothing_near_them(repo: Repo) -> None:
+    for rel in render(repo):
+        assert owned_shape(rel), rel
+    for rel in ("trees/canary/../base/kustomization.yaml", "trees/canary/deployment.yaml",
+                "clusters/canary/flux-system.yaml", "clusters/canary/wasm-filters.yml", "trees/Canary/kustomization.yaml",
+                "trees/canary/productpage/app/kustomization.yaml", "clusters/wasm-filters.yaml"):
+        assert not owned_shape(rel), rel
