@@ -439,6 +439,9 @@ class _Checker:
                            "filters arrived in Istio 1.5); target 1.5 or later")
                 continue
             labels = tuple(sorted(raw["labels"].items()))
+            if not raw["labels"]["wave"]:
+                self.error(p + ("labels", "wave"), f"cluster {name!r} has an empty wave; name its rollout wave "
+                           "(e.g. wave: canary)")
             for key, _ in labels:
                 problem = label_key_problem(key)
                 if problem:
