@@ -232,3 +232,35 @@ def test_the_paths_a_fleet_writes_are_owned_and_nothing_near_them(repo: Repo) ->
                 "clusters/canary/flux-system.yaml", "clusters/canary/wasm-filters.yml", "trees/Canary/kustomization.yaml",
                 "trees/canary/productpage/app/kustomization.yaml", "clusters/wasm-filters.yaml"):
         assert not owned_shape(rel), rel
+
+
+def test_verify_runs_each_distinct_shape_in_envoy(repo: Repo) -> None:
+    from test_verify import first_wins
+
+    from renderer import core
+
+    repo.write("filters/a.wasm", first_wins("a"))
+    repo.write("filters/b.wasm", first_wins("b"))
+    spec = (
+        'apiVersion: wasm-gitops/v1\nkind: FilterSet\nistio: "1.22"\n'
+        "filters:\n  - {name: first-a, wasm: filters/a.wasm}\n  - {name: first-b, wasm: filters/b.wasm}\n"
+        "services:\n  - name: productpage\n    deployment: productpage-v1\n    resources: [apps/productpage]\n"
+        "    filters: [first-a, first-b]\n"
+        "    tests:\n      - {name: a runs first, expect: {requestHeaders: {x-first: a}}}\n"
+        "clusters:\n"
+        "  - {name: canary, labels: {wave: canary}}\n"
+        "  - {name: prod-east, istio: \"1.30\", output: {kind: WasmPlugin}, labels: {wave: prod, region: east}}\n"
+        "  - {name: prod-north, istio: \"1.30.2\", output: {kind: WasmPlugin}, labels: {wave: prod, region: north}}\n"
+        "  - {name: prod-west, istio: \"1.30\", output: {kind: TrafficExtension}, labels: {wave: prod, region: west}}\n"
+    )
+    repo.write("filters.yaml", spec)
+    results = {r.case.label: r for r in core.verify(repo.spec)}
+    # One run per tree: prod-north shares prod-east's, so it is not run twice.
+    assert sorted(results) == [f"service:productpage@{t}/a runs first" for t in ("canary", "prod-east", "prod-west")]
+    for result in results.values():
+        assert result.passed, (result.case.label, result.failures)
+    # The order is each shape's own: swapped in the spec, every shape fails the same way.
+    repo.write("filters.yaml", spec.replace("filters: [first-a, first-b]", "filters: [first-b, first-a]"))
+    swapped = {r.case.label: r.failures for r in core.verify(repo.spec)}
+    assert set(swapped.values()) == {('request header x-first: expected "a", got "b"',)}
+    assert len(swapped) == 3
