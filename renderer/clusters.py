@@ -89,3 +89,59 @@ def services_in_use(fs: FilterSet) -> list[Service]:
     """The services some cluster runs, by name: the shared base/ and overlays/ hold these."""
     used = {name for c in fs.clusters for name in c.services}
     return sorted((s for s in fs.services if s.name in used), key=lambda s: s.name)
+
+
+@dataclass(frozen=True)
+class ClusterChange:
+    """What a change to the tree does to one cluster: the files it applies that change."""
+
+    name: str
+    wave: str
+    tree: str
+    files: tuple[str, ...]
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.files)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "wave": self.wave, "tree": f"trees/{self.tree}", "changes": self.changes,
+                "files": list(self.files)}
+
+
+def _applies(fs: FilterSet, cluster: Cluster, tree: str, rel: str) -> bool:
+    """Whether cluster (which applies trees/<tree>/) reaches the file rel of the output tree."""
+    parts = rel.split("/")
+    runs = set(cluster.services)
+    if parts[0] == "trees":
+        return len(parts) > 1 and parts[1] == tree
+    if parts[0] == "clusters":
+        return len(parts) > 1 and parts[1] == cluster.name
+    if parts[0] == "overlays":
+        return len(parts) > 1 and parts[1] in runs
+    if parts[0] == "base" and len(parts) == 3:  # base/<namespace>/<filter>.configmap.yaml
+        namespace, filter_name = parts[1], parts[2].removesuffix(".configmap.yaml")
+        return any(s.name in runs and s.namespace == namespace and any(sf.filter.name == filter_name
+                                                                         for sf in s.filters) for s in fs.services)
+    return parts[0] == "base"  # base/kustomization.yaml; gitops/ and the manifest reach no cluster by themselves
+
+
+def cluster_changes(fs: FilterSet, files: list[str]) -> tuple[ClusterChange, ...]:
+    """Every cluster in spec order, with the changed files (added, changed or stale) it applies."""
+    trees = tree_of(shapes(fs))
+    return tuple(ClusterChange(c.name, c.wave, trees[c.name].tree,
+                               tuple(sorted(rel for rel in files if _applies(fs, c, trees[c.name].tree, rel))))
+                 for c in fs.clusters)
+
+
+def changes_line(found: tuple[ClusterChange, ...]) -> str:
+    """One line for check and diff: which clusters change, by wave in rollout order."""
+    waves: dict[str, list[str]] = {}
+    for c in found:
+        if c.changes:
+            waves.setdefault(c.wave, []).append(c.name)
+    if not waves:
+        return "clusters that change: none"
+    steps = "; ".join(f"wave {wave}: {', '.join(names)}" for wave, names in waves.items())
+    same = [c.name for c in found if not c.changes]
+    return f"clusters that change: {steps}" + (f" (unchanged: {', '.join(same)})" if same else "")

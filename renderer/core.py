@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .clusters import ClusterChange, cluster_changes
 from .envoy.load import EnvoyLoad, EnvoyStep, Loading
 from .envoy.load import run as load_in_envoy
 from .errors import Finding, OutputError, RenderBug, UsageError
@@ -71,6 +72,7 @@ class CheckResult:
     changes: Changes
     warnings: tuple[Finding, ...]
     interrupted: bool  # a render was killed after its commit point and is not finished
+    clusters: tuple[ClusterChange, ...] = ()  # with clusters: what the change does to each of them
 
     @property
     def clean(self) -> bool:
@@ -200,7 +202,8 @@ def check(spec_path: Path, out: Path | None = None, envoy: EnvoyStep = ENVOY) ->
 def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
     out_dir = prepared.out
     if not out_dir.is_dir():
-        return CheckResult(Changes(added=sorted(prepared.plan.files)), prepared.warnings, False)
+        changes = Changes(added=sorted(prepared.plan.files))
+        return CheckResult(changes, prepared.warnings, False, _cluster_changes(prepared, changes))
     with _output_errors(out_dir):
         _guard_out(prepared)  # before the lock: never lock a directory a stray link leads to
         tree = OutputTree(out_dir)
@@ -212,7 +215,15 @@ def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
             # reading a file through a link before the guard refuses it does no harm.
             changes = compare(prepared.plan, tree, inputs, keep_current=keep_current,
                               first=functools.partial(_guard_paths, prepared, tree))
-    return CheckResult(changes, prepared.warnings + tuple(changes.disowned), interrupted)
+    return CheckResult(changes, prepared.warnings + tuple(changes.disowned), interrupted,
+                       _cluster_changes(prepared, changes))
+
+
+def _cluster_changes(prepared: Prepared, changes: Changes) -> tuple[ClusterChange, ...]:
+    fs = prepared.spec.filter_set
+    if not fs.clusters:
+        return ()
+    return cluster_changes(fs, [*changes.added, *changes.changed, *changes.removed])
 
 
 # ------------------------------------------------------------------------------------------ verify

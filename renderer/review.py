@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import html
 import json
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .clusters import ClusterChange, changes_line
 from .core import ENVOY, CheckResult, _check, prepare
 from .envoy.load import EnvoyStep
 from .errors import Finding, UsageError
@@ -173,6 +175,7 @@ class Review:
     unreadable: tuple[str, ...]  # files on disk that no longer parse as one YAML object
     chains: tuple[Chain, ...] = ()
     unlisted: tuple[str, ...] = ()  # resources that leave the tree but could not be listed, and why
+    clusters: tuple[ClusterChange, ...] = ()  # with clusters: each one, with the changed files it applies
 
     def count(self, state: State) -> int:
         return sum(1 for o in self.objects if o.state == state)
@@ -192,7 +195,12 @@ class Review:
             text += f"; applied without a restart: {len(hot)}"
         if self.leaving:
             text += f"; workloads leaving the tree (pruned unless managed elsewhere): {', '.join(self.leaving)}"
+        if self.clusters:
+            text += f"; {changes_line(self.clusters)}"
         return text
+
+    def tree_clusters(self, tree: str) -> list[ClusterChange]:
+        return [c for c in self.clusters if c.tree == tree]
 
 
 def review_diff(spec_path: Path, out: Path | None = None,
@@ -200,7 +208,8 @@ def review_diff(spec_path: Path, out: Path | None = None,
     prepared = prepare(spec_path, out, keep_objects=True, envoy=envoy)
     result = _check(prepared, keep_current=True)  # the check's own comparison, on the plan just built
     root = str(prepared.spec.filter_set.root)
-    return build_review(result.changes, prepared.plan, prepared.out, root), result
+    review = build_review(result.changes, prepared.plan, prepared.out, root)
+    return dataclasses.replace(review, clusters=result.clusters), result
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -245,6 +254,10 @@ def _group(file: str) -> str:
         return "base"
     if parts[0] == "overlays" and len(parts) > 2:
         return f"service {parts[1]}"
+    if parts[0] == "trees" and len(parts) > 2:
+        return f"tree {parts[1]}"
+    if parts[0] == "clusters" and len(parts) > 2:
+        return f"cluster {parts[1]}"
     return ""
 
 
@@ -736,6 +749,7 @@ def review_json(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding
         "unreadable": [where.tree_file(f) for f in r.unreadable],
         "unlisted": list(r.unlisted),
         "problems": finding_records(warnings, where),
+        **({"clusters": [c.as_dict() for c in r.clusters]} if r.clusters else {}),
     })
 
 
@@ -829,8 +843,18 @@ def _summary_table(r: Review) -> str:
     return "| what | objects |\n|---|---|\n" + "".join(f"| {_h(a)} | {b} |\n" for a, b in rows)
 
 
+def _cluster_table(r: Review) -> str:
+    """With clusters: one row per cluster in rollout order, what it applies and whether it changes."""
+    rows = "".join(f"| {_h(c.wave)} | {_code(c.name)} | {_code('trees/' + c.tree)} | "
+                   f"{f'{len(c.files):,} file' + ('' if len(c.files) == 1 else 's') if c.changes else 'no change'} |\n"
+                   for c in r.clusters)
+    return "| wave | cluster | applies | changes |\n|---|---|---|---|\n" + rows
+
+
 def _head(r: Review, where: Locator, warnings: Sequence[Finding]) -> str:
     text = f"{_summary_table(r)}\n"
+    if r.clusters:
+        text += f"{_cluster_table(r)}\n"
     if r.chains:
         text += "".join(f"- filter chain of {_code(c.service)}: {_code(_arrow(c.before))} becomes "
                         f"{_code(_arrow(c.after))}\n" for c in r.chains) + "\n"
@@ -846,13 +870,24 @@ def _groups(r: Review) -> list[tuple[str, list[ObjectChange]]]:
         found.setdefault(o.group, []).append(o)
 
     def key(group: str) -> tuple[int, str]:
-        return (0 if group == "base" else 2 if group == "" else 1, group)
+        # Shared parts first, then each tree in the order of its first cluster, then each cluster's own.
+        if group.startswith("tree "):
+            order = [c.tree for c in r.clusters]
+            tree = group.removeprefix("tree ")
+            return (2, f"{order.index(tree) if tree in order else len(order):06d}")
+        if group.startswith("cluster "):
+            return (3, group)
+        return (0 if group == "base" else 4 if group == "" else 1, group)
 
     return [(g, found[g]) for g in sorted(found, key=key)]
 
 
-def _group_title(group: str, objects: Sequence[ObjectChange]) -> str:
+def _group_title(group: str, objects: Sequence[ObjectChange], r: Review | None = None) -> str:
     name = {"base": "base", "": "root kustomization and controllers"}.get(group, group)
+    if r is not None and group.startswith("tree "):
+        members = r.tree_clusters(group.removeprefix("tree "))
+        waves = ", ".join(dict.fromkeys(c.wave for c in members))
+        name += f" (cluster{'' if len(members) == 1 else 's'} {', '.join(c.name for c in members)}; wave {waves})"
     effects = sorted({o.effect for o in objects}, key=EFFECTS.index)
     return (f"{_h(name)}: {len(objects):,} object{'' if len(objects) == 1 else 's'} "
             f"({_h(', '.join(effects))})")
@@ -880,7 +915,7 @@ def markdown_parts(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Find
                 left_out.append(o)
                 continue
             block = _object_block(o, where, budget - 1000)
-            opening = ("<details>\n<summary>" + _group_title(group, objects)
+            opening = ("<details>\n<summary>" + _group_title(group, objects, r)
                        + (" (continued)" if index else "") + "</summary>\n\n")
             need = len(block) + (len(opening) if open_group != group else 0) + len(close)
             if sizes[-1] + need > budget and sizes[-1] > 0:

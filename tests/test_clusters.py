@@ -11,7 +11,7 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import SHARED, Repo, kustomize
+from conftest import SHARED, Repo, kustomize, proxy_wasm_module
 
 from renderer.safepath import owned_shape
 
@@ -264,3 +264,37 @@ def test_verify_runs_each_distinct_shape_in_envoy(repo: Repo) -> None:
     swapped = {r.case.label: r.failures for r in core.verify(repo.spec)}
     assert set(swapped.values()) == {('request header x-first: expected "a", got "b"',)}
     assert len(swapped) == 3
+
+
+def test_check_and_diff_say_which_clusters_change_in_which_wave(repo: Repo) -> None:
+    render(repo)
+    assert repo.cli("check").exit_code == 0
+    # A filter's priority shapes only the WasmPlugin and TrafficExtension of the 1.30 clusters.
+    repo.write("filters.yaml", THREE.replace("    wasm: filters/other-filter.wasm\n",
+                                             "    wasm: filters/other-filter.wasm\n    priority: 5\n"))
+    check = repo.cli("check")
+    assert check.exit_code == 1
+    assert "clusters that change: wave prod: prod-east, prod-west (unchanged: canary)\n" in check.output
+    as_json = json.loads(repo.cli("check", "--format", "json").output)
+    assert [(c["name"], c["wave"], c["changes"]) for c in as_json["clusters"]] == [
+        ("canary", "canary", False), ("prod-east", "prod", True), ("prod-west", "prod", True)]
+    assert as_json["clusters"][1]["files"] == ["trees/prod-east/productpage/other-filter.wasmplugin.yaml",
+                                               "trees/prod-east/reviews/other-filter.wasmplugin.yaml"]
+    diff = repo.cli("diff")
+    assert diff.output.rstrip().endswith("clusters that change: wave prod: prod-east, prod-west (unchanged: canary)")
+    markdown = repo.cli("diff", "--format", "markdown").output
+    assert "| canary | <code>canary</code> | <code>trees/canary</code> | no change |" in markdown
+    assert "| prod | <code>prod-east</code> | <code>trees/prod-east</code> | 2 files |" in markdown
+    folds = [line for line in markdown.splitlines() if line.startswith("<summary>")]
+    assert [f.split(":")[0] for f in folds] == ["<summary>tree prod-east (cluster prod-east; wave prod)",
+                                                "<summary>tree prod-west (cluster prod-west; wave prod)"]
+    # A new binary reaches every cluster that runs a service loading it, through the shared base/.
+    repo.write("filters/other-filter.wasm", proxy_wasm_module("other-v2"))
+    repo.write("filters.yaml", THREE.replace("    services: [productpage]\n", "    services: [reviews]\n"))
+    found = json.loads(repo.cli("check", "--format", "json").output)["clusters"]
+    assert all(c["changes"] for c in found)
+    assert {"base/bookinfo/other-filter.configmap.yaml", "overlays/reviews/deployment-patch.yaml"} <= \
+        set(found[0]["files"])
+    # canary no longer runs productpage: productpage's overlay is not among the files it applies.
+    assert not any(f.startswith("overlays/productpage/") for f in found[0]["files"])
+    assert any(f.startswith("overlays/productpage/") for f in found[1]["files"])
