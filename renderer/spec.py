@@ -476,6 +476,14 @@ class _Checker:
             # What the cluster's Istio cannot render is said once, however many services it stops.
             self.errors[first_error:] = list(dict.fromkeys(self.errors[first_error:]))
             found.append(Cluster(name, version, istio_text, labels, tuple(outputs)))
+        raw_gitops = self.doc.data.get("gitops") or {}
+        for controller, key, why in (("argocd", "mode", "a fleet gets one RollingSync ApplicationSet"),
+                                     ("argocd", "automated", "RollingSync syncs each wave itself and turns "
+                                      "automated sync off"),
+                                     ("flux", "mode", "a fleet gets one Kustomization per cluster")):
+            if raw_clusters and key in (raw_gitops.get(controller) or {}):
+                self.warn(("gitops", controller, key), f"{key} has no effect with clusters: {why} "
+                          "(docs/gitops.md); remove it")
         if gitops is not None and gitops.argocd is not None:
             waves = {c.wave for c in found}
             for wave, _ in gitops.argocd.max_update:

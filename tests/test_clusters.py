@@ -298,3 +298,14 @@ def test_check_and_diff_say_which_clusters_change_in_which_wave(repo: Repo) -> N
     # canary no longer runs productpage: productpage's overlay is not among the files it applies.
     assert not any(f.startswith("overlays/productpage/") for f in found[0]["files"])
     assert any(f.startswith("overlays/productpage/") for f in found[1]["files"])
+
+
+def test_single_target_gitops_settings_are_said_to_have_no_effect_on_a_fleet(repo: Repo) -> None:
+    repo.write("filters.yaml", THREE.replace("  argocd:\n", "  argocd:\n    mode: ApplicationSet\n    automated: true\n")
+               .replace("  flux: {}", "  flux: {mode: PerService}"))
+    result = repo.cli("validate", "--no-envoy")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if ": warning: " in line]
+    assert [w.split(": warning: ")[0] for w in warnings] == ["filters.yaml:39:11", "filters.yaml:40:16",
+                                                             "filters.yaml:42:16"]
+    assert "mode has no effect with clusters: a fleet gets one RollingSync ApplicationSet" in warnings[0]
