@@ -317,7 +317,9 @@ class _Checker:
         # resources must never load what it writes.
         self.out = os.path.realpath(out) if out is not None else os.fspath(self.root)
         self.outputs = [os.path.join(self.out, name) for name in
-                        ("base", "overlays", "gitops", "trees", "clusters", ".wasm-gitops.tmp", *KUSTOMIZATION_NAMES)]
+                        ("base", "overlays", "gitops", ".wasm-gitops.tmp", *KUSTOMIZATION_NAMES,
+                          # A fleet's trees and entry points; without clusters, clusters/ may hold anything.
+                          *(("trees", "clusters") if doc.data.get("clusters") else ()))]
         self.resource_dirs: dict[str, Path | str | None] = {}
         self.to_inspect: list[tuple[tuple[str | int, ...], dict[str, Any], str, bytes]] = []
         self.meanwhile = meanwhile
@@ -476,6 +478,12 @@ class _Checker:
             # What the cluster's Istio cannot render is said once, however many services it stops.
             self.errors[first_error:] = list(dict.fromkeys(self.errors[first_error:]))
             found.append(Cluster(name, version, istio_text, labels, tuple(outputs)))
+        if raw_clusters:
+            running = {name for c in found for name in c.services}
+            for i, raw_service in enumerate(self.doc.data.get("services", [])):
+                if raw_service["name"] in by_name and raw_service["name"] not in running:
+                    self.warn(("services", i, "name"), f"service {raw_service['name']!r} runs in no cluster, so nothing is "
+                              "rendered for it; add it to a cluster's services or remove it")
         raw_gitops = self.doc.data.get("gitops") or {}
         for controller, key, why in (("argocd", "mode", "a fleet gets one RollingSync ApplicationSet"),
                                      ("argocd", "automated", "RollingSync syncs each wave itself and turns "

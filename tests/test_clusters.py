@@ -309,3 +309,53 @@ def test_single_target_gitops_settings_are_said_to_have_no_effect_on_a_fleet(rep
     assert [w.split(": warning: ")[0] for w in warnings] == ["filters.yaml:39:11", "filters.yaml:40:16",
                                                              "filters.yaml:42:16"]
     assert "mode has no effect with clusters: a fleet gets one RollingSync ApplicationSet" in warnings[0]
+
+
+def test_the_envoy_step_loads_what_each_shape_renders(repo: Repo) -> None:
+    from renderer import core
+
+    cut = THREE.index("\nclusters:\n")
+    single = THREE[:cut + 1] + THREE[THREE.index("\ngitops:\n") + 1:].replace(
+        "  argocd:\n    maxUpdate: {prod: 1}\n", "  argocd: {}\n")
+    same = single.replace("\ngitops:\n", "\nclusters:\n  - {name: a, labels: {wave: one}}\n"
+                          "  - {name: b, istio: \"1.22.3\", labels: {wave: two}}\ngitops:\n")
+    loaded = {}
+    for name, spec in (("single", single), ("same", same), ("three", THREE)):
+        repo.write("filters.yaml", spec)
+        result = core.validate(repo.spec)
+        assert result.envoy is not None
+        loaded[name] = result.envoy.loaded
+    # Clusters of the top-level shape load nothing more; WasmPlugin and TrafficExtension on 1.30 do.
+    assert loaded["same"] == loaded["single"]
+    assert loaded["three"] > loaded["single"]
+
+
+def test_a_service_no_cluster_runs_is_warned_about_and_not_rendered(repo: Repo) -> None:
+    spec = THREE.replace("  - name: prod-east\n    istio: \"1.30\"\n",
+                         "  - name: prod-east\n    istio: \"1.30\"\n    services: [productpage]\n").replace(
+        "  - name: prod-west\n    istio: \"1.30.1\"\n", "  - name: prod-west\n    istio: \"1.30.1\"\n"
+        "    services: [productpage]\n")
+    repo.write("filters.yaml", spec)
+    result = repo.cli("render")
+    assert result.exit_code == 0, result.output
+    assert "filters.yaml:19:11: warning: service 'reviews' runs in no cluster" in result.output
+    assert not any("reviews" in rel or "bookinfo" in rel for rel in repo.outputs())
+
+
+def test_clusters_dir_is_an_output_only_for_a_fleet(repo: Repo) -> None:
+    repo.app("clusters/east/productpage", "productpage-v1", "productpage")
+    cut = THREE.index("\nclusters:\n")
+    single = (THREE[:cut + 1] + THREE[THREE.index("\ngitops:\n") + 1:].replace(
+        "  argocd:\n    maxUpdate: {prod: 1}\n", "  argocd: {}\n")).replace(
+        "resources: [apps/productpage]", "resources: [apps/clusters/east/productpage]")
+    repo.write("filters.yaml", single)
+    assert repo.cli("render").exit_code == 0
+    # The same resources under the output's clusters/: fine without clusters, refused with them.
+    repo.app("../clusters/east/productpage", "productpage-v1", "productpage")  # apps/../clusters/: the output's
+    repo.write("filters.yaml", single.replace("apps/clusters/east/productpage", "clusters/east/productpage"))
+    assert repo.cli("validate", "--no-envoy").exit_code == 0
+    repo.write("filters.yaml", THREE.replace("resources: [apps/productpage]", "resources: [clusters/east/productpage]"))
+    refused = repo.cli("validate", "--no-envoy")
+    assert refused.exit_code == 2, refused.output
+    assert "filters.yaml:17:17: resource 'clusters/east/productpage' includes clusters/east/productpage, which " \
+        "wasm-gitops writes" in refused.output
