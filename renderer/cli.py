@@ -308,7 +308,7 @@ def check(spec: Path, out: Path | None, fmt: str, no_envoy: bool, envoy_path: Pa
         if fmt == "text":
             _err(report.findings(result.warnings, "text", where))
         text = report.drift(result.changes, fmt, interrupted=result.interrupted, where=where,
-                            warnings=result.warnings)
+                            warnings=result.warnings, clusters=result.clusters)
         click.echo(text, nl=False)
         if result.clean and fmt == "text":
             click.echo(f"{spec}: output is up to date")

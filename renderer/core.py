@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .clusters import ClusterChange, cluster_changes
 from .envoy.load import EnvoyLoad, EnvoyStep, Loading
 from .envoy.load import run as load_in_envoy
 from .errors import Finding, OutputError, RenderBug, UsageError
 from .files import is_within
-from .model import FilterSet, OutputKind
+from .model import Filter, FilterSet, OutputKind, Service
 from .output import (
     Changes,
     check_paths,
@@ -71,6 +72,7 @@ class CheckResult:
     changes: Changes
     warnings: tuple[Finding, ...]
     interrupted: bool  # a render was killed after its commit point and is not finished
+    clusters: tuple[ClusterChange, ...] = ()  # with clusters: what the change does to each of them
 
     @property
     def clean(self) -> bool:
@@ -200,7 +202,8 @@ def check(spec_path: Path, out: Path | None = None, envoy: EnvoyStep = ENVOY) ->
 def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
     out_dir = prepared.out
     if not out_dir.is_dir():
-        return CheckResult(Changes(added=sorted(prepared.plan.files)), prepared.warnings, False)
+        changes = Changes(added=sorted(prepared.plan.files))
+        return CheckResult(changes, prepared.warnings, False, _cluster_changes(prepared, changes))
     with _output_errors(out_dir):
         _guard_out(prepared)  # before the lock: never lock a directory a stray link leads to
         tree = OutputTree(out_dir)
@@ -212,10 +215,70 @@ def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
             # reading a file through a link before the guard refuses it does no harm.
             changes = compare(prepared.plan, tree, inputs, keep_current=keep_current,
                               first=functools.partial(_guard_paths, prepared, tree))
-    return CheckResult(changes, prepared.warnings + tuple(changes.disowned), interrupted)
+    return CheckResult(changes, prepared.warnings + tuple(changes.disowned), interrupted,
+                       _cluster_changes(prepared, changes))
+
+
+def _cluster_changes(prepared: Prepared, changes: Changes) -> tuple[ClusterChange, ...]:
+    fs = prepared.spec.filter_set
+    if not fs.clusters:
+        return ()
+    return cluster_changes(fs, [*changes.added, *changes.changed, *changes.removed])
 
 
 # ------------------------------------------------------------------------------------------ verify
+
+def _verify_targets(prepared: Prepared) -> list[tuple[str, FilterSet, list[tuple[str, dict[str, Any]]]]]:
+    """(name suffix, the spec as one target sees it, its rendered objects): the spec itself, or with
+    clusters one per distinct shape, each through the objects of its own tree."""
+    from . import clusters
+
+    fs = prepared.spec.filter_set
+    if not fs.clusters:
+        return [("", fs, prepared.plan.objects)]
+    found: list[tuple[str, FilterSet, list[tuple[str, dict[str, Any]]]]] = []
+    for shape in clusters.shapes(fs):
+        plan = build_plan(shape.filter_set, prepared.out, keep_objects=True)
+        found.append((f"@{shape.tree}", shape.filter_set, plan.objects))
+    return found
+
+
+def _uses_filter(fs: FilterSet, f: Filter) -> bool:
+    return any(sf.filter.name == f.name for s in fs.services for sf in s.filters)
+
+
+def _verify_cases(fs: FilterSet, filters: list[Filter], services: list[Service], pairs: list[tuple[str, dict[str, Any]]],
+                  modules: Path, suffix: str, listeners: dict[str, Any], cases: list[Any]) -> None:
+    """The listeners and cases of one target; with clusters every name carries its tree (@tree)."""
+    from . import verify as runner
+    from .envoy import istio
+
+    for f in filters:
+        # The filter as the first service that loads it renders it (EnvoyFilter or WasmPlugin).
+        output: OutputKind = next((s.output for s in fs.services for sf in s.filters
+                                   if sf.filter.name == f.name), "EnvoyFilter")
+        by_config: dict[str | None, str] = {}
+        for t in f.tests:
+            config = t.config if t.config is not None else f.config
+            if config not in by_config:
+                name = by_config[config] = f"filter:{f.name}{suffix}:{len(by_config)}"
+                http_filter = istio.http_filter(fs, f, config, modules, output=output)
+                listeners[name] = runner.Listener(name, "SIDECAR_INBOUND", (http_filter,), f"{f.name}.test")
+            cases.append(runner.Case(f.name + suffix, "filter", by_config[config], t, "trace"))
+    problems: dict[str, str] = {}
+    chains = istio.filter_set_chains(fs, pairs, modules, only={s.name for s in services},
+                                     on_error=lambda name, e: problems.__setitem__(name, str(e)),
+                                     images=_image_puller(fs))
+    by_service = {c.service: c for c in chains}
+    for s in services:
+        name = f"service:{s.name}{suffix}"
+        host = f"{s.name}.{s.namespace}.svc.cluster.local"
+        chain = by_service.get(s.name)
+        listeners[name] = runner.Listener(name, s.context, tuple(f.http_filter for f in chain.filters)
+                                          if chain else (), host, problems.get(s.name))
+        level = dict(s.proxy_log_level).get("wasm", runner.ISTIO_DEFAULT_WASM_LEVEL)
+        cases += [runner.Case(s.name + suffix, "service", name, t, level) for t in s.tests]
+
 
 def _image_puller(fs: FilterSet) -> Callable[[str], bytes]:
     """Pulls the module of an image that `push` recorded in the lock (by digest, its module's sha256
@@ -242,7 +305,6 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
     import tempfile
 
     from . import verify as runner
-    from .envoy import istio
     from .envoy.binary import find_envoy
 
     # verify's own Envoy loads each chain, and a refused module or configuration fails the cases
@@ -265,29 +327,8 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
     cases: list[runner.Case] = []
     with tempfile.TemporaryDirectory(prefix="wasm-gitops-modules-") as tmp:
         modules = Path(tmp)
-        for f in filters:
-            # The filter as the first service that loads it renders it (EnvoyFilter or WasmPlugin).
-            output: OutputKind = next((s.output for s in fs.services for sf in s.filters
-                                       if sf.filter.name == f.name), "EnvoyFilter")
-            by_config: dict[str | None, str] = {}
-            for t in f.tests:
-                config = t.config if t.config is not None else f.config
-                if config not in by_config:
-                    name = by_config[config] = f"filter:{f.name}:{len(by_config)}"
-                    http_filter = istio.http_filter(fs, f, config, modules, output=output)
-                    listeners[name] = runner.Listener(name, "SIDECAR_INBOUND", (http_filter,), f"{f.name}.test")
-                cases.append(runner.Case(f.name, "filter", by_config[config], t, "trace"))
-        problems: dict[str, str] = {}
-        chains = istio.filter_set_chains(fs, prepared.plan.objects, modules, only={s.name for s in services},
-                                         on_error=lambda name, e: problems.__setitem__(name, str(e)),
-                                         images=_image_puller(fs))
-        by_service = {c.service: c for c in chains}
-        for s in services:
-            name = f"service:{s.name}"
-            host = f"{s.name}.{s.namespace}.svc.cluster.local"
-            chain = by_service.get(s.name)
-            listeners[name] = runner.Listener(name, s.context, tuple(f.http_filter for f in chain.filters)
-                                              if chain else (), host, problems.get(s.name))
-            level = dict(s.proxy_log_level).get("wasm", runner.ISTIO_DEFAULT_WASM_LEVEL)
-            cases += [runner.Case(s.name, "service", name, t, level) for t in s.tests]
+        for suffix, view, pairs in _verify_targets(prepared):
+            picked = {s.name for s in view.services}
+            _verify_cases(view, [f for f in filters if _uses_filter(view, f)] if suffix else filters,
+                          [s for s in services if s.name in picked], pairs, modules, suffix, listeners, cases)
         return runner.run(binary, list(listeners.values()), cases, progress=progress)

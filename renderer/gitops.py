@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 import posixpath
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
 from .model import ArgoCD, FilterSet, Flux, GitOps
 from .objects import MANAGED_BY
+
+if TYPE_CHECKING:
+    from .clusters import Shape
 
 Obj = dict[str, Any]
 
@@ -177,3 +180,77 @@ def _flux(g: GitOps, flux: Flux, path: str, services: list[str]) -> list[tuple[s
         found.append((f"gitops/flux/{name}.yaml",
                       flux_kustomization(flux, name, _join(path, "overlays", service), depends_on=base)))
     return found
+
+
+# ------------------------------------------------------------------------------------------ fleets
+
+CLUSTER_LABEL = "wasm-gitops.io/cluster"
+WAVE_LABEL = "wasm-gitops.io/wave"
+FLUX_ENTRY = "wasm-filters.yaml"
+
+
+def fleet_objects(fs: FilterSet, out: Path, shapes: list[Shape]) -> list[tuple[str, Obj]]:
+    """A spec with clusters: one ApplicationSet for the whole fleet, and Flux's entry point per cluster."""
+    g = fs.gitops
+    if g is None:
+        return []
+    path = repo_path(g, fs, out)
+    found: list[tuple[str, Obj]] = []
+    if g.argocd is not None:
+        found.append((f"gitops/argocd/{g.name}.applicationset.yaml", fleet_application_set(fs, g, g.argocd, path,
+                                                                                           shapes)))
+    if g.flux is not None:
+        for shape in shapes:
+            for cluster in shape.clusters:
+                found.append((f"clusters/{cluster.name}/{FLUX_ENTRY}",
+                              flux_kustomization(g.flux, g.name, _join(path, shape.path))))
+    return sorted(found, key=lambda pair: pair[0])
+
+
+def fleet_application_set(fs: FilterSet, g: GitOps, argo: ArgoCD, path: str, shapes: list[Shape]) -> Obj:
+    """A matrix per cluster (the clusters its labels select x the directory of its tree), and RollingSync
+    steps by wave, in the order the spec lists them."""
+    assert g.repo_url is not None
+    tree = {c.name: shape for shape in shapes for c in shape.clusters}
+    generators: list[Obj] = []
+    for cluster in fs.clusters:
+        generators.append({"matrix": {"generators": [
+            {"clusters": {"selector": {"matchLabels": dict(cluster.labels)},
+                          # What the steps match, from the spec rather than from the cluster's Secret:
+                          # a Secret without a wave label must not fall out of the rollout.
+                          "values": {"cluster": cluster.name, "wave": cluster.wave}}},
+            {"git": {"repoURL": g.repo_url, "revision": g.target_revision,
+                     "directories": [{"path": _join(path, tree[cluster.name].path)}]}},
+        ]}})
+    max_update = dict(argo.max_update)
+    steps: list[Obj] = []
+    for wave in fs.waves():
+        step: Obj = {"matchExpressions": [{"key": WAVE_LABEL, "operator": "In", "values": [wave]}]}
+        if wave in max_update:
+            step["maxUpdate"] = max_update[wave]
+        steps.append(step)
+    spec = _app_spec(g, argo, "{{.path.path}}")
+    spec["destination"] = {"server": "{{.server}}"}
+    # RollingSync syncs each step itself and turns automated sync off on the Applications it
+    # generates (with a warning for each one that asks for it): the template does not ask.
+    spec["syncPolicy"].pop("automated", None)
+    return {
+        "apiVersion": ARGOCD_API,
+        "kind": "ApplicationSet",
+        "metadata": {"name": g.name, "namespace": argo.namespace, "labels": dict(MANAGED_BY)},
+        "spec": {
+            "goTemplate": True,
+            "goTemplateOptions": ["missingkey=error"],
+            "generators": generators,
+            "strategy": {"type": "RollingSync", "rollingSync": {"steps": steps}},
+            "template": {
+                # Argo CD's cluster name: unique among its clusters, even when one entry's labels
+                # select several.
+                "metadata": {"name": f"{g.name}-{{{{.name}}}}",
+                             "labels": {**MANAGED_BY, CLUSTER_LABEL: "{{.values.cluster}}",
+                                        WAVE_LABEL: "{{.values.wave}}"}},
+                "spec": spec,
+            },
+            "syncPolicy": {"preserveResourcesOnDeletion": True},
+        },
+    }

@@ -194,6 +194,8 @@ class ArgoCD:
     project: str
     destination_server: str
     automated: bool
+    # With clusters: (wave, how many of its Applications sync at once), for the waves that ask.
+    max_update: tuple[tuple[str, int | str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,6 +256,25 @@ class Gateway:
 
 
 @dataclass(frozen=True)
+class Cluster:
+    """One target of the rollout: its Istio, and what each service it runs is rendered as there."""
+
+    name: str
+    istio: tuple[int, int]
+    istio_text: str
+    labels: tuple[tuple[str, str], ...]  # sorted; the Argo CD cluster generator selects by all of them
+    outputs: tuple[tuple[str, OutputKind], ...]  # (service, output kind) for every service it runs
+
+    @property
+    def wave(self) -> str:
+        return dict(self.labels)["wave"]  # the schema requires it
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.outputs)
+
+
+@dataclass(frozen=True)
 class FilterSet:
     spec_path: Path
     root: Path  # the spec's directory: every local path must stay inside it
@@ -264,3 +285,8 @@ class FilterSet:
     gitops: GitOps | None = None
     kubernetes: tuple[int, int] = (1, 33)
     gateways: tuple[Gateway, ...] = ()
+    clusters: tuple[Cluster, ...] = ()
+
+    def waves(self) -> tuple[str, ...]:
+        """The clusters' waves in the order they first appear: the rollout order."""
+        return tuple(dict.fromkeys(c.wave for c in self.clusters))

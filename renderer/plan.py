@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import gitops, objects, parallel
+from . import clusters, gitops, objects, parallel
 from .model import Filter, FilterSet, Gateway, Service
 from .output_validation import OutputProblem, validate_objects
 from .workloads import is_remote
@@ -69,15 +70,18 @@ def build_plan(fs: FilterSet, out: Path, *, keep_objects: bool = False) -> Plan:
     scale, are built and validated per service, half of them in a forked child (parallel.py)."""
     header = GENERATED_HEADER.format(spec=spec_label(fs, out))
     out = out.resolve()
-    services = sorted(fs.services, key=lambda s: s.name)
-    overlays = _Overlays(fs, out, header, keep_objects)
-    # base/ (100 ConfigMaps of 270 KB at mesh scale) is built here while the child finishes.
-    built, base = parallel.split_and(overlays.build, services,
-                                     lambda: _base(fs, header).validated(keep_objects))
-    gateways = sorted(fs.gateways, key=lambda g: g.name)
-    overlay_dirs = sorted([f"overlays/{s.name}" for s in services] + [f"overlays/{g.name}" for g in gateways])
-    parts = [base, *built, *(_gateway(g, header).validated(keep_objects) for g in gateways),
-             _root(fs, out, header, overlay_dirs).validated(keep_objects)]
+    if fs.clusters:
+        parts = _fleet(fs, out, header, keep_objects)
+    else:
+        services = sorted(fs.services, key=lambda s: s.name)
+        overlays = _Overlays(fs, out, header, keep_objects)
+        # base/ (100 ConfigMaps of 270 KB at mesh scale) is built here while the child finishes.
+        built, base = parallel.split_and(overlays.build, services,
+                                         lambda: _base(fs, header).validated(keep_objects))
+        gateways = sorted(fs.gateways, key=lambda g: g.name)
+        overlay_dirs = sorted([f"overlays/{s.name}" for s in services] + [f"overlays/{g.name}" for g in gateways])
+        parts = [base, *built, *(_gateway(g, header).validated(keep_objects) for g in gateways),
+                 _root(fs, out, header, overlay_dirs).validated(keep_objects)]
     plan = Plan()
     digests: dict[str, str] = {}
     for part in parts:
@@ -112,8 +116,12 @@ def _base(fs: FilterSet, header: str) -> _Part:
 class _Overlays:
     """overlays/<service>/: the workload's resources, its filters' objects, and the annotation patch."""
 
-    def __init__(self, fs: FilterSet, out: Path, header: str, keep_objects: bool) -> None:
+    def __init__(self, fs: FilterSet, out: Path, header: str, keep_objects: bool, *,
+                 with_filters: bool = True) -> None:
         self.fs, self.header, self.keep_objects = fs, header, keep_objects
+        # Without filters (a spec with clusters): the workload and its patch only, which every
+        # cluster's tree shares; the filter objects, shaped by each cluster's Istio, live in the trees.
+        self.with_filters = with_filters
         # Every overlay sits at the same depth, so one relpath serves them all (a relpath per
         # service cost ~50 ms at 1,000 services).
         self.up_to_root = os.path.relpath(fs.root, out / "overlays" / "_")
@@ -133,16 +141,7 @@ class _Overlays:
         part = _Part()
         odir = f"overlays/{service.name}"
         resources = [self.resource(odir, r) for r in service.resources]
-        for index, sf in enumerate(service.filters):
-            fname = f"{sf.filter.name}.envoyfilter.yaml"
-            if service.output == "WasmPlugin":
-                fname = f"{sf.filter.name}.wasmplugin.yaml"
-                obj = objects.wasm_plugin(self.fs, service, index, sf)
-            elif service.output == "TrafficExtension":
-                fname = f"{sf.filter.name}.trafficextension.yaml"
-                obj = objects.traffic_extension(self.fs, service, index, sf)
-            else:
-                obj = objects.envoy_filter(self.fs, service, index, sf)
+        for fname, obj in (clusters.filter_objects(self.fs, service) if self.with_filters else []):
             part.add(f"{odir}/{fname}", self.header, obj)
             resources.append(fname)
         patches = []
@@ -175,6 +174,34 @@ def _root(fs: FilterSet, out: Path, header: str, overlay_dirs: list[str]) -> _Pa
     for rel, obj in gitops.controller_objects(fs, out):  # beside the root, never in it
         part.add(rel, header, obj)
     return part
+
+
+def _fleet(fs: FilterSet, out: Path, header: str, keep_objects: bool) -> list[_Part]:
+    """A spec with clusters: the shared base/ and overlays/, one tree per shape (renderer/clusters.py)."""
+    found = clusters.shapes(fs)
+    used = clusters.services_in_use(fs)
+    shared = dataclasses.replace(fs, services=tuple(used))
+    parts = [_base(shared, header).validated(keep_objects),
+             *_Overlays(fs, out, header, keep_objects, with_filters=False).build(used)]
+    for shape in found:
+        part = _Part()
+        services = sorted(shape.filter_set.services, key=lambda s: s.name)
+        part.add(f"{shape.path}/kustomization.yaml", header,
+                 objects.kustomization(["../../base", *(s.name for s in services)]))
+        for service in services:
+            sdir = f"{shape.path}/{service.name}"
+            resources = [f"../../../overlays/{service.name}"]
+            for fname, obj in clusters.filter_objects(shape.filter_set, service):
+                part.add(f"{sdir}/{fname}", header, obj)
+                resources.append(fname)
+            part.add(f"{sdir}/kustomization.yaml", header,
+                     objects.kustomization(resources, namespace=service.namespace))
+        parts.append(part.validated(keep_objects))
+    controllers = _Part()
+    for rel, obj in gitops.fleet_objects(fs, out, found):
+        controllers.add(rel, header, obj)
+    parts.append(controllers.validated(keep_objects))
+    return parts
 
 
 def manifest_bytes(digests: dict[str, str]) -> bytes:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .clusters import ClusterChange, changes_line
 from .errors import Finding
 from .output import Changes
 
@@ -127,7 +128,7 @@ def changes_summary(ch: Changes) -> str:
 
 
 def drift(ch: Changes, fmt: str, *, interrupted: bool = False, where: Locator = AS_GIVEN,
-          warnings: Sequence[Finding] = ()) -> str:
+          warnings: Sequence[Finding] = (), clusters: Sequence[ClusterChange] = ()) -> str:
     rows: list[tuple[str, str]] = [("added", p) for p in ch.added] + [("changed", p) for p in ch.changed]
     rows += [("stale", p) for p in ch.removed]
     edited = ch.hand_edited
@@ -135,7 +136,8 @@ def drift(ch: Changes, fmt: str, *, interrupted: bool = False, where: Locator = 
         return document({"valid": True, "clean": not rows and not edited and not interrupted,
                          "interrupted_render": interrupted,
                          "added": ch.added, "changed": ch.changed, "stale": ch.removed,
-                         "edited_by_hand": edited, "problems": finding_records(warnings, where)})
+                         "edited_by_hand": edited, "problems": finding_records(warnings, where),
+                         **({"clusters": [c.as_dict() for c in clusters]} if clusters else {})})
     lines: list[str] = []
     if fmt == "github":
         for state, p in rows:
@@ -156,6 +158,8 @@ def drift(ch: Changes, fmt: str, *, interrupted: bool = False, where: Locator = 
         lines.append("a render was interrupted after its commit point; run 'wasm-gitops render' to "
                      "finish it")
     if lines:
+        if clusters:
+            lines.append(changes_line(tuple(clusters)))
         lines.append(f"out of date: {changes_summary(ch)}; run 'wasm-gitops render' and commit the result")
     return "".join(line + "\n" for line in lines)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import html
 import json
@@ -38,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from .clusters import ClusterChange, changes_line
 from .core import ENVOY, CheckResult, _check, prepare
 from .envoy.load import EnvoyStep
 from .errors import Finding, UsageError
@@ -67,7 +69,7 @@ WORKLOADS = frozenset({"Deployment", "StatefulSet", "DaemonSet"})
 _WASM_PLUGIN_LISTENER_FIELDS = ("spec.selector", "spec.match", "spec.phase", "spec.priority", "spec.type",
                                 "spec.targetRef", "spec.targetRefs")
 # The teams' other resources (a Service, ...) sort with the filter objects, before the kustomizations.
-_KIND_ORDER = {"ConfigMap": 0, "Deployment": 1, "EnvoyFilter": 2, "WasmPlugin": 2, "Kustomization": 3,
+_KIND_ORDER = {"ConfigMap": 0, "Deployment": 1, "EnvoyFilter": 2, "WasmPlugin": 2, "TrafficExtension": 2, "Kustomization": 3,
                "Application": 4, "ApplicationSet": 4}
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _LONG_VALUE = 100
@@ -173,6 +175,7 @@ class Review:
     unreadable: tuple[str, ...]  # files on disk that no longer parse as one YAML object
     chains: tuple[Chain, ...] = ()
     unlisted: tuple[str, ...] = ()  # resources that leave the tree but could not be listed, and why
+    clusters: tuple[ClusterChange, ...] = ()  # with clusters: each one, with the changed files it applies
 
     def count(self, state: State) -> int:
         return sum(1 for o in self.objects if o.state == state)
@@ -192,7 +195,12 @@ class Review:
             text += f"; applied without a restart: {len(hot)}"
         if self.leaving:
             text += f"; workloads leaving the tree (pruned unless managed elsewhere): {', '.join(self.leaving)}"
+        if self.clusters:
+            text += f"; {changes_line(self.clusters)}"
         return text
+
+    def tree_clusters(self, tree: str) -> list[ClusterChange]:
+        return [c for c in self.clusters if c.tree == tree]
 
 
 def review_diff(spec_path: Path, out: Path | None = None,
@@ -200,7 +208,8 @@ def review_diff(spec_path: Path, out: Path | None = None,
     prepared = prepare(spec_path, out, keep_objects=True, envoy=envoy)
     result = _check(prepared, keep_current=True)  # the check's own comparison, on the plan just built
     root = str(prepared.spec.filter_set.root)
-    return build_review(result.changes, prepared.plan, prepared.out, root), result
+    review = build_review(result.changes, prepared.plan, prepared.out, root)
+    return dataclasses.replace(review, clusters=result.clusters), result
 
 
 # ------------------------------------------------------------------------------------------ model
@@ -245,6 +254,10 @@ def _group(file: str) -> str:
         return "base"
     if parts[0] == "overlays" and len(parts) > 2:
         return f"service {parts[1]}"
+    if parts[0] == "trees" and len(parts) > 2:
+        return f"tree {parts[1]}"
+    if parts[0] == "clusters" and len(parts) > 2:
+        return f"cluster {parts[1]}"
     return ""
 
 
@@ -404,6 +417,12 @@ def module_change(old: bytes | None, new: bytes) -> ModuleChange | None:
     return ModuleChange((before.abi_version, after.abi_version), *callbacks, *imports, same)
 
 
+# Istio delivers these over ECDS: the listener names the filter, its Wasm configuration comes apart
+# (a TrafficExtension is what istiod turns a WasmPlugin into, from 1.30; its Wasm fields sit under
+# spec.wasm, so a change there is hot, and its placement fields are the WasmPlugin's).
+_ECDS_KINDS = ("WasmPlugin", "TrafficExtension")
+
+
 def _wasm_plugin_effect(fields: Sequence[FieldChange]) -> str:
     spec_fields = [c for c in fields if c.path.startswith("spec.")]
     # Whole field names: spec.match is a listener field, Higress's spec.matchRules is configuration.
@@ -425,7 +444,7 @@ def _effect(state: State, oid: ObjectId, obj: Obj, fields: Sequence[FieldChange]
         return PODS_ROLL if state == "added" else NO_MESH_EFFECT
     if oid.kind == "EnvoyFilter":
         return LISTENER_DRAINS  # its value is inlined into the listener's HTTP filter list
-    if oid.kind == "WasmPlugin":
+    if oid.kind in _ECDS_KINDS:
         return LISTENER_DRAINS if state != "changed" else _wasm_plugin_effect(fields)
     return NO_MESH_EFFECT
 
@@ -442,7 +461,7 @@ def _chain(objects: Iterable[Obj]) -> tuple[str, ...]:
         spec: Mapping[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
         raw_priority = spec.get("priority")
         priority = raw_priority if isinstance(raw_priority, int) else 0
-        if obj.get("kind") == "WasmPlugin":
+        if obj.get("kind") in _ECDS_KINDS:
             keyed.append(((_PHASES.get(str(spec.get("phase")), 3), -priority), name))
         else:
             keyed.append(((0, priority), name))
@@ -453,7 +472,7 @@ def _chains(old_files: Mapping[str, Obj], new_files: Mapping[str, Obj]) -> tuple
     def by_service(files: Mapping[str, Obj]) -> dict[str, list[Obj]]:
         found: dict[str, list[Obj]] = {}
         for file, obj in files.items():
-            if obj.get("kind") in ("EnvoyFilter", "WasmPlugin") and file.startswith("overlays/"):
+            if obj.get("kind") in ("EnvoyFilter", *_ECDS_KINDS) and file.startswith("overlays/"):
                 found.setdefault(file.split("/")[1], []).append(obj)
         return found
 
@@ -737,6 +756,7 @@ def review_json(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding
         "unreadable": [where.tree_file(f) for f in r.unreadable],
         "unlisted": list(r.unlisted),
         "problems": finding_records(warnings, where),
+        **({"clusters": [c.as_dict() for c in r.clusters]} if r.clusters else {}),
     })
 
 
@@ -830,8 +850,18 @@ def _summary_table(r: Review) -> str:
     return "| what | objects |\n|---|---|\n" + "".join(f"| {_h(a)} | {b} |\n" for a, b in rows)
 
 
+def _cluster_table(r: Review) -> str:
+    """With clusters: one row per cluster in rollout order, what it applies and whether it changes."""
+    rows = "".join(f"| {_h(c.wave)} | {_code(c.name)} | {_code('trees/' + c.tree)} | "
+                   f"{f'{len(c.files):,} file' + ('' if len(c.files) == 1 else 's') if c.changes else 'no change'} |\n"
+                   for c in r.clusters)
+    return "| wave | cluster | applies | changes |\n|---|---|---|---|\n" + rows
+
+
 def _head(r: Review, where: Locator, warnings: Sequence[Finding], costs: Mapping[str, str]) -> str:
     text = f"{_summary_table(r)}\n"
+    if r.clusters:
+        text += f"{_cluster_table(r)}\n"
     if r.chains:
         text += "".join(f"- filter chain of {_code(c.service)}: {_code(_arrow(c.before))} becomes "
                         f"{_code(_arrow(c.after))}\n" for c in r.chains) + "\n"
@@ -851,13 +881,24 @@ def _groups(r: Review) -> list[tuple[str, list[ObjectChange]]]:
         found.setdefault(o.group, []).append(o)
 
     def key(group: str) -> tuple[int, str]:
-        return (0 if group == "base" else 2 if group == "" else 1, group)
+        # Shared parts first, then each tree in the order of its first cluster, then each cluster's own.
+        if group.startswith("tree "):
+            order = [c.tree for c in r.clusters]
+            tree = group.removeprefix("tree ")
+            return (2, f"{order.index(tree) if tree in order else len(order):06d}")
+        if group.startswith("cluster "):
+            return (3, group)
+        return (0 if group == "base" else 4 if group == "" else 1, group)
 
     return [(g, found[g]) for g in sorted(found, key=key)]
 
 
-def _group_title(group: str, objects: Sequence[ObjectChange]) -> str:
+def _group_title(group: str, objects: Sequence[ObjectChange], r: Review | None = None) -> str:
     name = {"base": "base", "": "root kustomization and controllers"}.get(group, group)
+    if r is not None and group.startswith("tree "):
+        members = r.tree_clusters(group.removeprefix("tree "))
+        waves = ", ".join(dict.fromkeys(c.wave for c in members))
+        name += f" (cluster{'' if len(members) == 1 else 's'} {', '.join(c.name for c in members)}; wave {waves})"
     effects = sorted({o.effect for o in objects}, key=EFFECTS.index)
     return (f"{_h(name)}: {len(objects):,} object{'' if len(objects) == 1 else 's'} "
             f"({_h(', '.join(effects))})")
@@ -885,7 +926,7 @@ def markdown_parts(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Find
                 left_out.append(o)
                 continue
             block = _object_block(o, where, budget - 1000)
-            opening = ("<details>\n<summary>" + _group_title(group, objects)
+            opening = ("<details>\n<summary>" + _group_title(group, objects, r)
                        + (" (continued)" if index else "") + "</summary>\n\n")
             need = len(block) + (len(opening) if open_group != group else 0) + len(close)
             if sizes[-1] + need > budget and sizes[-1] > 0:

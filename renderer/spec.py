@@ -31,6 +31,7 @@ from .model import (
     ArgoCD,
     Binary,
     Build,
+    Cluster,
     Filter,
     FilterSet,
     Flux,
@@ -42,6 +43,7 @@ from .model import (
     HttpMessageSpec,
     ImageRef,
     LocalReplySpec,
+    OutputKind,
     Service,
     ServiceFilter,
     TestExpect,
@@ -319,7 +321,9 @@ class _Checker:
         # resources must never load what it writes.
         self.out = os.path.realpath(out) if out is not None else os.fspath(self.root)
         self.outputs = [os.path.join(self.out, name) for name in
-                        ("base", "overlays", "gitops", ".wasm-gitops.tmp", *KUSTOMIZATION_NAMES)]
+                        ("base", "overlays", "gitops", ".wasm-gitops.tmp", *KUSTOMIZATION_NAMES,
+                          # A fleet's trees and entry points; without clusters, clusters/ may hold anything.
+                          *(("trees", "clusters") if doc.data.get("clusters") else ()))]
         self.resource_dirs: dict[str, Path | str | None] = {}
         self.to_inspect: list[tuple[tuple[str | int, ...], dict[str, Any], str, bytes]] = []
         self.meanwhile = meanwhile
@@ -356,6 +360,11 @@ class _Checker:
             services = self.services(data.get("services", []), filters, version, top_output)
             gateways = self.gateways(data.get("gateways", []), filters)
             gitops = self.gitops(data["gitops"]) if "gitops" in data else None
+            clusters = self.clusters(data.get("clusters", []), services, gitops)
+            if gateways and clusters:
+                # A fleet's trees hold its services' filter objects; gateways have no place in them yet.
+                self.error(("gateways",), "gateways cannot be combined with clusters yet: render the gateways "
+                           "from a spec of their own, or remove clusters")
             if inspection is not None:
                 self.module_findings(inspection.result())
         finally:
@@ -365,7 +374,7 @@ class _Checker:
             return None
         return FilterSet(self.spec_path, self.root, version, istio_text,
                          tuple(filters.values()), tuple(services), gitops=gitops, kubernetes=self.kubernetes,
-                         gateways=tuple(gateways))
+                         gateways=tuple(gateways), clusters=tuple(clusters))
 
     # ------------------------------------------------------------------ gateways
     def gateways(self, raw_gateways: list[dict[str, Any]], filters: dict[str, Filter]) -> list[Gateway]:
@@ -465,7 +474,8 @@ class _Checker:
         if "argocd" in raw:
             a = raw["argocd"]
             argocd = ArgoCD(a.get("mode", "Application"), a.get("namespace", "argocd"), a.get("project", "default"),
-                            a.get("destinationServer", "https://kubernetes.default.svc"), a.get("automated", True))
+                            a.get("destinationServer", "https://kubernetes.default.svc"), a.get("automated", True),
+                            tuple((a.get("maxUpdate") or {}).items()))
             if argocd.mode == "ApplicationSet":
                 per_service.append("Argo CD Application")
         if "flux" in raw:
@@ -497,6 +507,121 @@ class _Checker:
                                f"{name}-{gateway['name']}, which collides with base/'s or has more than 63 "
                                "characters; rename the gateway or shorten gitops.name")
         return GitOps(name, raw.get("repoURL"), raw.get("targetRevision", "HEAD"), path, argocd, flux)
+
+    # ------------------------------------------------------------------ clusters
+    def clusters(self, raw_clusters: list[dict[str, Any]], services: list[Service],
+                 gitops: GitOps | None) -> list[Cluster]:
+        found: list[Cluster] = []
+        by_name = {s.name: s for s in services}
+        raw_services = {raw["name"]: raw for raw in self.doc.data.get("services", [])}
+        top_output: OutputKind = (self.doc.data.get("output") or {}).get("kind", "EnvoyFilter")
+        names: set[str] = set()
+        selectors: dict[tuple[tuple[str, str], ...], str] = {}
+        for i, raw in enumerate(raw_clusters):
+            p: tuple[str | int, ...] = ("clusters", i)
+            name = raw["name"]
+            if name in names:
+                self.error(p + ("name",), f"cluster name {name!r} is used twice; cluster names must be unique "
+                           "(each names its directory clusters/<name>/ and its Argo CD Applications)")
+                continue
+            names.add(name)
+            istio_text = raw.get("istio", self.doc.data["istio"])
+            ipath = p + ("istio",) if "istio" in raw else ("istio",)
+            version = istio_versions.parse_version(istio_text)
+            if version is None or version < (1, 5) or version[0] != 1:
+                self.error(ipath, f"istio: {istio_text!r} has no Wasm support this tool can render (Wasm "
+                           "filters arrived in Istio 1.5); target 1.5 or later")
+                continue
+            labels = tuple(sorted(raw["labels"].items()))
+            if not raw["labels"]["wave"]:
+                self.error(p + ("labels", "wave"), f"cluster {name!r} has an empty wave; name its rollout wave "
+                           "(e.g. wave: canary)")
+            for key, _ in labels:
+                problem = label_key_problem(key)
+                if problem:
+                    self.error(p + ("labels", key), f"label key {key!r} {problem}", key=True)
+            if labels in selectors:
+                self.error(p + ("labels",), f"cluster {name!r} has the same labels as cluster "
+                           f"{selectors[labels]!r}, so Argo CD would select the same clusters for both; give "
+                           "each cluster a label of its own (e.g. cluster: <name>)")
+            selectors.setdefault(labels, name)
+            run = raw.get("services", [s.name for s in services])
+            cluster_output = (raw.get("output") or {}).get("kind", top_output)
+            outputs: list[tuple[str, OutputKind]] = []
+            first_error = len(self.errors)
+            for j, sname in enumerate(run):
+                sp = p + ("services", j)
+                if sname not in by_name:
+                    if sname in raw_services:
+                        continue  # the service itself is refused where it is declared
+                    guess = difflib.get_close_matches(sname, sorted(raw_services), n=1)
+                    hint = f"did you mean {guess[0]!r}?" if guess else \
+                        f"declared: {', '.join(sorted(raw_services)) or 'none'}"
+                    self.error(sp, f"unknown service {sname!r} in cluster {name!r}; {hint}")
+                    continue
+                if sname in dict(outputs):
+                    self.error(sp, f"service {sname!r} is listed twice for cluster {name!r}; list it once")
+                    continue
+                service_raw = raw_services[sname]
+                output: OutputKind = (service_raw.get("output") or {}).get("kind", cluster_output)
+                opath = p + ("output", "kind") if "output" in raw and "output" not in service_raw else ipath
+                self.cluster_gates(opath, name, istio_text, version, by_name[sname], output)
+                outputs.append((sname, output))
+            # What the cluster's Istio cannot render is said once, however many services it stops.
+            self.errors[first_error:] = list(dict.fromkeys(self.errors[first_error:]))
+            found.append(Cluster(name, version, istio_text, labels, tuple(outputs)))
+        if raw_clusters:
+            running = {name for c in found for name in c.services}
+            for i, raw_service in enumerate(self.doc.data.get("services", [])):
+                if raw_service["name"] in by_name and raw_service["name"] not in running:
+                    self.warn(("services", i, "name"), f"service {raw_service['name']!r} runs in no cluster, so nothing is "
+                              "rendered for it; add it to a cluster's services or remove it")
+        raw_gitops = self.doc.data.get("gitops") or {}
+        for controller, key, why in (("argocd", "mode", "a fleet gets one RollingSync ApplicationSet"),
+                                     ("argocd", "automated", "RollingSync syncs each wave itself and turns "
+                                      "automated sync off"),
+                                     ("flux", "mode", "a fleet gets one Kustomization per cluster")):
+            if raw_clusters and key in (raw_gitops.get(controller) or {}):
+                self.warn(("gitops", controller, key), f"{key} has no effect with clusters: {why} "
+                          "(docs/gitops.md); remove it")
+        if gitops is not None and gitops.argocd is not None:
+            waves = {c.wave for c in found}
+            for wave, _ in gitops.argocd.max_update:
+                if raw_clusters and wave not in waves:
+                    self.error(("gitops", "argocd", "maxUpdate", wave), f"no cluster is in wave {wave!r}; "
+                               f"waves: {', '.join(sorted(waves)) or 'none'}", key=True)
+                elif not raw_clusters:
+                    self.error(("gitops", "argocd", "maxUpdate"), "maxUpdate paces the waves of clusters; "
+                               "the spec has no clusters: remove it or add clusters", key=True)
+        return found
+
+    def cluster_gates(self, path: tuple[str | int, ...], cluster: str, istio_text: str,
+                      version: tuple[int, int], service: Service, output: OutputKind) -> None:
+        """What the cluster's Istio cannot render for a service it runs, where the cluster says it."""
+        where = f"service {service.name!r} in cluster {cluster!r} (Istio {istio_text})"
+        if output == "WasmPlugin" and not istio_versions.supports(version, "WasmPlugin"):
+            self.error(path, f"cluster {cluster!r} (Istio {istio_text}): WasmPlugin needs Istio 1.12 or later; "
+                       "use output kind EnvoyFilter for this cluster or raise its istio")
+        elif output == "TrafficExtension" and not istio_versions.supports(version, "TrafficExtension"):
+            self.error(path, f"cluster {cluster!r} (Istio {istio_text}): TrafficExtension needs Istio 1.30 or "
+                       "later; use output kind WasmPlugin for this cluster or raise its istio")
+        elif output != "EnvoyFilter":
+            if service.context == "SIDECAR_OUTBOUND" and not istio_versions.supports(version, "WasmPlugin.match"):
+                self.error(path, f"{where}: a WasmPlugin for SIDECAR_OUTBOUND needs match.mode CLIENT (Istio "
+                           "1.16); raise its istio or use output kind EnvoyFilter for this cluster")
+            if any(sf.filter.fail_open for sf in service.filters) and \
+                    not istio_versions.supports(version, "WasmPlugin.failStrategy"):
+                self.error(path, f"{where}: failOpen for a WasmPlugin needs failStrategy (Istio 1.19); raise "
+                           "its istio or use output kind EnvoyFilter for this cluster")
+        for sf in service.filters:
+            f = sf.filter
+            if output == "EnvoyFilter" and (f.binary.is_oci or f.delivery == "oci"):
+                self.error(path, f"{where}: filter {f.name!r} is an image istio-agent pulls, which an "
+                           "EnvoyFilter cannot ask for; set output kind WasmPlugin or TrafficExtension for "
+                           "this cluster")
+            if f.delivery == "imageVolume" and not istio_versions.supports(version, "injection.imageVolume"):
+                self.error(path, f"{where}: filter {f.name!r} is mounted as an image volume, which this "
+                           "Istio's injector does not know; raise its istio or use delivery oci")
 
     def path_hint(self) -> None:
         """Argo CD and Flux read paths from the repository root; the default assumes filters.yaml is there."""

@@ -340,3 +340,25 @@ def test_unified_puts_the_manifest_last_and_labels_digests(repo: Repo) -> None:
     assert max(len(line) for line in text.splitlines()) <= 400, "no base64 line is printed whole"
     assert (f"+  example-filter.wasm: <{len(base64.b64encode(new)):,} characters of base64: {len(new):,} bytes, "
             f"sha256 of the binary {hashlib.sha256(new).hexdigest()[:12]}...>") in text.splitlines()
+
+
+TRAFFIC_EXTENSION_SPEC = WASM_PLUGIN_SPEC.replace('istio: "1.22"', 'istio: "1.30"').replace(
+    "output: {kind: WasmPlugin}", "output: {kind: TrafficExtension}")
+
+
+def test_a_traffic_extension_is_judged_like_the_wasm_plugin_it_succeeds(repo: Repo) -> None:
+    assert TRAFFIC_EXTENSION_SPEC != WASM_PLUGIN_SPEC
+    repo.write("filters.yaml", TRAFFIC_EXTENSION_SPEC)
+    rendered(repo)
+    # Its Wasm fields (under spec.wasm) come over ECDS: hot, no drain, no restart.
+    repo.write("filters.yaml", TRAFFIC_EXTENSION_SPEC.replace("config: {mode: relaxed}", "config: {mode: lenient}"))
+    assert effects(repo) == {"TrafficExtension default/productpage-other-filter": "hot"}
+    # Its placement is the listener's: a reorder drains, and the chain is shown in the new order.
+    swapped = TRAFFIC_EXTENSION_SPEC.replace(
+        "      - example-filter\n      - {name: other-filter, config: {mode: relaxed}}\n",
+        "      - {name: other-filter, config: {mode: relaxed}}\n      - example-filter\n")
+    repo.write("filters.yaml", swapped)
+    found = effects(repo)
+    assert found["TrafficExtension default/productpage-example-filter"] == "listener drains"
+    assert ("filter chain of productpage: example-filter -> other-filter -> router becomes "
+            "other-filter -> example-filter -> router") in repo.cli("diff").stdout.splitlines()

@@ -16,6 +16,7 @@ own to the lines a refusal is explained with.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -445,15 +446,15 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
     by_key: dict[str, Candidate] = {}
     # The translation depends only on these (the object istio renders for a filter does not vary
     # with the service otherwise): computed once each, however many services share them.
-    translated: dict[tuple[str, str | None, str, str], dict[str, Any] | str] = {}
-    keys: dict[tuple[str, str | None, str, str], str] = {}
+    translated: dict[tuple[str, str | None, str, str, tuple[int, int]], dict[str, Any] | str] = {}
+    keys: dict[tuple[str, str | None, str, str, tuple[int, int]], str] = {}
     skipped: dict[int, str] = {}
-    for site, output, context, config in _uses(fs, doc):
+    for view, site, output, context, config in _cluster_uses(fs, doc):
         f = fs.filters[site.filter_index]
-        inputs = (f.name, config, output, context)
+        inputs = (f.name, config, output, context, view.istio)
         if inputs not in translated:
             try:
-                translated[inputs] = istio.http_filter(fs, f, config, modules, output=output, context=context)
+                translated[inputs] = istio.http_filter(view, f, config, modules, output=output, context=context)
             except istio.ChainError as e:
                 if not f.binary.is_oci:
                     # The objects we render for a file in the tree always give a chain.
@@ -475,6 +476,27 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
                          "cannot tell whether Envoy accepts it", severity="warning")
              for k, why in sorted(skipped.items())]
     return list(by_key.values()), notes
+
+
+def _cluster_uses(fs: FilterSet, doc: Document) -> Iterator[tuple[FilterSet, Site, OutputKind, Context, str | None]]:
+    """Every use in every cluster: each cluster's Istio and output kinds shape what Envoy loads there
+    (a spec without clusters has one target, the top-level one)."""
+    if not fs.clusters:
+        for use in _uses(fs, doc):
+            yield (fs, *use)
+        return
+    seen: set[tuple[tuple[int, int], tuple[tuple[str, OutputKind], ...]]] = set()
+    for cluster in fs.clusters:
+        if (cluster.istio, cluster.outputs) in seen:
+            continue
+        seen.add((cluster.istio, cluster.outputs))
+        # The whole spec's services (the sites index the document), with this cluster's Istio.
+        view = dataclasses.replace(fs, istio=cluster.istio, istio_text=cluster.istio_text, clusters=())
+        outputs = dict(cluster.outputs)
+        for site, output, context, config in _uses(view, doc):
+            if site.service_index >= 0 and site.service_name not in outputs:
+                continue
+            yield view, site, outputs.get(site.service_name, output), context, config
 
 
 def _uses(fs: FilterSet, doc: Document) -> Iterator[tuple[Site, OutputKind, Context, str | None]]:
