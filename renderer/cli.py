@@ -591,26 +591,17 @@ def cost(spec: Path, envoy_path: Path | None, rounds: int, seconds: int, rate: i
          filters: tuple[str, ...], as_json: bool, services: tuple[str, ...]) -> None:
     """Measure what each service's Wasm chain costs per request in a real Envoy: latency, throughput,
     CPU and memory, with and without the chain and against a native filter doing the same job."""
-    import tempfile
-
-    from .cost import chains, load, measure, report
-    from .envoy.binary import find_envoy
+    from . import cost as costs
+    from .cost import load, report
 
     def go() -> int:
         settings = load.Settings(rounds=rounds, seconds=seconds, rate=rate, connections=connections)
-        settings.check()
-        envoy = find_envoy(envoy_path)
-        wrk = load.find_wrk()
-        with tempfile.TemporaryDirectory(prefix="wasm-gitops-modules-") as modules:
-            wanted, skipped = ([], {}) if filters and not services else chains.chains_of(spec, services, Path(modules))
-            # The same module directory: a filter alone that equals a service's chain is measured once.
-            wanted += chains.filter_chains(spec, filters, Path(modules)) if filters else []
-            if not wanted:
-                for name, reason in sorted(skipped.items()):
-                    click.echo(f"wasm-gitops: service {name} not measured: {reason}", err=True)
-                click.echo(f"{spec}: no service has a Wasm filter to measure", err=True)
-                return 0
-            measured = measure.run(wanted, envoy, settings, wrk=wrk, progress=measure.stderr_progress, skipped=skipped)
+        measured, skipped = costs.run(spec, services, filters, settings, envoy_path)
+        if measured is None:
+            for name, reason in sorted(skipped.items()):
+                click.echo(f"wasm-gitops: service {name} not measured: {reason}", err=True)
+            click.echo(f"{spec}: no service has a Wasm filter to measure", err=True)
+            return 0
         click.echo(report.format_json(measured) if as_json else report.format_text(measured), nl=False)
         return 0
 

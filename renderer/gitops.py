@@ -115,26 +115,27 @@ def application(g: GitOps, argo: ArgoCD, name: str, path: str) -> Obj:
 def application_set(g: GitOps, argo: ArgoCD, path: str) -> Obj:
     """One Application per overlay directory: a service added to filters.yaml needs no new object here."""
     assert g.repo_url is not None
-    template_spec = _app_spec(g, argo, "{{.path.path}}")
-    return {
-        "apiVersion": ARGOCD_API,
-        "kind": "ApplicationSet",
-        "metadata": {"name": g.name, "namespace": argo.namespace, "labels": dict(MANAGED_BY)},
-        "spec": {
-            "goTemplate": True,
-            "goTemplateOptions": ["missingkey=error"],
-            "generators": [{"git": {"repoURL": g.repo_url, "revision": g.target_revision,
-                                    "directories": [{"path": _join(path, "overlays", "*")}]}}],
-            "template": {
-                "metadata": {"name": f"{g.name}-{{{{.path.basename}}}}",
+    generators = [{"git": {"repoURL": g.repo_url, "revision": g.target_revision,
+                           "directories": [{"path": _join(path, "overlays", "*")}]}}]
+    template = {"metadata": {"name": f"{g.name}-{{{{.path.basename}}}}",
                              "labels": {**MANAGED_BY, "wasm-gitops.io/service": "{{.path.basename}}"}},
-                "spec": template_spec,
-            },
-            # A service dropped from filters.yaml removes its overlay and so its Application; keep
-            # that from cascading to the workload (the generated Applications get no finalizer).
-            "syncPolicy": {"preserveResourcesOnDeletion": True},
-        },
-    }
+                "spec": _app_spec(g, argo, "{{.path.path}}")}
+    return _application_set(g, argo, generators, template)
+
+
+def _application_set(g: GitOps, argo: ArgoCD, generators: list[Obj], template: Obj,
+                     strategy: Obj | None = None) -> Obj:
+    """The ApplicationSet both layouts share: Go templates that fail on a missing key, and the
+    generated Applications' resources kept when one is deleted."""
+    spec: Obj = {"goTemplate": True, "goTemplateOptions": ["missingkey=error"], "generators": generators}
+    if strategy is not None:
+        spec["strategy"] = strategy
+    spec["template"] = template
+    # A service (or cluster) dropped from filters.yaml removes its Application; keep that from
+    # cascading to the workloads (the generated Applications get no finalizer).
+    spec["syncPolicy"] = {"preserveResourcesOnDeletion": True}
+    return {"apiVersion": ARGOCD_API, "kind": "ApplicationSet",
+            "metadata": {"name": g.name, "namespace": argo.namespace, "labels": dict(MANAGED_BY)}, "spec": spec}
 
 
 def _argocd(g: GitOps, argo: ArgoCD, path: str) -> list[tuple[str, Obj]]:
@@ -234,23 +235,10 @@ def fleet_application_set(fs: FilterSet, g: GitOps, argo: ArgoCD, path: str, sha
     # RollingSync syncs each step itself and turns automated sync off on the Applications it
     # generates (with a warning for each one that asks for it): the template does not ask.
     spec["syncPolicy"].pop("automated", None)
-    return {
-        "apiVersion": ARGOCD_API,
-        "kind": "ApplicationSet",
-        "metadata": {"name": g.name, "namespace": argo.namespace, "labels": dict(MANAGED_BY)},
-        "spec": {
-            "goTemplate": True,
-            "goTemplateOptions": ["missingkey=error"],
-            "generators": generators,
-            "strategy": {"type": "RollingSync", "rollingSync": {"steps": steps}},
-            "template": {
-                # Argo CD's cluster name: unique among its clusters, even when one entry's labels
-                # select several.
-                "metadata": {"name": f"{g.name}-{{{{.name}}}}",
+    # Argo CD's cluster name: unique among its clusters, even when one entry's labels select several.
+    template = {"metadata": {"name": f"{g.name}-{{{{.name}}}}",
                              "labels": {**MANAGED_BY, CLUSTER_LABEL: "{{.values.cluster}}",
                                         WAVE_LABEL: "{{.values.wave}}"}},
-                "spec": spec,
-            },
-            "syncPolicy": {"preserveResourcesOnDeletion": True},
-        },
-    }
+                "spec": spec}
+    return _application_set(g, argo, generators, template,
+                            {"type": "RollingSync", "rollingSync": {"steps": steps}})

@@ -359,13 +359,12 @@ def _no_traceback(result: subprocess.CompletedProcess[str]) -> None:
 
 @pytest.mark.parametrize("command", ["validate", "render", "check", "diff"])
 def test_a_device_as_the_spec_is_refused_at_once(repo: Repo, command: str) -> None:
-    started = time.monotonic()
+    # Refused by its fstat, never read: the message names the device (a read would never end).
     result = subprocess.run([sys.executable, "-m", "renderer", command, "-f", "/dev/zero"], capture_output=True,
                             text=True, cwd=REPO, timeout=60, check=False)
     assert result.returncode == 2, result.stderr
     assert result.stderr == ("wasm-gitops: /dev/zero: is a character device, not a file; pass the spec file "
                              "with -f\n")
-    assert time.monotonic() - started < 20
 
 
 def test_a_fifo_as_the_spec_is_refused_not_waited_on(repo: Repo) -> None:
@@ -529,17 +528,22 @@ def test_many_transforming_services_are_built_at_once_and_right(repo: Repo) -> N
     for i in range(0, 24, 2):
         repo.write(f"apps/s{i}/kustomization.yaml", "resources: [deployment.yaml]\n"
                    f"commonLabels: {{shard: s{i % 3}}}\n")
-    started = time.monotonic()
-    result = cli(repo, "render")
-    elapsed = time.monotonic() - started
+    # The real kubectl, behind a wrapper on PATH that notes each start: the count is what is asserted.
+    real, log, shim = shutil.which("kubectl"), repo.root.parent / "kubectl.log", repo.root.parent / "bin"
+    assert real is not None
+    shim.mkdir()
+    (shim / "kubectl").write_text(f'#!/bin/sh\necho "$*" >> {log}\nexec {real} "$@"\n')
+    (shim / "kubectl").chmod(0o755)
+    result = cli(repo, "render", env={"PATH": f"{shim}{os.pathsep}{os.environ['PATH']}"})
     assert result.returncode == 0, result.stderr
     for i in range(24):
         selector = repo.load(f"overlays/s{i}/example-filter.envoyfilter.yaml")["spec"]["workloadSelector"]["labels"]
         assert selector == ({"app": f"s{i}", "shard": f"s{i % 3}", "version": "v1"} if i % 2 == 0
                             else {"app": f"s{i}", "version": "v1"})
     assert kustomize(repo.root)
-    # 12 builds one after another would take 12 kustomize start-ups; the limit is loose (a busy VM).
-    assert elapsed < 30
+    # 12 transforming services, built in batches: a couple of kustomize starts, not one each.
+    starts = log.read_text().splitlines()
+    assert 1 <= len(starts) <= 3 and all(line.startswith("kustomize") for line in starts), starts
 
 
 def test_a_resource_directory_with_a_space_renders_and_builds(repo: Repo) -> None:
