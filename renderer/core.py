@@ -26,7 +26,6 @@ from .output import (
     survey,
     write,
 )
-from .output_validation import warm_up
 from .plan import Plan, build_plan
 from .safepath import Inputs, OutputTree
 from .spec import LoadedSpec, load_spec
@@ -87,7 +86,7 @@ def validate(spec_path: Path, envoy: EnvoyStep = ENVOY) -> Validated:
 def prepare(spec_path: Path, out: Path | None, *, keep_objects: bool = False,
             envoy: EnvoyStep = ENVOY) -> Prepared:
     out_dir = (out if out is not None else spec_path.parent)
-    loaded = load_spec(spec_path, meanwhile=warm_up, out=out_dir)
+    loaded = load_spec(spec_path, out=out_dir)
     # Envoy loads the filters in a helper process while the plan is built; its answer is taken before
     # any comparison or write: what Envoy refuses is a spec error, and nothing is written.
     loading = Loading(loaded, envoy)
@@ -162,8 +161,7 @@ def _render(prepared: Prepared, fault: Callable[[str], None] | None) -> RenderRe
     inputs = Inputs(prepared.spec.filter_set)
     guard: Callable[[], None] | None = None
     if out_dir.is_dir():
-        # The per-directory guard runs while the helper starts comparing; it ends before compare()
-        # returns, so before anything is written.
+        # The per-directory guard runs before the comparison, so before anything is written.
         guard = functools.partial(_guard_paths, prepared, tree)
     else:
         _guard_paths(prepared, tree)  # before the mkdir: a refused --out gets nothing, not even a directory
@@ -179,7 +177,9 @@ def _render(prepared: Prepared, fault: Callable[[str], None] | None) -> RenderRe
             guard()  # finishing an interrupted render writes: the guard comes first
             guard = None
         recovered = recover(tree, inputs, staging)
-        changes = compare(prepared.plan, tree, inputs, first=guard)
+        if guard is not None:
+            guard()
+        changes = compare(prepared.plan, tree, inputs)
         _refuse_losses(out_dir, changes)
         write(prepared.plan, tree, changes, fault)
     return RenderResult(changes, prepared.warnings + tuple(changes.disowned), recovered)
@@ -211,10 +211,8 @@ def _check(prepared: Prepared, *, keep_current: bool = False) -> CheckResult:
         with locked(out_dir, exclusive=False):
             # The staging area is judged as render would judge it: one it would refuse is refused.
             interrupted = survey(tree, inputs).committed
-            # The per-directory guard runs while the helper starts comparing: check writes nothing, so
-            # reading a file through a link before the guard refuses it does no harm.
-            changes = compare(prepared.plan, tree, inputs, keep_current=keep_current,
-                              first=functools.partial(_guard_paths, prepared, tree))
+            _guard_paths(prepared, tree)
+            changes = compare(prepared.plan, tree, inputs, keep_current=keep_current)
     return CheckResult(changes, prepared.warnings + tuple(changes.disowned), interrupted,
                        _cluster_changes(prepared, changes))
 

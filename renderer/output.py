@@ -179,13 +179,11 @@ def _stale(tree: OutputTree, inputs: Inputs, rel: str) -> tuple[str, bytes | Non
 _Status = tuple[str, str, bytes | None]
 
 
-def compare(plan: Plan, tree: OutputTree, inputs: Inputs, *, keep_current: bool = False,
-            first: Callable[[], None] | None = None) -> Changes:
+def compare(plan: Plan, tree: OutputTree, inputs: Inputs, *, keep_current: bool = False) -> Changes:
     """What render would change. keep_current keeps the bytes on disk of every differing file (for
     diff); otherwise they are dropped as soon as compared, so check holds one file at a time.
 
-    Reading every output file back (46 MB at 1,000 services) is shared with a forked helper; `first`
-    runs in this process meanwhile, and an error it raises ends the comparison.
+    Reading every output file back (46 MB at 1,000 services) is shared with a forked child.
 
     The manifest says what wasm-gitops wrote, but a pull request can edit it: an entry the plan no
     longer has is removed only when safepath's rules allow it and its hash matches; any other entry
@@ -212,7 +210,7 @@ def compare(plan: Plan, tree: OutputTree, inputs: Inputs, *, keep_current: bool 
                 found.append((rel, status, current if keep_current else None))
         return found
 
-    found, _ = parallel.split_and(statuses, sorted(plan.files), first or parallel.nothing)
+    found = parallel.map_chunks(statuses, sorted(plan.files))
     for rel, status, current in found:
         if current is not None:
             ch.current[rel] = current

@@ -1,7 +1,8 @@
-"""Put the second core to work: split() for the per-service stages (reading workloads, planning and
-validating overlays, comparing files), which at mesh scale are most of a render; submit() for one job
-nothing waits on at once (validating the binaries with wasmtime, whose import alone is ~50 ms). The
-design target is a 2-core machine.
+"""Put the second core to work: map_chunks() for the per-service stages (planning and validating
+overlays, comparing files), which at mesh scale are most of a render; submit() for one job nothing
+waits on at once (validating the binaries with wasmtime, whose import alone is ~50 ms). The design
+target is a 2-core machine. Callers hand over a pure function and a list, never work of their own to
+interleave: what each stage does stays in its module, and the order of everything else stays serial.
 
 fork(2), not multiprocessing or a pool: the child starts with everything the parent has loaded and
 computed (copy-on-write), nothing is imported, spawned or pickled on the way in, and only its results
@@ -21,7 +22,6 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 R = TypeVar("R")
-A = TypeVar("A")
 
 JOBS_ENV = "WASM_GITOPS_JOBS"  # 1 forces serial work (debugging, profiling); unset: use the cores
 # Below this many items a fork (a few ms for a process of ~100 MB) costs more than sharing the work saves.
@@ -64,23 +64,8 @@ def _may_fork() -> bool:
     return _cores() >= 2 and _single_threaded()
 
 
-def split(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
-    """work(items), computed by this process and a forked child together.
-
-    Equal to work(items) for any work whose result for a sequence is the concatenation of its
-    results for the parts (a map, or a filter): same items, same order.
-    """
-    return split_and(work, items, nothing)[0]
-
-
-def nothing() -> None:
-    """The `also` of a split that has nothing else to do."""
-    return None
-
-
 # The items go out in chunks through a queue both processes take from, so that neither waits for the
-# other: the two vCPUs of a busy VM rarely run at the same speed, and the parent may have other work
-# (`also`) first. A chunk number is one byte, so a queue holds at most 255; chunks of at least 8 items
+# other: the two vCPUs of a busy VM rarely run at the same speed. A chunk number is one byte, so a queue holds at most 255; chunks of at least 8 items
 # keep the cost of taking one (a read, a call of work) small.
 _MAX_CHUNKS = 255
 _MIN_CHUNK = 8
@@ -110,16 +95,19 @@ def _drain(work: Callable[[Sequence[T]], list[R]], items: Sequence[T], chunks: l
     return done
 
 
-def split_and(work: Callable[[Sequence[T]], list[R]], items: Sequence[T],
-              also: Callable[[], A]) -> tuple[list[R], A]:
-    """split(work, items), and also() computed here first, while the child has started on the items."""
+def map_chunks(work: Callable[[Sequence[T]], list[R]], items: Sequence[T]) -> list[R]:
+    """work(items), computed by this process and a forked child together.
+
+    Equal to work(items) for any work whose result for a sequence is the concatenation of its
+    results for the parts (a map, or a filter): same items, same order, the same first error.
+    """
     if not enabled(len(items)):
-        return work(items), also()
+        return work(items)
     chunks = _chunks(len(items))
     try:
         queue, filler = os.pipe()
     except OSError:  # out of file descriptors: the work is still there to do, here
-        return work(items), also()
+        return work(items)
     try:
         os.write(filler, bytes(range(len(chunks))))  # at most 255 bytes: one atomic write, never blocks
     finally:
@@ -128,9 +116,8 @@ def split_and(work: Callable[[Sequence[T]], list[R]], items: Sequence[T],
     try:
         theirs = Pending(lambda: _drain(work, items, chunks, queue))
         try:
-            extra = also()
             mine = _drain(work, items, chunks, queue, failed)
-        except BaseException:  # an error in also(), or ^C: the child's chunks are no longer wanted
+        except BaseException:  # ^C: the child's chunks are no longer wanted
             theirs.cancel()
             raise
         done = {**mine, **theirs.result()}  # a failed child: result() finds the queue empty
@@ -146,13 +133,13 @@ def split_and(work: Callable[[Sequence[T]], list[R]], items: Sequence[T],
             raise failed[number]
         else:
             results.extend(work(items[start:stop]))
-    return results, extra
+    return results
 
 
 class Pending(Generic[T]):
     """fn(), computed in a forked child while the caller goes on; result() collects it.
 
-    Like split: the child is never trusted. If it cannot be started, or fails, result() computes
+    Like map_chunks: the child is never trusted. If it cannot be started, or fails, result() computes
     fn() here. cancel() (or result()) must be called: it reaps the child."""
 
     def __init__(self, fn: Callable[[], T]) -> None:

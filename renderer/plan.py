@@ -14,7 +14,7 @@ from typing import Any
 
 from . import clusters, gitops, objects, parallel
 from .model import Filter, FilterSet, Gateway, Service
-from .output_validation import OutputProblem, validate_objects
+from .output_validation import OutputProblem, validate_objects, warm_up
 from .workloads import is_remote
 from .yamlio import GENERATED_HEADER, dump
 
@@ -67,7 +67,7 @@ def spec_label(fs: FilterSet, out: Path) -> str:
 
 def build_plan(fs: FilterSet, out: Path, *, keep_objects: bool = False) -> Plan:
     """Every output file in memory, each object validated. The overlays, most of the work at mesh
-    scale, are built and validated per service, half of them in a forked child (parallel.py)."""
+    scale, are built and validated per service, some of them in a forked child (parallel.py)."""
     header = GENERATED_HEADER.format(spec=spec_label(fs, out))
     out = out.resolve()
     if fs.clusters:
@@ -75,9 +75,10 @@ def build_plan(fs: FilterSet, out: Path, *, keep_objects: bool = False) -> Plan:
     else:
         services = sorted(fs.services, key=lambda s: s.name)
         overlays = _Overlays(fs, out, header, keep_objects)
-        # base/ (100 ConfigMaps of 270 KB at mesh scale) is built here while the child finishes.
-        built, base = parallel.split_and(overlays.build, services,
-                                         lambda: _base(fs, header).validated(keep_objects))
+        # Compiled once here, before the fork, so that the child inherits the validators.
+        warm_up()
+        built = parallel.map_chunks(overlays.build, services)
+        base = _base(fs, header).validated(keep_objects)
         gateways = sorted(fs.gateways, key=lambda g: g.name)
         overlay_dirs = sorted([f"overlays/{s.name}" for s in services] + [f"overlays/{g.name}" for g in gateways])
         parts = [base, *built, *(_gateway(g, header).validated(keep_objects) for g in gateways),

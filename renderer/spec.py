@@ -12,7 +12,7 @@ import os
 import posixpath
 import re
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path, PurePosixPath
@@ -308,8 +308,7 @@ def _expect(raw: dict[str, Any]) -> TestExpect:
 
 
 class _Checker:
-    def __init__(self, doc: Document, spec_path: Path, inspect: bool,
-                 meanwhile: Callable[[], None] | None = None, out: Path | None = None) -> None:
+    def __init__(self, doc: Document, spec_path: Path, inspect: bool, out: Path | None = None) -> None:
         self.doc = doc
         self.spec_path = spec_path
         self.root = spec_path.parent.resolve()
@@ -326,7 +325,6 @@ class _Checker:
                           *(("trees", "clusters") if doc.data.get("clusters") else ()))]
         self.resource_dirs: dict[str, Path | str | None] = {}
         self.to_inspect: list[tuple[tuple[str | int, ...], dict[str, Any], str, bytes]] = []
-        self.meanwhile = meanwhile
         self.broken_filters: set[str] = set()
         self.raw_filters: list[dict[str, Any]] = doc.data.get("filters", [])
         # First declaration wins, as in filters(): later duplicates are reported there.
@@ -941,7 +939,7 @@ class _Checker:
         workloads: dict[tuple[str, str], str] = {}
         resource_owner: dict[str, str] = {}
         self.reader.prefetch([path for raw in raw_services for res in raw["resources"]
-                              if isinstance(path := self.resource_dir(res), Path)], self.meanwhile)
+                              if isinstance(path := self.resource_dir(res), Path)])
         for i, raw in enumerate(raw_services):
             p: tuple[str | int, ...] = ("services", i)
             name = raw["name"]
@@ -1225,11 +1223,10 @@ def load_build_targets(spec_path: Path, names: Iterable[str] = ()) -> list[Build
 
 
 def load_spec(spec_path: Path, *, display: str | None = None, inspect: bool = True,
-              meanwhile: Callable[[], None] | None = None, out: Path | None = None) -> LoadedSpec:
+              out: Path | None = None) -> LoadedSpec:
     """Read, validate and model a spec. Raise SpecError with every problem found.
 
-    `meanwhile` is work of the caller's to overlap with reading the workloads (it runs once, here);
-    `out` the output directory, when it is not the spec's."""
+    `out` is the output directory, when it is not the spec's."""
     doc = parse(spec_path, display)
     if not isinstance(doc.data, dict):
         raise SpecError([doc.finding((), f"the document must be a map with apiVersion, kind, istio, filters "
@@ -1237,7 +1234,7 @@ def load_spec(spec_path: Path, *, display: str | None = None, inspect: bool = Tr
     schema_errors = _schema_findings(doc)
     if schema_errors:
         raise SpecError(schema_errors)
-    checker = _Checker(doc, spec_path, inspect, meanwhile, out)
+    checker = _Checker(doc, spec_path, inspect, out)
     model = checker.run()
     if model is None:
         raise SpecError(checker.errors)

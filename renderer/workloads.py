@@ -17,13 +17,12 @@ import shutil
 import stat
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from . import parallel
 from .files import NotAFile, TooLarge, is_within, read_file, real_join_stat
 from .yamlio import (
     SpecSyntaxError,
@@ -118,26 +117,16 @@ class WorkloadReader:
             self._build([key])
         return scan
 
-    def prefetch(self, directories: Iterable[Path | str], meanwhile: Callable[[], None] | None = None) -> None:
-        """Scan many directories at once, shared with a forked child (parallel.py), so that scan()
-        finds them cached. At mesh scale this is thousands of small files to read and parse.
-        `meanwhile` runs in this process first, while the child has started."""
+    def prefetch(self, directories: Iterable[Path | str]) -> None:
+        """Scan many directories at once, so that scan() finds them cached, and build every one that
+        transforms its resources with one batch of kustomize runs instead of one run at a time."""
         todo = sorted({str(d) for d in directories} - self._cache.keys())
-        scans, _ = parallel.split_and(self._scan_many, todo, meanwhile or parallel.nothing)
-        for directory, scan in zip(todo, scans, strict=True):
-            self._cache.setdefault(directory, scan)
-        self._build([d for d in todo if self._cache[d].transformed and not self._cache[d].built])
-
-    def _scan_many(self, directories: Sequence[str]) -> list[ResourceScan]:
-        # Only reading here: builds start from the parent, all at once, whichever half found them.
-        out = []
-        for key in directories:
+        for key in todo:
             if key not in self._cache:
                 scan = ResourceScan([], set(), [])
                 self._cache[key] = scan
                 self._scan_dir(key, scan, depth=0)
-            out.append(self._cache[key])
-        return out
+        self._build([d for d in todo if self._cache[d].transformed and not self._cache[d].built])
 
     def _build(self, directories: Sequence[str]) -> None:
         """Replace what the files say by what kustomize builds, for each directory that transforms."""

@@ -1,6 +1,6 @@
 """The forked second worker (renderer/parallel.py): same results as serial work, and never trusted.
 
-Where the forks happen in a render (workload reading, building and validating overlays) is covered
+Where the forks happen in a render (building and validating overlays, comparing files) is covered
 end to end: a mesh above the fork threshold renders byte for byte the same tree with and without it.
 """
 
@@ -20,13 +20,13 @@ from conftest import REPO, Repo, make_repo
 
 from renderer import parallel
 
-# The split cases run in a fresh interpreter: parallel.py never forks a process that runs threads,
+# The map_chunks cases run in a fresh interpreter: parallel.py never forks a process that runs threads,
 # and by the time this file runs, earlier tests have started some in this one (wasmtime's compiler
 # pool, for one). Each case is a function of this file, run as `python tests/test_parallel.py CASE`.
 
 def _isolated(case: str, env: dict[str, str] | None = None) -> None:
     if parallel._cores() < 2:
-        pytest.skip("one usable core: parallel.split works serially here")
+        pytest.skip("one usable core: parallel.map_chunks works serially here")
     proc = subprocess.run([sys.executable, __file__, case], capture_output=True, text=True, timeout=120,
                           env={**os.environ, parallel.JOBS_ENV: "auto", **(env or {})}, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -37,9 +37,9 @@ def squares(part: Sequence[int]) -> list[int]:
     return [n * n for n in part]
 
 
-def case_split_equals_the_serial_result_and_order() -> None:
+def case_map_chunks_equals_the_serial_result_and_order() -> None:
     items = list(range(parallel.MIN_ITEMS * 3 + 1))  # odd: the halves differ in length
-    assert parallel.split(squares, items) == squares(items)
+    assert parallel.map_chunks(squares, items) == squares(items)
 
 
 def case_both_processes_take_chunks_and_the_order_holds() -> None:
@@ -50,30 +50,28 @@ def case_both_processes_take_chunks_and_the_order_holds() -> None:
         time.sleep(0.001 * len(part))  # long enough that the child, a fork away, gets its share
         return [(n, os.getpid()) for n in part]
 
-    done = parallel.split(work, items)
+    done = parallel.map_chunks(work, items)
     assert [n for n, _ in done] == items
     assert len({pid for _, pid in done}) == 2 and parent in {pid for _, pid in done}
 
 
-def case_the_child_works_while_the_parent_does_its_own_work_first() -> None:
-    parent = os.getpid()
-    marker = f"/tmp/wasm-gitops-parallel-{parent}"
+def case_the_first_error_in_item_order_is_raised_whichever_process_met_it() -> None:
+    items = list(range(parallel.MIN_ITEMS * 4))
+    first, later = items[len(items) // 3], items[-3]
 
     def work(part: Sequence[int]) -> list[int]:
-        if os.getpid() != parent:
-            open(marker, "w").close()  # noqa: SIM115 - a marker, closed at once
+        time.sleep(0.001 * len(part))  # slow enough that both processes take chunks
+        for n in part:
+            if n in (first, later):
+                raise ValueError(f"bad item {n}")
         return squares(part)
 
-    def also() -> str:
-        deadline = time.monotonic() + 30
-        while not os.path.exists(marker):  # busy with "its own work" until the child has taken one
-            assert time.monotonic() < deadline, "the child never took a chunk"
-            time.sleep(0.01)
-        os.unlink(marker)
-        return "also"
-
-    items = list(range(parallel.MIN_ITEMS * 2))
-    assert parallel.split_and(work, items, also) == (squares(items), "also")
+    try:
+        parallel.map_chunks(work, items)
+    except ValueError as e:
+        assert str(e) == f"bad item {first}", e
+    else:
+        raise AssertionError("no error raised")
 
 
 def case_a_child_that_fails_or_is_killed_is_replaced_by_the_parent() -> None:
@@ -91,7 +89,7 @@ def case_a_child_that_fails_or_is_killed_is_replaced_by_the_parent() -> None:
             time.sleep(0.001 * len(part))  # slow enough that the child, a fork away, gets a chunk
             return squares(part)
 
-        assert parallel.split(work, items) == squares(items), failure
+        assert parallel.map_chunks(work, items) == squares(items), failure
         assert os.path.exists(marker), f"the child never took a chunk (when it {failure})"
         os.unlink(marker)
 
@@ -105,7 +103,7 @@ def case_an_error_in_the_parents_half_propagates_and_leaves_no_child() -> None:
         return squares(part)
 
     try:
-        parallel.split(work, list(range(parallel.MIN_ITEMS * 2)))
+        parallel.map_chunks(work, list(range(parallel.MIN_ITEMS * 2)))
     except ValueError as e:
         assert str(e) == "bad item"
     else:
@@ -122,16 +120,16 @@ def case_serial_below_the_threshold_when_asked_and_when_threaded() -> None:
     parent = os.getpid()
     where = lambda part: [os.getpid() for _ in part]  # noqa: E731
     assert parallel.enabled(parallel.MIN_ITEMS)  # the cases above did fork
-    assert set(parallel.split(where, list(range(parallel.MIN_ITEMS - 1)))) == {parent}
+    assert set(parallel.map_chunks(where, list(range(parallel.MIN_ITEMS - 1)))) == {parent}
     os.environ[parallel.JOBS_ENV] = "1"
-    assert set(parallel.split(where, list(range(parallel.MIN_ITEMS * 2)))) == {parent}
+    assert set(parallel.map_chunks(where, list(range(parallel.MIN_ITEMS * 2)))) == {parent}
     os.environ[parallel.JOBS_ENV] = "auto"
     stop = threading.Event()
     thread = threading.Thread(target=stop.wait)
     thread.start()
     try:  # fork would copy only this thread: a threaded process never forks
         assert not parallel._single_threaded()
-        assert set(parallel.split(where, list(range(parallel.MIN_ITEMS * 2)))) == {parent}
+        assert set(parallel.map_chunks(where, list(range(parallel.MIN_ITEMS * 2)))) == {parent}
     finally:
         stop.set()
         thread.join()
@@ -158,7 +156,7 @@ def case_no_file_descriptor_for_the_pipe_means_serial_work() -> None:
         else:
             raise AssertionError("pipe() should have failed")
         parent = os.getpid()
-        pids = parallel.split(lambda part: [os.getpid() for _ in part], list(range(parallel.MIN_ITEMS * 2)))
+        pids = parallel.map_chunks(lambda part: [os.getpid() for _ in part], list(range(parallel.MIN_ITEMS * 2)))
         assert set(pids) == {parent}
     finally:
         for fd in held:
@@ -178,7 +176,7 @@ def case_a_refused_fork_means_serial_work() -> None:
     os.fork = refused
     items = list(range(parallel.MIN_ITEMS * 2))
     descriptors = len(os.listdir("/proc/self/fd"))
-    assert parallel.split(squares, items) == squares(items)
+    assert parallel.map_chunks(squares, items) == squares(items)
     assert asked == [1]  # a fork was asked for, and refused
     assert len(os.listdir("/proc/self/fd")) == descriptors  # the pipes were closed again
 
@@ -206,14 +204,14 @@ CASES = [name for name in dict(globals()) if name.startswith("case_")]
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_split(case: str) -> None:
+def test_map_chunks(case: str) -> None:
     _isolated(case)
 
 
 def test_a_check_keeps_wasmtime_out_of_its_own_process() -> None:
     # Validating the binaries is the helper's job: wasmtime's import (~50 ms) is not on the check's path.
     if parallel._cores() < 2:
-        pytest.skip("one usable core: parallel.split works serially here")
+        pytest.skip("one usable core: parallel.map_chunks works serially here")
     code = ("import sys; from pathlib import Path; from renderer import core; "
             f"r = core.check(Path({str(REPO / 'filters.yaml')!r})); "
             "print(r.clean, 'wasmtime' in sys.modules)")
@@ -244,7 +242,7 @@ def _render(repo: Repo, jobs: str) -> subprocess.CompletedProcess[str]:
 
 def test_a_mesh_renders_the_same_tree_with_and_without_the_second_worker(tmp_path: Path) -> None:
     if parallel._cores() < 2:
-        pytest.skip("one usable core: parallel.split works serially here")
+        pytest.skip("one usable core: parallel.map_chunks works serially here")
     trees = {}
     for jobs in ("1", "auto"):
         repo = _mesh(tmp_path / f"jobs-{jobs}", parallel.MIN_ITEMS * 2 + 1)
@@ -257,11 +255,11 @@ def test_a_mesh_renders_the_same_tree_with_and_without_the_second_worker(tmp_pat
 
 def test_problems_found_by_the_child_are_reported_like_the_parents(tmp_path: Path) -> None:
     if parallel._cores() < 2:
-        pytest.skip("one usable core: parallel.split works serially here")
+        pytest.skip("one usable core: parallel.map_chunks works serially here")
     outputs = {}
     for jobs in ("1", "auto"):
         repo = _mesh(tmp_path / f"jobs-{jobs}", parallel.MIN_ITEMS * 2)
-        # A broken workload early and late in the list: one is read by each process.
+        # A broken workload early and late in the list: the spec's findings keep their order and count.
         for name in ("svc-001", f"svc-{parallel.MIN_ITEMS * 2 - 2:03d}"):
             repo.write(f"apps/{name}/deployment.yaml", "kind: Deployment\nmetadata: {name: [unclosed\n")
         proc = _render(repo, jobs)
