@@ -18,6 +18,7 @@ from conftest import GOLDEN, SHARED, UPDATE_GOLDEN, Repo, assert_golden, kustomi
 from jsonschema import Draft7Validator, Draft202012Validator
 
 from renderer import oci
+from renderer.errors import UsageError
 from renderer.lockfile import LockEntry, dumps
 from renderer.output_validation import validate_objects
 
@@ -177,11 +178,11 @@ def test_write_layout_replaces_an_old_layout_and_refuses_anything_else(tmp_path:
     mine = tmp_path / "mine"
     (mine / "notes.txt").parent.mkdir()
     (mine / "notes.txt").write_text("keep")
-    with pytest.raises(oci.UsageError, match="not an OCI image layout"):
+    with pytest.raises(UsageError, match="not an OCI image layout"):
         oci.write_layout(new, mine, "1")
     assert (mine / "notes.txt").read_text() == "keep"
     (target / "README").write_text("stray")
-    with pytest.raises(oci.UsageError, match="not part of an image layout"):
+    with pytest.raises(UsageError, match="not part of an image layout"):
         oci.write_layout(new, target, "1")
 
 
@@ -276,7 +277,7 @@ def test_an_index_is_resolved_to_its_linux_amd64_entry() -> None:
 
 
 def test_a_gzip_bomb_stops_at_istios_limit(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(oci, "MAX_MODULE", 1 << 20)
+    monkeypatch.setattr(oci.istio_rules, "MAX_MODULE", 1 << 20)
     bomb = gzip.compress(bytes(8 << 20))
     image = MemoryImage({"schemaVersion": 2, "config": desc(oci.OCI_CONFIG, CONFIG),
                          "layers": [desc(oci.OCI_LAYER_TGZ, bomb)]},
@@ -690,7 +691,7 @@ def test_the_lock_is_a_plain_file(repo: Repo, tmp_path: Path) -> None:
     assert "filters.lock cannot be used: it is a symbolic link" in line
     from renderer.lockfile import read_lock, write_lock
 
-    with pytest.raises(oci.UsageError, match="is not a plain file"):
+    with pytest.raises(UsageError, match="is not a plain file"):
         write_lock(repo.root / "filters.lock", {})
     assert real.read_bytes() != b"" and (repo.root / "filters.lock").is_symlink()
     (repo.root / "filters.lock").unlink()

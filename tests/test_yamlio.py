@@ -95,7 +95,7 @@ def test_the_refused_characters_are_exactly_those_outside_yamls_printable_set() 
     # YAML 1.2 section 5.1: c-printable, less the BOM, which go-yaml refuses inside text.
     printable = re.compile("[\t\n\r\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufefe\uff00-\ufffd\U00010000-\U0010ffff]")
     disagree = [hex(c) for c in range(0x110000)
-                if bool(yamlio._NOT_PRINTABLE.match(chr(c))) == bool(printable.match(chr(c)))]
+                if bool(yamlio.load._NOT_PRINTABLE.match(chr(c))) == bool(printable.match(chr(c)))]
     assert disagree == []
 
 

@@ -1,30 +1,25 @@
-"""All YAML in one place: a position-keeping, hostile-input-safe loader and the one emitter.
-
-Loading composes the node tree with libyaml (PyYAML's C composer keeps line/column marks and is ~20x
-faster than ruamel.yaml's round-trip loader on a 1,000-service spec), then builds plain Python data
-ourselves so that we control every rule: YAML 1.2 core scalars (``on``/``no`` stay strings), duplicate
-keys and non-string keys refused, only core tags allowed (never ``!!python/...``), aliases bounded by
-the number of nodes they expand to, nesting bounded by depth.
-"""
+"""Compose a YAML document with libyaml and build plain data from it ourselves, keeping positions."""
 
 from __future__ import annotations
 
 import bisect
 import math
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import yaml
 
-from .errors import Finding
+from ..errors import Finding
+from .scalars import BOOL, FLOAT, INT, NULL, TAG
+from .text import SEPARATOR_MESSAGE, SEPARATORS, SpecSyntaxError, char_at, decode_utf8, reader_finding
 
 try:  # libyaml is in every PyYAML wheel we install; the pure loader keeps the same marks.
     _BaseLoader: type = yaml.CSafeLoader
 except AttributeError:  # pragma: no cover - only on a PyYAML built without libyaml
     _BaseLoader = yaml.SafeLoader
+
 
 Path = tuple[str | int, ...]
 
@@ -34,16 +29,7 @@ MAX_DEPTH = 64
 # *after* alias expansion, so it bounds memory and time whatever the nesting of the aliases.
 MAX_EXPANDED_NODES = 1_000_000
 
-TAG = "tag:yaml.org,2002:"
 _ALLOWED_TAGS = {TAG + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
-
-# YAML 1.2 core schema (https://yaml.org/spec/1.2.2/#1032-tag-resolution)
-_NULL = re.compile(r"^(?:~|null|Null|NULL|)$")
-_BOOL = re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$")
-_INT = re.compile(r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$")
-_FLOAT = re.compile(
-    r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
-)
 
 
 # Outside YAML's printable set (tab, LF and CR are fine); go-yaml also refuses the BOM inside text.
@@ -57,13 +43,13 @@ class _Loader(_BaseLoader):
         if kind is yaml.ScalarNode:
             if not implicit[0]:  # quoted: always a string
                 return TAG + "str"
-            if _NULL.match(value):
+            if NULL.match(value):
                 return TAG + "null"
-            if _BOOL.match(value):
+            if BOOL.match(value):
                 return TAG + "bool"
-            if _INT.match(value):
+            if INT.match(value):
                 return TAG + "int"
-            if _FLOAT.match(value):
+            if FLOAT.match(value):
                 return TAG + "float"
             return TAG + "str"
         if kind is yaml.SequenceNode:
@@ -230,7 +216,7 @@ class _Builder:
                 continue
             key = key_node.value
             if self.separators and self.holds_separator(key_node):
-                self.fail(key_node, _SEPARATOR_MESSAGE, path)
+                self.fail(key_node, SEPARATOR_MESSAGE, path)
                 continue
             if key in out:
                 first = _child(node, key)
@@ -249,7 +235,7 @@ class _Builder:
         value: str = node.value
         tag = node.tag
         if self.separators and self.holds_separator(node):
-            self.fail(node, _SEPARATOR_MESSAGE, path)
+            self.fail(node, SEPARATOR_MESSAGE, path)
             return None
         bad = _NOT_PRINTABLE.search(value)
         if bad:
@@ -261,11 +247,11 @@ class _Builder:
             if tag == TAG + "str":
                 return value
             if tag == TAG + "null":
-                if not _NULL.match(value):
+                if not NULL.match(value):
                     raise ValueError
                 return None
             if tag == TAG + "bool":
-                if not _BOOL.match(value):
+                if not BOOL.match(value):
                     raise ValueError
                 return value.lower() == "true"
             if tag == TAG + "int":
@@ -330,72 +316,7 @@ def _aliased(root: yaml.Node) -> Iterator[tuple[int, yaml.Node]]:
                 stack.extend([v, k])
 
 
-class SpecSyntaxError(Exception):
-    def __init__(self, findings: list[Finding]) -> None:
-        super().__init__("\n".join(map(str, findings)))
-        self.findings = findings
-
-
-def _char_at(text: str, line: int, column: int) -> str:
-    lines = text.split("\n", line + 1)
-    if line < len(lines) and column < len(lines[line]):
-        return lines[line][column]
-    return ""
-
-
-# Longest first: the UTF-32LE mark begins with the UTF-16LE one.
-_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32BE"), (b"\xff\xfe\x00\x00", "UTF-32LE"), (b"\xfe\xff", "UTF-16BE"),
-         (b"\xff\xfe", "UTF-16LE"))
-
-
-def decode_utf8(raw: bytes, file: str) -> str:
-    """The text of a file that must be UTF-8, or a finding that names what it is instead."""
-    for bom, name in _BOMS:
-        if raw.startswith(bom):
-            raise SpecSyntaxError([Finding(file, 1, 1, f"file is {name} (it starts with the {name} byte-order "
-                                           "mark), not UTF-8; save it as UTF-8")])
-    head = raw[:4096]
-    if head.count(0) * 4 > len(head):
-        # ASCII text in UTF-16 without a byte-order mark is valid UTF-8 with a NUL every other byte.
-        # (A stray NUL or two is reported where it is, as a control character.)
-        odd, even = head[1::2].count(0), head[0::2].count(0)
-        guess = ("; it looks like UTF-16LE" if odd > 2 * even else
-                 "; it looks like UTF-16BE" if even > 2 * odd else "")
-        raise SpecSyntaxError([Finding(file, 1, 1, f"file is not UTF-8 text (it holds NUL bytes{guess}); "
-                                       "save it as UTF-8")])
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        before = raw[: e.start]
-        line = before.count(b"\n") + 1
-        column = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
-        raise SpecSyntaxError([Finding(file, line, column, f"file is not UTF-8 text (byte 0x{raw[e.start]:02x} "
-                                       "here is not UTF-8); save it as UTF-8")]) from None
-
-
-# YAML 1.2 has three line breaks (LF, CR, CR LF); libyaml, a YAML 1.1 parser, also breaks lines at
-# NEL, LS and PS, which would move every position after one (and end a comment early). They are
-# parsed as spaces, and refused inside a value or key: kustomize's go-yaml (YAML 1.1) would break there.
-_SEPARATORS = re.compile("[\x85\u2028\u2029]")
-_SEPARATOR_MESSAGE = ("the text holds a raw line separator (U+0085, U+2028 or U+2029), which YAML 1.1 "
-                      "readers such as kustomize's take for a line break; remove it (inside double quotes, "
-                      "write it as an escape such as \\u2028)")
-# An alias can only start where a node starts: after a space, a flow indicator or at a line start.
 _ALIAS = re.compile(r"(?:^|[\s\[{,])\*[^\s,\[\]{}]", re.M)
-
-
-def _line_column(text: str, index: int) -> tuple[int, int]:
-    """1-based line and column of a character offset, with YAML 1.2's line breaks."""
-    before = text[:index]
-    line = before.count("\n") + before.count("\r") - before.count("\r\n") + 1
-    return line, index - max(before.rfind("\n"), before.rfind("\r"))
-
-
-def _reader_finding(e: yaml.reader.ReaderError, text: str, file: str) -> Finding:
-    line, column = _line_column(text, e.position)
-    what = f"the control character U+{e.character:04X}" if isinstance(e.character, int) else "a character"
-    return Finding(file, line, column, f"the file holds {what}, which YAML does not allow in a document; "
-                   "remove it (inside double quotes, write it as an escape)")
 
 
 def _alias_uses(text: str) -> dict[Path, tuple[yaml.Mark, yaml.Mark | None]]:
@@ -463,9 +384,9 @@ def load_document(text: str | bytes, file: str) -> Document:
     if isinstance(text, bytes):
         text = decode_utf8(text, file)
     separators: list[int] = []
-    if _SEPARATORS.search(text):
-        separators = [m.start() for m in _SEPARATORS.finditer(text)]
-        text = _SEPARATORS.sub(" ", text)  # one character for one: every offset stays
+    if SEPARATORS.search(text):
+        separators = [m.start() for m in SEPARATORS.finditer(text)]
+        text = SEPARATORS.sub(" ", text)  # one character for one: every offset stays
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
@@ -476,11 +397,11 @@ def load_document(text: str | bytes, file: str) -> Document:
         hint = ""
         if "found another document" in problem:
             problem, hint = "the file holds more than one YAML document", "; keep one (remove the '---')"
-        if mark is not None and _char_at(text, mark.line, mark.column) == "\t" or "\\t" in problem:
+        if mark is not None and char_at(text, mark.line, mark.column) == "\t" or "\\t" in problem:
             hint = "; YAML indents with spaces, never tabs: replace the tab"
         raise SpecSyntaxError([Finding(file, line, col, f"YAML syntax error: {problem}{hint}")]) from None
     except yaml.reader.ReaderError as e:  # control characters: an offset, not a mark
-        raise SpecSyntaxError([_reader_finding(e, text, file)]) from None
+        raise SpecSyntaxError([reader_finding(e, text, file)]) from None
     except yaml.YAMLError as e:
         raise SpecSyntaxError([Finding(file, 1, 1, f"YAML syntax error: {e}")]) from None
     except RecursionError:
@@ -522,155 +443,10 @@ def compose_all(text: str, file: str) -> list[yaml.Node]:
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise SpecSyntaxError([Finding(file, line, col, f"YAML syntax error: {e.problem}")]) from None
     except yaml.reader.ReaderError as e:
-        raise SpecSyntaxError([_reader_finding(e, text, file)]) from None
+        raise SpecSyntaxError([reader_finding(e, text, file)]) from None
     except yaml.YAMLError as e:
         raise SpecSyntaxError([Finding(file, 1, 1, f"YAML error: {e}")]) from None
     except RecursionError:
         raise SpecSyntaxError([Finding(file, 1, 1, "nesting too deep for a manifest; flatten it")]) from None
     finally:
         loader.dispose()
-
-
-def node_get(node: yaml.Node | None, key: str) -> yaml.Node | None:
-    if isinstance(node, yaml.MappingNode):
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode) and k.value == key:
-                return v
-    return None
-
-
-def node_text(node: yaml.Node | None) -> str | None:
-    return node.value if isinstance(node, yaml.ScalarNode) else None
-
-
-def node_strings(node: yaml.Node | None) -> list[str]:
-    if not isinstance(node, yaml.SequenceNode):
-        return []
-    return [n.value for n in node.value if isinstance(n, yaml.ScalarNode)]
-
-
-def node_string_map(node: yaml.Node | None) -> dict[str, str]:
-    if not isinstance(node, yaml.MappingNode):
-        return {}
-    return {k.value: v.value for k, v in node.value
-            if isinstance(k, yaml.ScalarNode) and isinstance(v, yaml.ScalarNode)}
-
-
-# ---------------------------------------------------------------------------------------------- dump
-
-GENERATED_HEADER = "# Generated by wasm-gitops from {spec}. DO NOT EDIT: change {spec} and run 'wasm-gitops render'.\n"
-
-# The one emitter. Our objects are plain data (maps, lists, strings, numbers, booleans, null), so a
-# small block-style emitter does the job of libyaml's at a tenth of the cost (PyYAML's representer
-# is pure Python; at mesh scale it dominated a render). Every string goes out plain only when plain
-# is unambiguous for YAML 1.1 readers (PyYAML, go-yaml v2 in kubectl/kustomize) and YAML 1.2 readers
-# alike; otherwise single-quoted (nothing to escape but the quote), or double-quoted with JSON's
-# escapes, ASCII only, when it holds a line break or a control character. A value can therefore
-# never start a new key or a new document.
-
-_PLAIN = re.compile(r"^[A-Za-z0-9_./+=~^$][A-Za-z0-9_./+=~^$ ,()@%*&!-]*$|^[A-Za-z0-9_./+=~^$][^\s#'\"\[\]{}|>]*$")
-_GO_YAML_11_BOOLS = {"y", "Y", "n", "N"}
-# Readers differ on what looks like a number: ruamel.yaml's YAML 1.2 resolver takes "_" and "+_" for
-# integers (and then fails to build them). Anything made only of signs, digits, underscores and dots
-# (with an exponent), and holds a digit or an underscore, is quoted, whatever a given resolver would say.
-_NUMBERISH = re.compile(r"^[-+]?(?=[.]*[0-9_])[0-9_.]+(?:[eE][-+]?[0-9_]*)?$")
-_RESOLVER_11 = yaml.resolver.Resolver()
-
-
-@lru_cache(maxsize=65536)
-def _scalar_text(value: str) -> str:
-    if (value and value.isascii() and value.isprintable() and _PLAIN.match(value)
-            and not value.endswith((" ", ":")) and ": " not in value
-            and " #" not in value and value not in _GO_YAML_11_BOOLS
-            and _RESOLVER_11.resolve(yaml.ScalarNode, value, (True, False)) == TAG + "str"
-            and not (_NULL.match(value) or _BOOL.match(value) or _INT.match(value) or _FLOAT.match(value)
-                     or _NUMBERISH.match(value))):
-        return value
-    if value.isprintable():
-        return "'" + value.replace("'", "''") + "'"
-    return _double_quoted(value)
-
-
-_SHORT_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
-
-
-def _double_quoted(value: str) -> str:
-    # YAML's own escapes (not JSON's: go-yaml rejects JSON's surrogate pairs for astral characters).
-    out = []
-    for ch in value:
-        if ch in _SHORT_ESCAPES:
-            out.append(_SHORT_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) <= 0xFF:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) <= 0xFFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
-
-
-def _scalar(value: Any) -> str:
-    if isinstance(value, str):
-        return _scalar_text(value)
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return ".nan"
-        if math.isinf(value):
-            return ".inf" if value > 0 else "-.inf"
-        return repr(value)
-    raise TypeError(f"cannot emit {type(value).__name__}")
-
-
-def _emit(value: Any, indent: str, out: list[str]) -> None:
-    """Append the lines of a map or list body at `indent`; scalars are handled inline."""
-    if type(value) is dict:
-        for key, item in value.items():
-            k = _scalar_text(key if type(key) is str else str(key))
-            kind = type(item)
-            if kind is str:
-                out.append(f"{indent}{k}: {_scalar_text(item)}\n")
-            elif kind is dict and item:
-                out.append(f"{indent}{k}:\n")
-                _emit(item, indent + "  ", out)
-            elif kind is list and item:
-                out.append(f"{indent}{k}:\n")
-                _emit(item, indent, out)  # kubectl's style: list items at the key's column
-            else:
-                out.append(f"{indent}{k}: {_inline(item)}\n")
-        return
-    for item in value:
-        kind = type(item)
-        if kind is str:
-            out.append(f"{indent}- {_scalar_text(item)}\n")
-        elif (kind is dict or kind is list) and item:
-            body: list[str] = []
-            _emit(item, indent + "  ", body)
-            out.append(f"{indent}- {body[0][len(indent) + 2:]}")
-            out.extend(body[1:])
-        else:
-            out.append(f"{indent}- {_inline(item)}\n")
-
-
-def _inline(value: Any) -> str:
-    if isinstance(value, dict):
-        return "{}"
-    if isinstance(value, list):
-        return "[]"
-    return _scalar(value)
-
-
-def dump(obj: Mapping[str, Any]) -> str:
-    """Block style, key order as built, no line folding, LF, trailing newline."""
-    out: list[str] = []
-    _emit(dict(obj), "", out)
-    return "".join(out)
