@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import jsonschema_rs
 
+from .apply_size import CONFIGMAP_LIMIT
 from .files import schema_text
 
 if TYPE_CHECKING:  # the Python validator is imported only when an object fails (it costs ~0.1 s)
@@ -114,7 +115,7 @@ SCHEMAS: Mapping[tuple[str, str], SchemaRef] = {
 
 _K8S_DEFINITIONS_URI: Final = "https://kubernetes.io/api/_definitions.json"
 _MAX_MESSAGE: Final = 300
-_MAX_CONFIGMAP_BYTES: Final = 1024 * 1024  # corev1.MaxSecretSize, enforced by ValidateConfigMap
+_MAX_CONFIGMAP_BYTES: Final = CONFIGMAP_LIMIT
 _MAX_ANNOTATIONS_BYTES: Final = 256 * 1024  # apimachinery TotalAnnotationSizeLimitB
 
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")

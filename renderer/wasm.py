@@ -19,25 +19,25 @@ import functools
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+# The object limits the inspection reports against. objects.py and spec.py import the limits and the
+# annotation size from here, hence the explicit re-exports.
+from .apply_size import (
+    ANNOTATION_LIMIT,
+    APPLY_NAMESPACE,
+    CLIENT_SIDE_APPLY_LIMIT,
+    CONFIGMAP_LIMIT,
+    client_side_apply_size,
+)
+from .apply_size import last_applied_annotations_size as last_applied_annotations_size
 
 if TYPE_CHECKING:
     import wasmtime
 
 
-# A ConfigMap (like any object) must stay under etcd's 1 MiB request limit.
-CONFIGMAP_LIMIT = 1_048_576
-# Client-side `kubectl apply` copies the whole object into the
-# kubectl.kubernetes.io/last-applied-configuration annotation, and the API server refuses an object
-# whose annotations (every key and value, in bytes) total more than 262,144
-# (apimachinery pkg/api/validation/objectmeta.go, TotalAnnotationSizeLimitB).
-ANNOTATION_LIMIT = 262_144
-LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
-# binaryData is base64, 4/3 larger: past 196,608 raw bytes the annotation cannot fit whatever the rest
-# of the object is. Below it, whether it fits is computed per object (last_applied_annotations_size).
-CLIENT_SIDE_APPLY_LIMIT = 196_608
 # A module delivered as an image has no ConfigMap limit; this bound only keeps a hostile (say, sparse)
 # file from being read into memory. Real filters reach ~10 MB (Go).
 MODULE_LIMIT = 128 * 1024 * 1024
@@ -120,34 +120,6 @@ class WasmReport:
         }
 
 
-def _go_json_size(value: Any) -> int:
-    """Bytes of `value` as Go's encoding/json Encoder writes it: compact, map keys sorted, non-ASCII
-    as UTF-8, and <, >, &, U+2028 and U+2029 escaped as \\uXXXX (Encoder's default SetEscapeHTML)."""
-    text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False)
-    # Each of the five becomes six ASCII bytes: one byte for <>&, three (UTF-8) for the two separators.
-    return (len(text.encode("utf-8")) + 5 * (text.count("<") + text.count(">") + text.count("&"))
-            + 3 * (text.count("\u2028") + text.count("\u2029")))
-
-
-def last_applied_annotations_size(obj: dict[str, Any]) -> int:
-    """What client-side `kubectl apply` makes the object's annotations total, in bytes.
-
-    kubectl (pkg/util/apply.go, GetModifiedConfiguration) encodes the object without the
-    last-applied annotation with unstructured.UnstructuredJSONScheme, which is Go's json.Encoder
-    (one trailing newline), and stores that as the annotation; the API server then sums len(key) +
-    len(value) over all annotations. binaryData's base64 needs no escaping, so each value is counted
-    by its length instead of being serialised again (a 1 MiB ConfigMap costs nothing extra)."""
-    meta = obj.get("metadata") or {}
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != LAST_APPLIED}
-    binary = obj.get("binaryData") or {}
-    light = {**obj, "metadata": {**meta, "annotations": annotations} if annotations else
-             {k: v for k, v in meta.items() if k != "annotations"},
-             **({"binaryData": {k: "" for k in binary}} if binary else {})}
-    encoded = _go_json_size(light) + sum(len(str(v)) for v in binary.values()) + 1  # + Encoder's newline
-    others = sum(len(k.encode("utf-8")) + len(str(v).encode("utf-8")) for k, v in annotations.items())
-    return others + len(LAST_APPLIED) + encoded
-
-
 def code_sha256(data: bytes) -> str | None:
     """sha256 over every section but custom ones (names, build ids, debug info): equal for two
     modules whose code and data are identical. None when the bytes are not a module we can walk."""
@@ -168,22 +140,6 @@ def code_sha256(data: bytes) -> str | None:
     except _UnknownEncoding:
         return None
     return digest.hexdigest()
-
-
-APPLY_NAMESPACE = "default"
-
-
-def client_side_apply_size(data: bytes, filter_name: str, namespace: str = APPLY_NAMESPACE) -> int:
-    """last_applied_annotations_size of the very ConfigMap render writes for this binary."""
-    from . import objects  # objects imports this module: resolved at call time
-    from .model import DEFAULT_RUNTIME, Binary, Filter
-
-    f = Filter(name=filter_name, binary=Binary(hashlib.sha256(data).hexdigest(), len(data)), root_id="",
-               vm_id=filter_name, runtime=DEFAULT_RUNTIME, allow_precompiled=True, fail_open=False,
-               config=None, phase=None, priority=None, build=None)
-    cm = objects.configmap(f, namespace, objects.encode(data))
-    cm["metadata"]["annotations"][objects.SYNC_OPTIONS] = "PruneLast=true"  # as measured before marking
-    return last_applied_annotations_size(cm)
 
 
 def _wasmtime() -> Any:
@@ -208,37 +164,6 @@ def _engine() -> wasmtime.Engine:
 
 class _UnknownEncoding(Exception):
     """The section reader met something it does not decode; compile instead."""
-
-
-def uleb128(n: int) -> bytes:
-    """Unsigned LEB128, the binary format's integer encoding (the inverse of _Reader.leb)."""
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
-def with_custom_section(module: bytes, name: str, payload: bytes) -> bytes:
-    """`module` plus a custom section (id 0): still the same module to a runtime, just bigger.
-    The tests and the benchmark make modules of chosen sizes with it."""
-    encoded = name.encode("utf-8")
-    content = uleb128(len(encoded)) + encoded + payload
-    return module + b"\x00" + uleb128(len(content)) + content
-
-
-def padded_to(module: bytes, total: int, name: str = "pad", fill: Callable[[int], bytes] = bytes) -> bytes:
-    """`module` plus one custom section, so that the result is exactly `total` bytes long; `fill(n)`
-    gives the section's n bytes of payload (zeros by default)."""
-    encoded = name.encode("utf-8")
-    head = uleb128(len(encoded)) + encoded
-    # The section's length prefix is part of the total, and its width depends on the length.
-    for width in range(1, 6):
-        content_len = total - len(module) - 1 - width
-        if content_len >= len(head) and len(uleb128(content_len)) == width:
-            return module + b"\x00" + uleb128(content_len) + head + fill(content_len - len(head))
-    raise ValueError(f"cannot pad {len(module)} bytes to exactly {total}")
 
 
 class _Reader:

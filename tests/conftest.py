@@ -14,9 +14,9 @@ import pytest
 import wasmtime
 import yaml
 from click.testing import CliRunner, Result
+from wasm_sections import with_custom_section
 
 from renderer.cli import main
-from renderer.wasm import with_custom_section
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from conftest import kubectl, make_repo, proxy_wasm_module
 
-from renderer.wasm import ANNOTATION_LIMIT, last_applied_annotations_size
+from renderer.apply_size import ANNOTATION_LIMIT, last_applied_annotations_size
 
 DISCOVERY = {
     "/api": {"kind": "APIVersions", "versions": ["v1"],

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, Repo, kustomize, make_repo, proxy_wasm_module
+from wasm_sections import with_custom_section
 
 from renderer import oci
-from renderer.wasm import with_custom_section
 
 REGISTRY = "/usr/bin/docker-registry"
 EXAMPLE = REPO / "filters" / "example-filter" / "example-filter.wasm"

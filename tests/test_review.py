@@ -306,7 +306,7 @@ def test_every_effect_label_in_json(repo: Repo) -> None:
 
 
 def test_a_rebuild_that_only_changes_custom_sections_says_the_code_is_identical(repo: Repo) -> None:
-    from renderer.wasm import with_custom_section
+    from wasm_sections import with_custom_section
 
     rendered(repo)
     module = (repo.root / "filters/example-filter.wasm").read_bytes()

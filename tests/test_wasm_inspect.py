@@ -8,6 +8,7 @@ import time
 
 import pytest
 import wasmtime
+from wasm_sections import padded_to, uleb128
 
 from renderer import wasm
 from renderer.wasm import (
@@ -17,8 +18,6 @@ from renderer.wasm import (
     exit_code,
     format_report,
     inspect_wasm,
-    padded_to,
-    uleb128,
 )
 
 
