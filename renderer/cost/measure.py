@@ -90,29 +90,12 @@ def measure_chain(chain: Chain, same_as: list[Chain], envoy: EnvoyBinary, wrk: P
         variants = [v for v in VARIANTS if v in chains]
         results = {name: VariantResult(name) for name in variants}
 
-        # Each variant started `starts` times, interleaved, for the load/compile time; the last stays up.
-        servers: dict[str, EnvoyServer] = {}
-        for i in range(settings.starts):
-            for name in variants:
-                if name in servers:
-                    servers[name].stop()
-                server, ms = _start(envoy, bootstrap_for(chain, chains[name], upstream_port), workdir / f"{name}-{i}")
-                stack.callback(server.stop)
-                servers[name] = server
-                results[name].ready_ms.append(ms)
-                results[name].starts.append(server)
+        servers = _start_each(chain, chains, results, envoy, upstream_port, settings, workdir, stack)
         ports = {name: _single_port(s) for name, s in servers.items()}
         pids = {name: s.pid for name, s in servers.items()}
         for name in variants:
             results[name].rss_ready[1] = rss_bytes(pids[name])
-        # A second worker gets VMs of its own: one more start with two workers, with and without
-        # the chain, says what each worker's VM adds (Istio runs as many workers as the pod's CPU limit).
-        for name in ("none", "wasm"):
-            server, _ = _start(envoy, bootstrap_for(chain, chains[name], upstream_port), workdir / f"{name}-2w",
-                               concurrency=2)
-            stack.callback(server.stop)
-            results[name].rss_ready[2] = rss_bytes(server.pid)
-            server.stop()
+        _two_worker_rss(chain, chains, results, envoy, upstream_port, workdir, stack)
 
         def load(name: str, paced_run: bool) -> LoadRun:
             try:
@@ -145,6 +128,35 @@ def measure_chain(chain: Chain, same_as: list[Chain], envoy: EnvoyBinary, wrk: P
     for result in results.values():
         result.read_logs()
     return ChainResult(chain, same_as, native, effect, results)
+
+
+def _start_each(chain: Chain, chains: dict[str, list[dict[str, Any]]], results: dict[str, VariantResult],
+                envoy: EnvoyBinary, upstream_port: int, settings: Settings, workdir: Path,
+                stack: contextlib.ExitStack) -> dict[str, EnvoyServer]:
+    """Each variant started `starts` times, interleaved, for the load/compile time; the last stays up."""
+    servers: dict[str, EnvoyServer] = {}
+    for i in range(settings.starts):
+        for name in results:
+            if name in servers:
+                servers[name].stop()
+            server, ms = _start(envoy, bootstrap_for(chain, chains[name], upstream_port), workdir / f"{name}-{i}")
+            stack.callback(server.stop)
+            servers[name] = server
+            results[name].ready_ms.append(ms)
+            results[name].starts.append(server)
+    return servers
+
+
+def _two_worker_rss(chain: Chain, chains: dict[str, list[dict[str, Any]]], results: dict[str, VariantResult],
+                    envoy: EnvoyBinary, upstream_port: int, workdir: Path, stack: contextlib.ExitStack) -> None:
+    """A second worker gets VMs of its own: one more start with two workers, with and without the chain,
+    says what each worker's VM adds (Istio runs as many workers as the pod's CPU limit)."""
+    for name in ("none", "wasm"):
+        server, _ = _start(envoy, bootstrap_for(chain, chains[name], upstream_port), workdir / f"{name}-2w",
+                           concurrency=2)
+        stack.callback(server.stop)
+        results[name].rss_ready[2] = rss_bytes(server.pid)
+        server.stop()
 
 
 def _signature(chain: Chain) -> str:
