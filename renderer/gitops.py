@@ -65,12 +65,15 @@ def _join(path: str, *parts: str) -> str:
     return posixpath.join(path, *parts) if path != "." else posixpath.join(*parts)
 
 
-def controller_objects(fs: FilterSet, out: Path) -> list[tuple[str, Obj]]:
-    """(file under the output directory, object) for every gitops object the spec asks for."""
+def controller_objects(fs: FilterSet, out: Path, shapes: list[Shape] | None = None) -> list[tuple[str, Obj]]:
+    """(file under the output directory, object) for every gitops object the spec asks for; with the
+    shapes of a spec with clusters, those of the fleet (fleet_objects)."""
     g = fs.gitops
     if g is None:
         return []
     path = repo_path(g, fs, out)
+    if shapes is not None:
+        return _fleet_objects(fs, g, path, shapes)
     found: list[tuple[str, Obj]] = []
     if g.argocd is not None:
         found += _argocd(g, g.argocd, path)
@@ -190,12 +193,8 @@ WAVE_LABEL = "wasm-gitops.io/wave"
 FLUX_ENTRY = "wasm-filters.yaml"
 
 
-def fleet_objects(fs: FilterSet, out: Path, shapes: list[Shape]) -> list[tuple[str, Obj]]:
+def _fleet_objects(fs: FilterSet, g: GitOps, path: str, shapes: list[Shape]) -> list[tuple[str, Obj]]:
     """A spec with clusters: one ApplicationSet for the whole fleet, and Flux's entry point per cluster."""
-    g = fs.gitops
-    if g is None:
-        return []
-    path = repo_path(g, fs, out)
     found: list[tuple[str, Obj]] = []
     if g.argocd is not None:
         found.append((f"gitops/argocd/{g.name}.applicationset.yaml", fleet_application_set(fs, g, g.argocd, path,

@@ -65,8 +65,9 @@ def _may_fork() -> bool:
 
 
 # The items go out in chunks through a queue both processes take from, so that neither waits for the
-# other: the two vCPUs of a busy VM rarely run at the same speed. A chunk number is one byte, so a queue holds at most 255; chunks of at least 8 items
-# keep the cost of taking one (a read, a call of work) small.
+# other: the two vCPUs of a busy VM rarely run at the same speed. A chunk number is one byte, so a
+# queue holds at most 255; chunks of at least 8 items keep the cost of taking one (a read, a call of
+# work) small.
 _MAX_CHUNKS = 255
 _MIN_CHUNK = 8
 
