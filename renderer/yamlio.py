@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from .errors import Finding
+from .schema_errors import json_path
 
 try:  # libyaml is in every PyYAML wheel we install; the pure loader keeps the same marks.
     _BaseLoader: type = yaml.CSafeLoader
@@ -162,13 +163,6 @@ def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node | None, y
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
         return None, node.value[part]
     return None
-
-
-def json_path(path: Iterable[str | int]) -> str:
-    out = "$"
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
 
 
 def _mark(node: yaml.Node) -> Position:
