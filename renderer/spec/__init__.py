@@ -60,7 +60,8 @@ def _model(ctx: SpecContext, inspect: bool, meanwhile: Callable[[], None] | None
     data = ctx.data
     istio_text: str = data["istio"]
     version = ctx.istio(("istio",), istio_text) or (1, 99)
-    kubernetes = istio_versions.parse_version(data.get("kubernetes", DEFAULTS.kubernetes)) or DEFAULTS.kubernetes_version
+    kubernetes = (istio_versions.parse_version(data.get("kubernetes", DEFAULTS.kubernetes))
+                  or DEFAULTS.kubernetes_version)
     found = filters(ctx, version, kubernetes, inspect=inspect)
     inspection = inspect_binaries(found.to_inspect)
     try:

@@ -32,8 +32,9 @@ def gitops(ctx: SpecContext, raw: dict[str, Any]) -> GitOps:
         _path_hint(ctx)
     argocd = _argocd(raw["argocd"]) if "argocd" in raw else None
     flux = _flux(raw["flux"]) if "flux" in raw else None
-    per_service = [what for what, on in (("Argo CD Application", argocd is not None and argocd.mode == "ApplicationSet"),
-                                         ("Flux Kustomization", flux is not None and flux.mode == "PerService")) if on]
+    per_service = [what for what, on in (
+        ("Argo CD Application", argocd is not None and argocd.mode == "ApplicationSet"),
+        ("Flux Kustomization", flux is not None and flux.mode == "PerService")) if on]
     if per_service:
         _per_service_names(ctx, name, " and ".join(per_service))
     return GitOps(name, raw.get("repoURL"), raw.get("targetRevision", DEFAULTS.target_revision), path, argocd, flux)

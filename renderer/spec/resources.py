@@ -154,7 +154,8 @@ def _pod_labels(ctx: SpecContext, p: Path_, workload: Workload) -> Selector | No
     """The selector a service without one gets: its Deployment's pod-template labels, if they can be one."""
     deployment = workload.name
     if not workload.pod_labels:
-        ctx.error(p + ("deployment",), f"Deployment {deployment!r} has no pod-template labels to select; add 'selector'")
+        ctx.error(p + ("deployment",), f"Deployment {deployment!r} has no pod-template labels to "
+                  "select; add 'selector'")
         return None
     bad = [(k, v, problem) for k, v in workload.pod_labels
            if (problem := label_key_problem(k) or label_value_problem(v))]

@@ -85,7 +85,8 @@ def _wasm_plugin_limits(ctx: SpecContext, p: Path_, raw: dict[str, Any], chosen:
                         target: tuple[Filters, tuple[int, int]]) -> None:
     """What a WasmPlugin of the target Istio cannot say is an error where the user said it."""
     filters, version = target
-    if raw.get("context", DEFAULTS.context) == "SIDECAR_OUTBOUND" and not istio_versions.supports(version, "WasmPlugin.match"):
+    context = raw.get("context", DEFAULTS.context)
+    if context == "SIDECAR_OUTBOUND" and not istio_versions.supports(version, "WasmPlugin.match"):
         ctx.error(p + ("context",), "a WasmPlugin for SIDECAR_OUTBOUND needs match.mode CLIENT, which "
                   "arrived in Istio 1.16; raise istio or use output kind EnvoyFilter")
     for sf in chosen:
