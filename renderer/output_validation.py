@@ -42,8 +42,7 @@ from typing import TYPE_CHECKING, Any, Final
 import jsonschema_rs
 
 from .files import schema_text
-from .schema_errors import json_path
-from .schema_errors import kubernetes_message as _message
+from .schema_errors import json_path, kubernetes_message
 from .schema_errors import short as _short
 
 if TYPE_CHECKING:  # the Python validator is imported only when an object fails (it costs ~0.1 s)
@@ -345,7 +344,7 @@ _json_path = functools.partial(json_path, quoted=True)
 
 
 def _schema_problems(validator: Draft202012Validator, instance: Any) -> list[tuple[str, str]]:
-    found = [(_json_path(e.absolute_path), _message(e)) for e in validator.iter_errors(instance)]
+    found = [(_json_path(e.absolute_path), kubernetes_message(e)) for e in validator.iter_errors(instance)]
     return sorted(set(found))
 
 
@@ -459,7 +458,7 @@ def _istio_volume_annotation_problems(annotations: Any, path: tuple[str | int, .
                 continue
             for error in _kubernetes_definition_validator(definition, version).iter_errors(item):
                 inner = _json_path(error.absolute_path)[1:]
-                yield _json_path((*path, annotation)), f"[{label}]{inner}: {_message(error)}"
+                yield _json_path((*path, annotation)), f"[{label}]{inner}: {kubernetes_message(error)}"
 
 
 def _has_null(node: Any) -> bool:
