@@ -10,10 +10,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from conftest import REPO, Repo
+from conftest import BASIC_SPEC, REPO, Repo
 
 from renderer import publish
-from renderer.errors import UsageError
+from renderer.errors import SpecError, UsageError
 from renderer.model import DEFAULTS, SCHEMA_FILE
 from renderer.schema_errors import KUBERNETES, SPEC, json_path, kubernetes_message
 from renderer.spec import load_build_targets, load_spec, parse
@@ -119,3 +119,42 @@ def test_unknown_filter_names_are_refused_in_the_order_each_command_reports(repo
         publish.load_targets(repo.spec, ["zeta", "example-filter", "alpha", "zeta"], need_image=False)
     assert str(pushed.value) == f"no filter named zeta, alpha in {repo.spec}"
 
+
+
+_ROOT_ID = "    rootId: my_root_id\n"
+_DETAILS_FILTERS = "    filters: [example-filter]\n"
+
+# Schema keywords the bad-spec corpus does not reach, each with the one finding filters.yaml gets.
+SCHEMA_CASES = {
+    "maximum": (BASIC_SPEC.replace(_ROOT_ID, _ROOT_ID + "    priority: 2000000\n"),
+                "filters.yaml:8:15: filters[0].priority: 2000000 is out of range (maximum 1000000)"),
+    "minimum": (BASIC_SPEC.replace(_ROOT_ID, _ROOT_ID + "    priority: -2000000\n"),
+                "filters.yaml:8:15: filters[0].priority: -2000000 is out of range (minimum -1000000)"),
+    "minItems": (BASIC_SPEC.replace(_DETAILS_FILTERS, "    filters: []\n"),
+                 "filters.yaml:23:14: services[1].filters must list at least 1 item"),
+    "minLength": (BASIC_SPEC.replace(_ROOT_ID, _ROOT_ID + '    configSchema: ""\n'),
+                  "filters.yaml:8:19: filters[0].configSchema must not be empty"),
+    "minProperties": (BASIC_SPEC.replace("selector: {app: productpage, version: v1}", "selector: {}"),
+                      "filters.yaml:15:15: services[0].selector must not be empty; remove it or add entries"),
+    "propertyNames": (BASIC_SPEC.replace(_DETAILS_FILTERS, _DETAILS_FILTERS + "    proxyLogLevel: {Wasm: debug}\n"),
+                      "filters.yaml:24:20: services[1].proxyLogLevel: 'Wasm' does not match '^[a-z0-9_]+$'"),
+    "oneOf, neither shape": (BASIC_SPEC.replace(_DETAILS_FILTERS, "    filters: [3]\n"),
+                             "filters.yaml:23:15: services[1].filters[0] must be a filter name or a map with "
+                             "'name' (and 'config'), not the number 3"),
+    "oneOf, the map meant": (BASIC_SPEC.replace(_DETAILS_FILTERS, "    filters: [{name: example-filter, confg: {}}]\n"),
+                             "filters.yaml:23:38: unknown key 'confg' in services[1].filters[0]; did you mean "
+                             "'config'?"),
+    "anyOf": (BASIC_SPEC + "gitops: {name: x}\n",
+              "filters.yaml:24:9: gitops: name at least one controller: add 'argocd:' or 'flux:' (or both)"),
+    "dependentRequired": (BASIC_SPEC + "gitops: {argocd: {}}\n",
+                          "filters.yaml:24:10: gitops.argocd needs 'repoURL' in gitops; add it"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SCHEMA_CASES))
+def test_each_schema_rule_says_its_words_where_the_value_is(repo: Repo, case: str) -> None:
+    text, expected = SCHEMA_CASES[case]
+    repo.write("filters.yaml", text)
+    with pytest.raises(SpecError) as e:
+        load_spec(repo.spec, inspect=False)
+    assert [str(f) for f in e.value.findings] == [expected]
