@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 import jsonschema
 import pytest
+import yaml
 from conftest import BASIC_SPEC, REPO, Repo
 
 from renderer import publish
@@ -158,3 +160,30 @@ def test_each_schema_rule_says_its_words_where_the_value_is(repo: Repo, case: st
     with pytest.raises(SpecError) as e:
         load_spec(repo.spec, inspect=False)
     assert [str(f) for f in e.value.findings] == [expected]
+
+
+# The keys of README's annotated example whose comment states a default, and the table entry it is.
+_README_KEYS = {"rootId": "root_id", "runtime": "runtime", "allowPrecompiled": "allow_precompiled",
+                "failOpen": "fail_open", "namespace": "namespace", "context": "context"}
+
+
+def _stated_default(value: str, comment: str) -> str | None:
+    """What a comment says the default is: `default X`, `default` (the value shown), `X (default)`."""
+    if comment == "default":
+        return value
+    if (m := re.match(r"default ([^:(]+?)(?: \(.*)?$", comment)) is not None:
+        return m.group(1)
+    if (m := re.match(r"(\S+) \(default\)", comment)) is not None:
+        return m.group(1)
+    return None
+
+
+def test_the_readme_example_states_the_tables_defaults() -> None:
+    stated: dict[str, Any] = {}
+    for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+        m = re.match(r"\s+(\w+): (.+?)\s+# (.+)$", line)
+        if m is not None and m.group(1) in _README_KEYS:
+            text = _stated_default(m.group(2), m.group(3))
+            if text is not None:
+                stated[m.group(1)] = yaml.safe_load(text)
+    assert stated == {key: getattr(DEFAULTS, entry) for key, entry in _README_KEYS.items()}
