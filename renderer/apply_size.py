@@ -55,10 +55,10 @@ APPLY_NAMESPACE = "default"
 def client_side_apply_size(data: bytes, filter_name: str, namespace: str = APPLY_NAMESPACE) -> int:
     """last_applied_annotations_size of the very ConfigMap render writes for this binary."""
     from . import objects  # objects imports this module (through wasm.py): resolved at call time
-    from .model import DEFAULT_RUNTIME, Binary, Filter
+    from .model import DEFAULTS, Binary, Filter
 
     f = Filter(name=filter_name, binary=Binary(hashlib.sha256(data).hexdigest(), len(data)), root_id="",
-               vm_id=filter_name, runtime=DEFAULT_RUNTIME, allow_precompiled=True, fail_open=False,
+               vm_id=filter_name, runtime=DEFAULTS.runtime, allow_precompiled=True, fail_open=False,
                config=None, phase=None, priority=None, build=None)
     cm = objects.configmap(f, namespace, objects.encode(data))
     cm["metadata"]["annotations"][objects.SYNC_OPTIONS] = "PruneLast=true"  # as measured before marking

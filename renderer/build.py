@@ -13,10 +13,9 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 from .errors import UsageError, WasmGitopsError
+from .model import BuildTarget
 
 # The proxy-wasm C++ SDK image: /build_wasm.sh sources emsdk and runs `make` in /work.
 DEFAULT_IMAGE = "registry.cn-hangzhou.aliyuncs.com/acs/wasmsdk:v0.1"
@@ -36,14 +35,6 @@ class BuildFailed(WasmGitopsError):
 
 def _silent(_: str) -> None:
     pass
-
-
-@dataclass(frozen=True)
-class BuildTarget:
-    name: str
-    context: Path  # absolute directory holding the filter's sources and Makefile
-    image: str | None  # the filter's own SDK image, when filters.yaml names one
-    wasm: Path  # absolute path of the module the build must produce
 
 
 def build_image(target: BuildTarget, env_image: str | None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from .config_schema import ConfigSchema
@@ -17,11 +17,57 @@ Context = Literal["SIDECAR_INBOUND", "SIDECAR_OUTBOUND", "GATEWAY"]
 ArgoCDMode = Literal["Application", "ApplicationSet"]
 FluxMode = Literal["Kustomization", "PerService"]
 FluxSourceKind = Literal["GitRepository", "OCIRepository", "Bucket"]
+Paused = Literal["request", "response", "none"]
+ControlPlane = Literal["higress"]
 
+SCHEMA_FILE = "filters.schema.json"  # the spec's JSON Schema, packaged under renderer/schemas/
 MOUNT_DIR = "/var/local/lib/wasm-filters"
 IMAGE_FILE = "plugin.wasm"  # where the compat image layer puts the module, so where the volume shows it
-DEFAULT_KUBERNETES = "1.33"  # the oldest release with image volumes; only they depend on it
-DEFAULT_RUNTIME = "envoy.wasm.runtime.v8"
+
+
+def _default(value: Any, at: str, words: str | None = None) -> Any:
+    """A default, where the schema describes it (a JSON pointer) and the words it says it in there."""
+    return field(default=value, metadata={"at": at, "words": str(value) if words is None else words})
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """What filters.yaml means where it leaves a key out: the one table the spec stage fills the model from.
+    The schema's descriptions state each in prose; a test reads every one there."""
+
+    kubernetes: str = _default("1.33", "/properties/kubernetes")  # the oldest release with image volumes
+    output_kind: OutputKind = _default("EnvoyFilter", "/$defs/output/properties/kind")
+    runtime: str = _default("envoy.wasm.runtime.v8", "/$defs/filter/properties/runtime")
+    delivery: Delivery = _default("configMap", "/$defs/filter/properties/delivery", "the default without image")
+    image_delivery: Delivery = _default("oci", "/$defs/filter/properties/delivery", "the default with image")
+    root_id: str = _default("", "/$defs/filter/properties/rootId", "Default: empty")
+    allow_precompiled: bool = _default(True, "/$defs/filter/properties/allowPrecompiled", "Default true")
+    fail_open: bool = _default(False, "/$defs/filter/properties/failOpen", "false, the default")
+    paused: Paused = _default("none", "/$defs/testExpect/properties/paused", "none (default)")
+    namespace: str = _default("default", "/$defs/service/properties/namespace", 'Default "default"')
+    context: Context = _default("SIDECAR_INBOUND", "/$defs/service/properties/context", "SIDECAR_INBOUND (default)")
+    gitops_name: str = _default("wasm-filters", "/$defs/gitops/properties/name")
+    target_revision: str = _default("HEAD", "/$defs/gitops/properties/targetRevision")
+    argocd_mode: ArgoCDMode = _default("Application", "/$defs/argocd/properties/mode", "Application (default)")
+    argocd_namespace: str = _default("argocd", "/$defs/argocd/properties/namespace")
+    argocd_project: str = _default("default", "/$defs/argocd/properties/project", "Default default")
+    destination_server: str = _default("https://kubernetes.default.svc", "/$defs/argocd/properties/destinationServer")
+    automated: bool = _default(True, "/$defs/argocd/properties/automated", "Default true")
+    flux_mode: FluxMode = _default("Kustomization", "/$defs/flux/properties/mode", "Kustomization (default)")
+    flux_namespace: str = _default("flux-system", "/$defs/flux/properties/namespace")
+    source_kind: FluxSourceKind = _default("GitRepository", "/$defs/flux/properties/sourceRef/properties/kind")
+    source_name: str = _default("flux-system", "/$defs/flux/properties/sourceRef", "name: flux-system")
+    interval: str = _default("10m", "/$defs/flux/properties/interval", "Default 10m")
+    higress_namespace: str = _default("higress-system", "/$defs/gateway/properties/namespace")
+    gateway_global: bool = _default(True, "/$defs/gatewayFilter/oneOf/1/properties/global", "Default true")
+
+    @property
+    def kubernetes_version(self) -> tuple[int, int]:
+        major, minor = self.kubernetes.split(".")
+        return int(major), int(minor)
+
+
+DEFAULTS: Final = Defaults()
 
 
 @dataclass(frozen=True)
@@ -60,14 +106,21 @@ class Build:
 
 
 @dataclass(frozen=True)
+class BuildTarget:
+    """A filter to compile, read from a spec whose binaries need not exist yet."""
+
+    name: str
+    context: Path  # absolute directory holding the filter's sources and Makefile
+    image: str | None  # the filter's own SDK image, when filters.yaml names one
+    wasm: Path  # absolute path of the module the build must produce
+
+
+@dataclass(frozen=True)
 class HttpMessageSpec:
     headers: tuple[tuple[str, str], ...] = ()
     body: str | None = None
     trailers: tuple[tuple[str, str], ...] = ()
     chunks: int | None = None  # the body sent in this many pieces (chunked), None: in one
-
-
-Paused = Literal["request", "response", "none"]
 
 
 @dataclass(frozen=True)
@@ -86,7 +139,7 @@ class TestExpect:
     absent_request_headers: tuple[str, ...] = ()
     absent_response_headers: tuple[str, ...] = ()
     local_reply: LocalReplySpec | None = None
-    paused: Paused = "none"
+    paused: Paused = DEFAULTS.paused
     logs: tuple[str, ...] = ()  # regular expressions over "level: message" lines
     request_body: str | None = None
     response_body: str | None = None
@@ -119,7 +172,7 @@ class Filter:
     priority: int | None
     build: Build | None
     tests: tuple[TestSpec, ...] = ()
-    delivery: Delivery = "configMap"
+    delivery: Delivery = DEFAULTS.delivery
     image: ImageRef | None = None  # set when delivery is oci or imageVolume
     # What every configuration of this filter was checked against (configSchema, or a spec.yaml beside it).
     config_schema: ConfigSchema | None = field(default=None, compare=False, repr=False)
@@ -225,10 +278,6 @@ class GitOps:
     flux: Flux | None
 
 
-ControlPlane = Literal["higress"]
-HIGRESS_NAMESPACE = "higress-system"
-
-
 @dataclass(frozen=True)
 class GatewayRule:
     """Where a scoped configuration applies (Higress matchRules: any of domain, ingress, service)."""
@@ -283,7 +332,7 @@ class FilterSet:
     filters: tuple[Filter, ...]
     services: tuple[Service, ...]
     gitops: GitOps | None = None
-    kubernetes: tuple[int, int] = (1, 33)
+    kubernetes: tuple[int, int] = DEFAULTS.kubernetes_version
     gateways: tuple[Gateway, ...] = ()
     clusters: tuple[Cluster, ...] = ()
 

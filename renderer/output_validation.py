@@ -34,7 +34,7 @@ import importlib.util
 import json
 import posixpath
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -43,10 +43,11 @@ import jsonschema_rs
 
 from .apply_size import CONFIGMAP_LIMIT
 from .files import schema_text
+from .schema_errors import json_path, kubernetes_message
+from .schema_errors import short as _short
 
 if TYPE_CHECKING:  # the Python validator is imported only when an object fails (it costs ~0.1 s)
     from jsonschema import Draft202012Validator, FormatChecker
-    from jsonschema.exceptions import ValidationError
     from referencing import Registry
 
 __all__ = [
@@ -114,7 +115,6 @@ SCHEMAS: Mapping[tuple[str, str], SchemaRef] = {
 }
 
 _K8S_DEFINITIONS_URI: Final = "https://kubernetes.io/api/_definitions.json"
-_MAX_MESSAGE: Final = 300
 _MAX_CONFIGMAP_BYTES: Final = CONFIGMAP_LIMIT
 _MAX_ANNOTATIONS_BYTES: Final = 256 * 1024  # apimachinery TotalAnnotationSizeLimitB
 
@@ -123,7 +123,6 @@ _DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _QUALIFIED_NAME_PART = re.compile(r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?")
 _LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 # Istio's injector reads these pod annotations as JSON: a map of name -> volume (mount), or a list.
 _ISTIO_VOLUME_ANNOTATIONS: Final = {
@@ -342,55 +341,11 @@ def _bundled_fast(file: str) -> Any:
 
 # ---- error reporting ----------------------------------------------------------------------------
 
-
-def _json_path(parts: Iterable[str | int]) -> str:
-    out = "$"
-    for part in parts:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif _IDENTIFIER.fullmatch(part):
-            out += f".{part}"
-        else:
-            out += "['" + part.replace("\\", "\\\\").replace("'", "\\'") + "']"
-    return out
-
-
-def _short(value: object) -> str:
-    # Instances can be megabytes of base64; a message must stay one readable line.
-    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-_JSON_TYPES: Final = {dict: "object", list: "array", str: "string", bool: "boolean", int: "integer",
-                      float: "number", type(None): "null"}
-
-
-def _message(error: ValidationError) -> str:
-    keyword = error.validator
-    value = error.validator_value
-    schema = error.schema if isinstance(error.schema, dict) else {}
-    if keyword in ("not", "anyOf", "oneOf") and "description" in schema:
-        # Combinators' default messages dump the whole instance and subschema; the schema author's
-        # description says what the rule means.
-        message = f"violates: {schema['description']}"
-    elif keyword == "type":
-        message = f"expected {value}, got {_JSON_TYPES.get(type(error.instance), type(error.instance).__name__)}"
-    elif keyword == "enum":
-        message = f"{_short(error.instance)} is not one of {', '.join(map(str, value))}"
-    elif keyword == "const":
-        message = f"{_short(error.instance)} must be {value!r}"
-    elif keyword == "pattern":
-        message = f"{_short(error.instance)} does not match {value}"
-    elif keyword == "format":
-        what = "base64 (format byte)" if value == "byte" else f"{value} value"
-        message = f"{_short(error.instance)} is not valid {what}"
-    else:
-        message = error.message
-    return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
+_json_path = functools.partial(json_path, quoted=True)
 
 
 def _schema_problems(validator: Draft202012Validator, instance: Any) -> list[tuple[str, str]]:
-    found = [(_json_path(e.absolute_path), _message(e)) for e in validator.iter_errors(instance)]
+    found = [(_json_path(e.absolute_path), kubernetes_message(e)) for e in validator.iter_errors(instance)]
     return sorted(set(found))
 
 
@@ -504,7 +459,7 @@ def _istio_volume_annotation_problems(annotations: Any, path: tuple[str | int, .
                 continue
             for error in _kubernetes_definition_validator(definition, version).iter_errors(item):
                 inner = _json_path(error.absolute_path)[1:]
-                yield _json_path((*path, annotation)), f"[{label}]{inner}: {_message(error)}"
+                yield _json_path((*path, annotation)), f"[{label}]{inner}: {kubernetes_message(error)}"
 
 
 def _has_null(node: Any) -> bool:

@@ -16,7 +16,7 @@ from . import oci
 from .errors import Finding, SpecError, UsageError
 from .files import is_within
 from .lockfile import LockEntry, LockProblem, lock_path, read_lock, write_lock
-from .spec import parse_valid
+from .spec import parse_valid, require_filters
 from .wasm import inspect_wasm
 from .workloads import PathProblem, inside
 
@@ -37,10 +37,7 @@ def load_targets(spec_path: Path, names: Iterable[str] = (), *, need_image: bool
     root = spec_path.parent.resolve()
     raw_filters = doc.data["filters"]
     wanted = list(dict.fromkeys(names))
-    known = {f["name"] for f in raw_filters}
-    unknown = [n for n in wanted if n not in known]
-    if unknown:
-        raise UsageError(f"no filter named {', '.join(unknown)} in {spec_path}")
+    require_filters(doc, wanted, spec_path)
     findings: list[Finding] = []
     targets: list[Target] = []
     for i, raw in enumerate(raw_filters):

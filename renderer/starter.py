@@ -27,9 +27,9 @@ from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import UsageError
+from .model import SCHEMA_FILE
 
 SPEC_NAME = "filters.yaml"
-SCHEMA_FILE = "filters.schema.json"
 SCHEMA_ID = "urn:wasm-gitops:schemas:filters:v1"
 
 TEMPLATE = """\

@@ -16,7 +16,6 @@ import wasmtime
 from renderer.build import (
     DEFAULT_IMAGE,
     BuildFailed,
-    BuildTarget,
     docker_command,
     local_build_command,
     local_compiler,
@@ -24,6 +23,7 @@ from renderer.build import (
     run_local_builds,
 )
 from renderer.errors import UsageError
+from renderer.model import BuildTarget
 from renderer.wasm import inspect_wasm
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from ..errors import Finding
+from ..schema_errors import json_path
 from .scalars import BOOL, FLOAT, INT, NULL, TAG
 from .text import SEPARATOR_MESSAGE, SEPARATORS, SpecSyntaxError, char_at, decode_utf8, reader_finding
 
@@ -148,13 +149,6 @@ def _child(node: yaml.Node | None, part: str | int) -> tuple[yaml.Node | None, y
     if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
         return None, node.value[part]
     return None
-
-
-def json_path(path: Iterable[str | int]) -> str:
-    out = "$"
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return out
 
 
 def _mark(node: yaml.Node) -> Position:
