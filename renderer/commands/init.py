@@ -26,7 +26,7 @@ from pathlib import Path
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from .errors import UsageError
+from ..errors import UsageError
 
 SPEC_NAME = "filters.yaml"
 SCHEMA_FILE = "filters.schema.json"
