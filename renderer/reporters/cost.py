@@ -89,6 +89,13 @@ def _measurement_lines(m: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def _entry(title: str, name: str, entry: Mapping[str, Any]) -> list[str]:
+    """A service or a filter alone: its measurement, or which equal chain holds it."""
+    if entry["measuredAs"] != name:
+        return ["", f"{title}: the same chain as {entry['measuredAs']}, measured once (see there)"]
+    return ["", title, *_measurement_lines(entry)]
+
+
 @reporter("cost", "text")
 def format_text(report: Mapping[str, Any]) -> str:
     m, s, run = report["machine"], report["settings"], report["run"]
@@ -103,17 +110,9 @@ def format_text(report: Mapping[str, Any]) -> str:
         "spread and than the difference between none and control (the same listener in two Envoys)",
     ]
     for svc in report["services"]:
-        title = f"{svc['namespace']}/{svc['service']}: {', '.join(svc['filters'])}"
-        if svc["measuredAs"] != svc["service"]:
-            lines += ["", f"{title}: the same chain as {svc['measuredAs']}, measured once (see there)"]
-        else:
-            lines += ["", title, *_measurement_lines(svc)]
+        lines += _entry(f"{svc['namespace']}/{svc['service']}: {', '.join(svc['filters'])}", svc["service"], svc)
     for entry in report["filters"]:
-        title = f"filter {entry['filter']} alone"
-        if entry["measuredAs"] != entry["filter"]:
-            lines += ["", f"{title}: the same chain as {entry['measuredAs']}, measured once (see there)"]
-        else:
-            lines += ["", title, *_measurement_lines(entry)]
+        lines += _entry(f"filter {entry['filter']} alone", entry["filter"], entry)
     lines += [f"\n{item['service']}: not measured: {item['reason']}" for item in report["skipped"]]
     return "\n".join(lines) + "\n"
 

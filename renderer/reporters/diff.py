@@ -4,13 +4,58 @@ its own: renderer/reporters/markdown.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from ..clusters import changes_line
 from ..errors import Finding
-from ..review import EFFECTS, SIGN, FieldChange, ObjectChange, Review
+from ..review import EFFECTS, HOT, LISTENER_DRAINS, SIGN, Chain, FieldChange, ModuleChange, ObjectChange, Review, arrow
 from .base import AS_GIVEN, Locator, document, escape_data, escape_property, report, reporter
 from .findings import finding_records, github_findings
 
 _WIDE_LINE = 100
+
+
+def module_lines(m: ModuleChange) -> list[str]:
+    old_abi, new_abi = (v or "none" for v in m.abi)
+    lines = [f"module ABI: {new_abi}" if old_abi == new_abi or m.same_code is None
+             else f"module ABI: {old_abi} -> {new_abi}"]
+    if m.same_code is None:
+        return lines
+    if m.same_code:
+        return [*lines, "module code: identical; only custom sections (names, build ids, debug info) changed"]
+    for label, added, removed in (("proxy_on_* callbacks", m.callbacks_added, m.callbacks_removed),
+                                  ("imports", m.imports_added, m.imports_removed)):
+        if added or removed:
+            lines.append(f"module {label}: " + ", ".join([*(f"+{a}" for a in added), *(f"-{r}" for r in removed)]))
+        else:
+            lines.append(f"module {label}: unchanged")
+    return lines
+
+def module_record(m: ModuleChange) -> dict[str, Any]:
+    return {"abi_before": m.abi[0], "abi_after": m.abi[1], "callbacks_added": list(m.callbacks_added),
+            "callbacks_removed": list(m.callbacks_removed), "imports_added": list(m.imports_added),
+            "imports_removed": list(m.imports_removed), "only_custom_sections_changed": m.same_code}
+
+
+def chain_text(c: Chain) -> str:
+    return f"filter chain of {c.service}: {arrow(c.before)} becomes {arrow(c.after)}"
+
+
+def summary(r: Review) -> str:
+    added = r.count("added")
+    text = (f"{added} object{'' if added == 1 else 's'} added, {r.count('changed')} changed, "
+            f"{r.count('removed')} removed; workloads that will roll: {', '.join(r.rolling) or 'none'}")
+    drains = r.with_effect(LISTENER_DRAINS)
+    if drains:
+        text += f"; listeners that drain: {len(drains)} object{'' if len(drains) == 1 else 's'}"
+    hot = r.with_effect(HOT)
+    if hot:
+        text += f"; applied without a restart: {len(hot)}"
+    if r.leaving:
+        text += f"; workloads leaving the tree (pruned unless managed elsewhere): {', '.join(r.leaving)}"
+    if r.clusters:
+        text += f"; {changes_line(r.clusters)}"
+    return text
 
 
 def _field_lines(change: FieldChange) -> list[str]:
@@ -47,7 +92,7 @@ def _body(o: ObjectChange) -> list[str]:
         else:
             lines += _field_lines(change)
     if o.module is not None:
-        lines += o.module.lines()
+        lines += module_lines(o.module)
     return lines
 
 
@@ -59,21 +104,6 @@ def notes(r: Review, where: Locator = AS_GIVEN) -> list[str]:
     return lines
 
 
-@reporter("review", "github")
-def github_review(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding] = (),
-                  clean: bool | None = None) -> str:
-    # The summary first: GitHub shows only the first few annotations of a step.
-    lines = [f"::notice title=wasm-gitops diff::{escape_data(r.summary())}"]
-    for o in r.objects:
-        title = f"{SIGN[o.state]} {o.id} ({o.effect})"
-        body = "\n".join(_body(o)) or f"{o.state}"
-        lines.append(f"::notice file={escape_property(where.tree_file(o.file, annotation=True))},"
-                     f"title={escape_property(title)}::{escape_data(body)}")
-    lines += [f"::notice title=filter chain::{escape_data(c.text())}" for c in r.chains]
-    lines += [f"::warning::{escape_data(n)}" for n in notes(r, where)]
-    return lines[0] + "\n" + github_findings(warnings, where) + "".join(line + "\n" for line in lines[1:])
-
-
 @reporter("review", "text")
 def text_review(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding] = (),
                 clean: bool | None = None) -> str:
@@ -81,12 +111,27 @@ def text_review(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding
     for o in r.objects:
         lines.append(_title(o, where))
         lines += [f"    {line}" for line in _body(o)]
-    lines += [c.text() for c in r.chains]
+    lines += [chain_text(c) for c in r.chains]
     lines += notes(r, where)
     if lines:
         lines.append("")
-    lines.append(r.summary())
+    lines.append(summary(r))
     return "".join(line + "\n" for line in lines)
+
+
+@reporter("review", "github")
+def github_review(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding] = (),
+                  clean: bool | None = None) -> str:
+    # The summary first: GitHub shows only the first few annotations of a step.
+    lines = [f"::notice title=wasm-gitops diff::{escape_data(summary(r))}"]
+    for o in r.objects:
+        title = f"{SIGN[o.state]} {o.id} ({o.effect})"
+        body = "\n".join(_body(o)) or f"{o.state}"
+        lines.append(f"::notice file={escape_property(where.tree_file(o.file, annotation=True))},"
+                     f"title={escape_property(title)}::{escape_data(body)}")
+    lines += [f"::notice title=filter chain::{escape_data(chain_text(c))}" for c in r.chains]
+    lines += [f"::warning::{escape_data(n)}" for n in notes(r, where)]
+    return lines[0] + "\n" + github_findings(warnings, where) + "".join(line + "\n" for line in lines[1:])
 
 
 @reporter("review", "json")
@@ -102,7 +147,7 @@ def review_json(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding
         "objects": [{"state": o.state, "kind": o.id.kind, "namespace": o.id.namespace, "name": o.id.name,
                      "file": where.tree_file(o.file), "effect": o.effect, "note": o.note,
                      "fields": [{"path": c.path, "old": c.old, "new": c.new} for c in o.fields],
-                     "module": o.module.as_dict() if o.module else None} for o in r.objects],
+                     "module": module_record(o.module) if o.module else None} for o in r.objects],
         "chains": [{"service": c.service, "before": list(c.before), "after": list(c.after)} for c in r.chains],
         "edited_by_hand": [where.tree_file(f) for f in r.hand_edited],
         "unreadable": [where.tree_file(f) for f in r.unreadable],

@@ -20,7 +20,7 @@ from ..review import (
     arrow,
 )
 from .base import AS_GIVEN, Locator, reporter
-from .diff import notes
+from .diff import module_lines, notes
 from .findings import finding_line
 
 
@@ -63,7 +63,7 @@ def _diff_lines(o: ObjectChange) -> list[str]:
         elif change.old is not None and change.new is not None:
             lines += [f"  {change.path}:", f"-   {change.old}", f"+   {change.new}"]
     if o.module is not None:
-        lines += [f"# {line}" for line in o.module.lines()]
+        lines += [f"# {line}" for line in module_lines(o.module)]
     return lines
 
 

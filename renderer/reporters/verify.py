@@ -76,11 +76,6 @@ def format_results(results: Sequence[CaseResult], fmt: str = "text") -> str:
     return report("verify", fmt, results)
 
 
-@reporter("verify", "json")
-def json_results(results: Sequence[CaseResult]) -> str:
-    return document({"cases": [case_record(r) for r in results], "summary": _summary(results)})
-
-
 @reporter("verify", "text")
 def text_results(results: Sequence[CaseResult]) -> str:
     summary = _summary(results)
@@ -92,6 +87,11 @@ def text_results(results: Sequence[CaseResult]) -> str:
     # Worded so no CI log parser mistakes it for a test runner's "N passed, N failed" line.
     lines.append(f"{summary['total']} cases ({summary['passed']} passed, {summary['failed']} failed)")
     return "\n".join(lines) + "\n"
+
+
+@reporter("verify", "json")
+def json_results(results: Sequence[CaseResult]) -> str:
+    return document({"cases": [case_record(r) for r in results], "summary": _summary(results)})
 
 
 def _summary(results: Sequence[CaseResult]) -> dict[str, int]:
