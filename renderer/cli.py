@@ -16,7 +16,7 @@ import click
 from . import exits
 from .envoy.load import EnvoyStep
 from .errors import Finding, SpecError, UsageError, WasmGitopsError
-from .reporters import AS_GIVEN, Locator, report
+from .reporters import AS_GIVEN, Locator, formats, report
 
 if TYPE_CHECKING:
     from .verify import CaseResult
@@ -114,9 +114,11 @@ def _problems_in(fmt: str, where: Locator, command: str) -> Callable[[Sequence[F
     """How a command that takes --format reports an invalid spec: in that format, on stdout for
     machines (json, github, markdown), on stderr for people."""
 
+    shown = fmt if fmt in formats("problems") else "text"  # diff's unified output has no problems format
+
     def emit(items: Sequence[Finding]) -> None:
-        text = report("problems", fmt, items, where, command)
-        if fmt == "text":
+        text = report("problems", shown, items, where, command)
+        if shown == "text":
             _err(text)
         else:
             click.echo(text, nl=False)
