@@ -114,9 +114,8 @@ def _problems_in(fmt: str, where: Locator, command: str) -> Callable[[Sequence[F
     """How a command that takes --format reports an invalid spec: in that format, on stdout for
     machines (json, github, markdown), on stderr for people."""
 
-    shown = fmt if fmt in formats("problems") else "text"  # diff's unified output has no problems format
-
     def emit(items: Sequence[Finding]) -> None:
+        shown = fmt if fmt in formats("problems") else "text"  # diff's unified output has no problems format
         text = report("problems", shown, items, where, command)
         if shown == "text":
             _err(text)
