@@ -395,7 +395,7 @@ def build(spec: Path, mode: str | None, filters: tuple[str, ...]) -> None:
         if mode is None:
             raise UsageError("choose --docker (make wasm) or --local (make wasm-local)")
         _spec_given(spec)
-        built = build(spec, mode, filters, os.environ,  # type: ignore[arg-type]
+        built = build(spec, mode, filters, os.environ,
                       lambda line: click.echo(f"wasm-gitops: {line}", err=True))
         if not built.built:
             click.echo(f"{spec}: no filter has a build: section", err=True)

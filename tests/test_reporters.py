@@ -20,10 +20,10 @@ PROBLEMS = (Finding("filters.yaml", 3, 7, "unknown key 'wasmm'; did you mean 'wa
 
 @pytest.fixture
 def restore_table() -> Iterator[None]:
-    saved = {kind: dict(table) for kind, table in reporters.REPORTERS.items()}
+    before = reporters.formats("findings")  # loads the kind's own reporters first
     yield
-    reporters.REPORTERS.clear()
-    reporters.REPORTERS.update(saved)
+    for name in set(reporters.formats("findings")) - set(before):
+        del reporters.REPORTERS["findings"][name]
 
 
 def test_a_new_format_is_one_registered_function(restore_table: None) -> None:
@@ -83,3 +83,16 @@ def test_one_github_escape_data_and_properties() -> None:
     weird = Finding("dir,with: colon/filters.yaml", 1, 2, "two\nlines")
     assert reporters.report("findings", "github", [weird]) == (
         "::error file=dir%2Cwith%3A colon/filters.yaml,line=1,col=2::two%0Alines\n")
+
+
+def test_every_format_the_command_line_offers_is_in_the_table() -> None:
+    from renderer import cli
+
+    assert set(cli.FORMATS) == set(reporters.formats("findings")) == set(reporters.formats("drift"))
+    assert set(cli.FORMATS) <= set(reporters.formats("problems"))
+    # unified is the files' own diff, not a view of the review.
+    assert set(cli.DIFF_FORMATS) - {"unified"} == set(reporters.formats("review"))
+    assert {"markdown"} | set(cli.DIFF_FORMATS) - {"unified"} <= set(reporters.formats("problems")) | {"text"}
+    for command, kind in (("verify", "verify"), ("inspect", "inspect")):
+        offered = next(p for p in cli.main.commands[command].params if p.name == "fmt")
+        assert set(offered.type.choices) == set(reporters.formats(kind)), command  # type: ignore[attr-defined]

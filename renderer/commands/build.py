@@ -5,11 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from .. import build as builder
-
-Mode = Literal["docker", "local"]
 
 
 @dataclass(frozen=True)
@@ -17,9 +14,10 @@ class BuildResult:
     built: tuple[str, ...]  # the filters built; empty: no filter has a build: section
 
 
-def build(spec_path: Path, mode: Mode, names: Iterable[str], env: Mapping[str, str],
+def build(spec_path: Path, mode: str, names: Iterable[str], env: Mapping[str, str],
           say: Callable[[str], None]) -> BuildResult:
-    """`say` hears each step as it starts: a build takes minutes, and its progress is the point."""
+    """mode: docker (the SDK image) or local. `say` hears each step as it starts: a build takes minutes,
+    and its progress is the point."""
     from ..spec import load_build_targets
 
     targets = load_build_targets(spec_path, names)
