@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import gc
 import os
-import signal
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from . import core, report
+from . import exits
 from .envoy.load import EnvoyStep
 from .errors import Finding, SpecError, UsageError, WasmGitopsError
+from .reporters import AS_GIVEN, Locator, formats, report
+
+if TYPE_CHECKING:
+    from .verify import CaseResult
 
 DEFAULT_SPEC = "filters.yaml"
 SPEC_OPTION = click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_default=True,
@@ -25,10 +27,9 @@ SPEC_OPTION = click.option("-f", "--file", "spec", default=DEFAULT_SPEC, show_de
                            help="The spec to read.")
 OUT_OPTION = click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
                           help="Output directory. Default: the spec's directory.")
+FORMATS = ("text", "json", "github")
 DIFF_FORMATS = ("text", "unified", "github", "markdown", "json")
 SHELLS = ("bash", "zsh", "fish")
-CRASH_EXIT = 3
-INTERRUPTED_EXIT = 130
 
 
 def _envoy_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,7 +49,7 @@ def _envoy_step(no_envoy: bool, envoy_path: Path | None) -> EnvoyStep:
     return EnvoyStep(enabled=not no_envoy, envoy=envoy_path)
 
 
-def _format_option(choices: tuple[str, ...] = report.FORMATS) -> Callable[[Any], Any]:
+def _format_option(choices: tuple[str, ...] = FORMATS) -> Callable[[Any], Any]:
     return click.option("--format", "fmt", type=click.Choice(choices), default="text", show_default=True,
                         help="How to print the result.")
 
@@ -65,35 +66,8 @@ def _err(text: str) -> None:
 
 # ------------------------------------------------------------------------------------------ exit codes
 
-def crash_log_path() -> Path:
-    """Where a crash's traceback goes: the user cache directory, like pre-commit's pre-commit.log."""
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "wasm-gitops" / "wasm-gitops.log"
-
-
-def _crash(error: BaseException) -> int:
-    """An exception nobody expected is a bug: exit 3, one line to read, the traceback kept for the report."""
-    detail = traceback.format_exception(type(error), error, error.__traceback__)
-    log = crash_log_path()
-    try:
-        from importlib.metadata import version
-
-        log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "w", encoding="utf-8") as fh:
-            fh.write(f"wasm-gitops {version('wasm-gitops')}, Python {sys.version.split()[0]}\n"
-                     f"command: {' '.join(sys.argv)}\n\n{''.join(detail)}")
-        where = f"the traceback is in {log}"
-    except Exception:  # noqa: BLE001 - the log is a courtesy: without it the traceback goes to stderr
-        _err("".join(detail))
-        where = "the traceback is above"
-    summary = f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
-    _err(f"wasm-gitops: unexpected error ({summary}); this is a bug in wasm-gitops, please report it; "
-         f"{where}\n")
-    return CRASH_EXIT
-
-
 def _run(fn: Callable[[], int], problems: Callable[[Sequence[Finding]], None] | None = None,
-         where: report.Locator = report.AS_GIVEN) -> None:
+         where: Locator = AS_GIVEN) -> None:
     """One exit point: user errors become lines (in the command's format) and exit 2, findings exit 1,
     anything unexpected exit 3; never a traceback on the terminal."""
     # A render builds ~10 small objects per file and frees none until the end; the cyclic GC would
@@ -103,7 +77,7 @@ def _run(fn: Callable[[], int], problems: Callable[[Sequence[Finding]], None] | 
         code = fn()
     except SpecError as e:
         if problems is None:
-            _err(report.findings(e.findings, "text", where))
+            _err(report("findings", "text", e.findings, where))
         else:
             problems(e.findings)
         code = e.exit_code
@@ -112,75 +86,19 @@ def _run(fn: Callable[[], int], problems: Callable[[Sequence[Finding]], None] | 
         code = e.exit_code
     except KeyboardInterrupt:
         _err("wasm-gitops: interrupted\n")
-        code = INTERRUPTED_EXIT
+        code = exits.INTERRUPTED_EXIT
     except (BrokenPipeError, SystemExit):
         raise  # a closed stdout is handled where the streams are; SystemExit is click's own
     except Exception as e:  # noqa: BLE001 - the one place that maps every other exception
-        code = _crash(e)
+        code = exits.crash(e, _err)
     finally:
         gc.enable()
     sys.exit(code)
 
 
 def entry() -> None:
-    """The console script (and python -m renderer): main(), then leave without tearing the heap down.
-
-    Python's shutdown frees every object one by one: after a render at mesh scale that is ~0.1 s of
-    a ~1 s run, spent on memory the kernel reclaims at once anyway. Nothing is pending by then (files
-    are closed, the lock released), so once stdout and stderr are flushed, os._exit is safe. Only the
-    real process does this: tests call main() and keep their interpreter."""
-    _reopen_closed_streams()
-    try:
-        main(prog_name="wasm-gitops")
-        code: int = 0
-    except SystemExit as e:
-        if e.code is None or isinstance(e.code, int):
-            code = e.code or 0
-        else:
-            print(e.code, file=sys.stderr)
-            code = 1
-    except KeyboardInterrupt:
-        _err("wasm-gitops: interrupted\n")
-        code = INTERRUPTED_EXIT
-    except BrokenPipeError:
-        # The reader went away (`| head`): nothing more can be said, as for a process that SIGPIPE
-        # ended; later flushes go to /dev/null instead of raising again.
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 1)
-        os.close(null)
-        code = 128 + signal.SIGPIPE
-    except Exception as e:  # noqa: BLE001 - outside any command (option parsing, completion): still a bug
-        code = _crash(e)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError, AttributeError):  # a closed pipe (| head) or stream: nothing more to say
-            pass
-    os._exit(code)
-
-
-def _reopen_closed_streams() -> None:
-    """Started with stdout or stderr closed (`validate >&-`): put /dev/null on the descriptor.
-
-    Python leaves sys.stdout None then (and crashed at the final flush), and the first file this
-    process opens would get descriptor 1, so a child process (kubectl, a build), which writes to its
-    inherited descriptor 1, would write into that file. The command runs as usual and its exit code
-    still says the result; only the text is discarded, which stderr (when open) says once."""
-    closed = []
-    for fd, name in ((1, "stdout"), (2, "stderr")):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_WRONLY)
-            if null != fd:  # descriptors are allocated lowest first: 1 (or 2) when it is closed
-                os.dup2(null, fd)
-                os.close(null)
-            os.set_inheritable(fd, True)  # as a standard stream is: a child must not get a free slot
-            setattr(sys, name, open(fd, "w", encoding="utf-8", errors="replace", closefd=False))  # noqa: SIM115
-            closed.append(name)
-    if "stdout" in closed and "stderr" not in closed:
-        print("wasm-gitops: standard output is closed; the report is discarded (the exit code still "
-              "says the result)", file=sys.stderr)
+    """The console script (and python -m renderer)."""
+    exits.run_console(main, _err)
 
 
 def _spec_given(spec: Path) -> None:
@@ -192,24 +110,17 @@ def _spec_given(spec: Path) -> None:
                          "'wasm-gitops init'")
 
 
-def _problems_in(fmt: str, where: report.Locator, command: str) -> Callable[[Sequence[Finding]], None]:
+def _problems_in(fmt: str, where: Locator, command: str) -> Callable[[Sequence[Finding]], None]:
     """How a command that takes --format reports an invalid spec: in that format, on stdout for
     machines (json, github, markdown), on stderr for people."""
 
     def emit(items: Sequence[Finding]) -> None:
-        if fmt == "json":
-            fields: dict[str, Any] = {"valid": False, "problems": report.finding_records(items, where)}
-            if command != "validate":
-                fields["clean"] = False
-            click.echo(report.document(fields), nl=False)
-        elif fmt == "github":
-            click.echo(report.github_findings(items, where), nl=False)
-        elif fmt == "markdown":
-            from .review import markdown_problems
-
-            click.echo(markdown_problems(items, where), nl=False)
+        shown = fmt if fmt in formats("problems") else "text"  # diff's unified output has no problems format
+        text = report("problems", shown, items, where, command)
+        if shown == "text":
+            _err(text)
         else:
-            _err(report.findings(items, "text", where))
+            click.echo(text, nl=False)
 
     return emit
 
@@ -246,19 +157,22 @@ def main() -> None:
 @_envoy_options
 def render(spec: Path, out: Path | None, no_envoy: bool, envoy_path: Path | None) -> None:
     """Write base/, overlays/ and the root kustomization.yaml."""
-    where = report.Locator.of(spec, out)
+    where = Locator.of(spec, out)
 
     def go() -> int:
+        from .commands.render import render
+        from .reporters.findings import changes_summary
+
         _spec_given(spec)
-        result = core.render(spec, out, envoy=_envoy_step(no_envoy, envoy_path))
-        _err(report.findings(result.warnings, "text", where))
+        result = render(spec, out, envoy=_envoy_step(no_envoy, envoy_path))
+        _err(report("findings", "text", result.warnings, where))
         if result.recovered:
             _err("wasm-gitops: finished an interrupted render first\n")
         for rel in result.changes.hand_edited:
             verb = "removed" if rel in result.changes.removed else "overwrote"
             _err(f"wasm-gitops: {verb} {where.tree_file(rel)}, which had been edited by hand (change "
                  f"{spec.name} instead)\n")
-        click.echo(f"rendered {spec}: {report.changes_summary(result.changes)}")
+        click.echo(f"rendered {spec}: {changes_summary(result.changes)}")
         return 0
 
     _run(go, where=where)
@@ -272,13 +186,15 @@ def render(spec: Path, out: Path | None, no_envoy: bool, envoy_path: Path | None
 def validate(spec: Path, fmt: str, no_envoy: bool, envoy_path: Path | None) -> None:
     """Check the spec (schema, references, binaries, workloads) and load every filter in Envoy; write
     nothing."""
-    where = report.Locator.of(spec)
+    where = Locator.of(spec)
 
     def go() -> int:
+        from .commands.validate import validate
+
         _spec_given(spec)
-        loaded = core.validate(spec, _envoy_step(no_envoy, envoy_path))
+        loaded = validate(spec, _envoy_step(no_envoy, envoy_path))
         if fmt != "text" or loaded.warnings:
-            click.echo(report.findings(loaded.warnings, fmt, where), nl=False, err=fmt == "text")
+            click.echo(report("findings", fmt, loaded.warnings, where), nl=False, err=fmt == "text")
         if fmt == "text":
             fs = loaded.spec.filter_set
             envoy = ""
@@ -300,16 +216,17 @@ def validate(spec: Path, fmt: str, no_envoy: bool, envoy_path: Path | None) -> N
 @_envoy_options
 def check(spec: Path, out: Path | None, fmt: str, no_envoy: bool, envoy_path: Path | None) -> None:
     """Exit 1 when the output on disk differs from a fresh render. Writes nothing."""
-    where = report.Locator.of(spec, out)
+    where = Locator.of(spec, out)
 
     def go() -> int:
+        from .commands.check import check
+
         _spec_given(spec)
-        result = core.check(spec, out, _envoy_step(no_envoy, envoy_path))
+        result = check(spec, out, _envoy_step(no_envoy, envoy_path))
         if fmt == "text":
-            _err(report.findings(result.warnings, "text", where))
-        text = report.drift(result.changes, fmt, interrupted=result.interrupted, where=where,
-                            warnings=result.warnings, clusters=result.clusters)
-        click.echo(text, nl=False)
+            _err(report("findings", "text", result.warnings, where))
+        click.echo(report("drift", fmt, result.changes, interrupted=result.interrupted, where=where,
+                          warnings=result.warnings, clusters=result.clusters), nl=False)
         if result.clean and fmt == "text":
             click.echo(f"{spec}: output is up to date")
         return 0 if result.clean else 1
@@ -336,52 +253,42 @@ def diff(spec: Path, out: Path | None, fmt: str, split_dir: Path | None, max_cha
          no_envoy: bool, envoy_path: Path | None) -> None:
     """Show what render would change, object by object, with what each change does to the running
     mesh (pods roll, listener drains, hot, pruned). Exit 1 when it would change anything."""
-    where = report.Locator.of(spec, out)
+    where = Locator.of(spec, out)
 
     def go() -> int:
-        from . import review
+        from .commands import diff as command
 
-        if split_dir is not None and fmt != "markdown":
-            raise UsageError("--split goes with --format markdown")
-        if cost_report is not None and fmt != "markdown":
-            raise UsageError("--cost goes with --format markdown")
-        costs = None
-        if cost_report is not None:
-            from .cost.review import read_cost_lines
-
-            costs = read_cost_lines(cost_report)
-        if split_dir is not None:
-            review.check_split_dir(split_dir)
+        costs = command.cost_lines(fmt, split_dir, cost_report)
         _spec_given(spec)
         if fmt == "unified":
-            text, result = review.unified_diff(spec, out, _envoy_step(no_envoy, envoy_path))
-            _err(report.findings(result.warnings, "text", where))
-            click.echo(text, nl=False)
-            return 0 if result.clean else 1
-        found, result = review.review_diff(spec, out, _envoy_step(no_envoy, envoy_path))
-        if fmt == "markdown":
-            parts = review.markdown_parts(found, where, result.warnings, max_chars=max_chars,
-                                          split=split_dir is not None, costs=costs)
-            if split_dir is not None:
-                for path in review.write_parts(split_dir, parts):
-                    click.echo(path)
-            else:
-                click.echo(parts[0], nl=False)
-        else:
-            if fmt == "text":
-                _err(report.findings(result.warnings, "text", where))
-            click.echo(review.format_review(found, fmt, where, result.warnings, result.clean), nl=False)
-        return 0 if result.clean else 1
+            text = command.unified(spec, out, _envoy_step(no_envoy, envoy_path))
+            _err(report("findings", "text", text.result.warnings, where))
+            click.echo(text.text, nl=False)
+            return 0 if text.result.clean else 1
+        found = command.review(spec, out, _envoy_step(no_envoy, envoy_path))
+        warnings, clean = found.result.warnings, found.result.clean
+        if split_dir is not None:
+            from .reporters.markdown import markdown_parts
+
+            parts = markdown_parts(found.review, where, warnings, max_chars=max_chars, split=True, costs=costs)
+            for path in command.write_parts(split_dir, parts):
+                click.echo(path)
+            return 0 if clean else 1
+        if fmt == "text":
+            _err(report("findings", "text", warnings, where))
+        extra = {"max_chars": max_chars, "costs": costs} if fmt == "markdown" else {}
+        click.echo(report("review", fmt, found.review, where, warnings, clean, **extra), nl=False)
+        return 0 if clean else 1
 
     def problems(items: Sequence[Finding]) -> None:
         if fmt == "markdown" and split_dir is not None:
-            from . import review
+            from .commands.diff import write_parts
 
             try:
-                for path in review.write_parts(split_dir, [review.markdown_problems(items, where)]):
+                for path in write_parts(split_dir, [report("problems", "markdown", items, where, "diff")]):
                     click.echo(path)
             except UsageError as e:  # the spec's problems still reach the log
-                _err(f"wasm-gitops: {e}\n{report.findings(items, 'text', where)}")
+                _err(f"wasm-gitops: {e}\n{report('findings', 'text', items, where)}")
         else:
             _problems_in(fmt, where, "diff")(items)
 
@@ -395,7 +302,7 @@ def init(directory: Path) -> None:
     """Write a commented starter filters.yaml into DIRECTORY (default: here); never overwrites one."""
 
     def go() -> int:
-        from .starter import init as start
+        from .commands.init import init as start
 
         started = start(directory)
         for path in started.written:
@@ -418,26 +325,11 @@ def inspect(wasm_file: str, fmt: str) -> None:
     or an OCI image layout directory, first which of Istio's image layouts it is."""
 
     def go() -> int:
-        from . import wasm
+        from .commands.inspect import inspect
 
-        if wasm_file.startswith("oci://") or Path(wasm_file).is_dir():
-            image = wasm.inspect_image(wasm_file, os.environ)
-            click.echo(wasm.format_image_report(image, fmt), nl=False)
-            return wasm.image_exit_code(image)
-        return inspect_file(Path(wasm_file))
-
-    def inspect_file(wasm_file: Path) -> int:
-        from . import wasm
-        from .files import read_file
-
-        try:
-            # Never blocks on a FIFO or reads a device; the size is checked before reading.
-            data = read_file(os.fspath(wasm_file), wasm.MODULE_LIMIT)
-        except OSError as e:
-            raise UsageError(f"{wasm_file}: cannot read it: {e.strerror}") from None
-        result = wasm.inspect_wasm(data, filter_name=wasm_file.stem)
-        click.echo(wasm.format_report(result, str(wasm_file), fmt), nl=False)
-        return wasm.exit_code(result)
+        found = inspect(wasm_file, os.environ)
+        click.echo(report("inspect", fmt, found), nl=False)
+        return found.exit_code
 
     _run(go)
 
@@ -456,10 +348,11 @@ _VARIANT_OPTION = click.option("--variant", type=click.Choice(["compat", "oci"])
 @click.argument("filters", nargs=-1)
 def package(spec: Path, variant: str, out: Path | None, filters: tuple[str, ...]) -> None:
     """Build each filter (all, or those named) as a byte-reproducible OCI image layout on disk."""
-    from . import publish
 
     def go() -> int:
-        for done in publish.package(spec, filters, variant, out):  # type: ignore[arg-type]
+        from .commands.package import package
+
+        for done in package(spec, filters, variant, out).packaged:  # type: ignore[arg-type]
             click.echo(f"packaged {done.name}: {done.directory} {done.image.digest} ({variant})")
         return 0
 
@@ -473,16 +366,16 @@ def package(spec: Path, variant: str, out: Path | None, filters: tuple[str, ...]
 def push(spec: Path, variant: str, filters: tuple[str, ...]) -> None:
     """Push each filter with an image: (all, or those named) to its registry and record the digests in the
     lock file beside the spec (filters.lock). Credentials: REGISTRY_AUTH_FILE or the Docker config."""
-    from . import oci, publish
 
     def go() -> int:
-        pushed, changed = publish.push(spec, filters, variant, os.environ,  # type: ignore[arg-type]
-                                       oci.terminal_progress())
-        for p in pushed:
+        from . import oci
+        from .commands.push import push
+
+        result = push(spec, filters, variant, os.environ, oci.terminal_progress())  # type: ignore[arg-type]
+        for p in result.pushed:
             click.echo(f"pushed {p.name}: {p.entry.repository}:{p.entry.tag} {p.entry.manifest_digest} "
                        f"({p.entry.variant}, module {p.size:,} bytes)")
-        lock = publish.lock_path(spec)
-        click.echo(f"{lock}: {'updated' if changed else 'unchanged'}")
+        click.echo(f"{result.lock}: {'updated' if result.changed else 'unchanged'}")
         return 0
 
     _run(go)
@@ -497,24 +390,15 @@ def build(spec: Path, mode: str | None, filters: tuple[str, ...]) -> None:
     """Build the filters that have a build: section (all, or those named)."""
 
     def go() -> int:
-        from . import build as builder
-        from .spec import load_build_targets
+        from .commands.build import build
 
         if mode is None:
             raise UsageError("choose --docker (make wasm) or --local (make wasm-local)")
         _spec_given(spec)
-        targets = load_build_targets(spec, filters)
-        if not targets:
+        built = build(spec, mode, filters, os.environ,
+                      lambda line: click.echo(f"wasm-gitops: {line}", err=True))
+        if not built.built:
             click.echo(f"{spec}: no filter has a build: section", err=True)
-            return 0
-
-        def say(line: str) -> None:
-            click.echo(f"wasm-gitops: {line}", err=True)
-
-        if mode == "docker":
-            builder.run_docker_builds(targets, os.environ, say)
-        else:
-            builder.run_local_builds(targets, builder.local_compiler(), say)
         return 0
 
     _run(go)
@@ -529,23 +413,23 @@ def build(spec: Path, mode: str | None, filters: tuple[str, ...]) -> None:
 def verify(spec: Path, fmt: str, envoy: Path | None, names: tuple[str, ...]) -> None:
     """Run the declared tests of filters and services (all, or those NAMES) through the rendered chains
     in a real Envoy on 127.0.0.1."""
-    from .verify import format_results
-
     tty = sys.stderr.isatty()
 
-    def progress(done: int, total: int, result: Any) -> None:
+    def progress(done: int, total: int, result: CaseResult) -> None:
         status = "ok" if result.passed else "FAIL"
         end = "\n" if done == total else ""
         sys.stderr.write(f"\r\033[Kverify: {done}/{total} {status} {result.case.label}"[:200] + end)
         sys.stderr.flush()
 
     def go() -> int:
-        results = core.verify(spec, names, envoy=envoy, progress=progress if tty else None)
-        if not results:
+        from .commands.verify import verify
+
+        verified = verify(spec, names, envoy=envoy, progress=progress if tty else None)
+        if not verified.results:
             click.echo(f"{spec}: no filter or service declares tests", err=True)
             return 0
-        click.echo(format_results(results, fmt), nl=False)  # type: ignore[arg-type]
-        return 0 if all(r.passed for r in results) else 1
+        click.echo(report("verify", fmt, verified.results), nl=False)
+        return 0 if verified.passed else 1
 
     _run(go)
 
@@ -591,18 +475,18 @@ def cost(spec: Path, envoy_path: Path | None, rounds: int, seconds: int, rate: i
          filters: tuple[str, ...], as_json: bool, services: tuple[str, ...]) -> None:
     """Measure what each service's Wasm chain costs per request in a real Envoy: latency, throughput,
     CPU and memory, with and without the chain and against a native filter doing the same job."""
-    from . import cost as costs
-    from .cost import load, report
 
     def go() -> int:
-        settings = load.Settings(rounds=rounds, seconds=seconds, rate=rate, connections=connections)
-        measured, skipped = costs.run(spec, services, filters, settings, envoy_path)
-        if measured is None:
-            for name, reason in sorted(skipped.items()):
+        from .commands.cost import cost
+
+        measured = cost(spec, services, filters, rounds=rounds, seconds=seconds, rate=rate, connections=connections,
+                        envoy=envoy_path)
+        if measured.report is None:
+            for name, reason in sorted(measured.skipped.items()):
                 click.echo(f"wasm-gitops: service {name} not measured: {reason}", err=True)
             click.echo(f"{spec}: no service has a Wasm filter to measure", err=True)
             return 0
-        click.echo(report.format_json(measured) if as_json else report.format_text(measured), nl=False)
+        click.echo(report("cost", "json" if as_json else "text", measured.report), nl=False)
         return 0
 
     _run(go)

@@ -40,9 +40,8 @@ from .envoy.binary import EnvoyBinary
 from .envoy.process import EnvoyFailed, EnvoyServer, validate
 from .model import Context, Paused, TestExpect, TestSpec
 
-__all__ = ["Case", "CaseResult", "Listener", "format_results", "run"]
+__all__ = ["Case", "CaseResult", "Listener", "run"]
 
-OutputFormat = Literal["text", "json"]
 Obj = dict[str, Any]
 
 STREAM_IDLE_TIMEOUT = 1.0  # seconds: how long a stalled stream takes to count as paused
@@ -51,7 +50,6 @@ ACCESS_LOG_WAIT = 1.0
 LOG_FORMAT = "%l|%n|%v"
 FILE_FLUSH_MS = 5
 ISTIO_DEFAULT_WASM_LEVEL = "warning"
-ENVOY_LOG_LINES = 80  # per failing case in the text report
 
 
 @dataclass(frozen=True)
@@ -111,57 +109,6 @@ class CaseResult:
     @property
     def expected(self) -> TestExpect:
         return self.case.test.expect
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready view with a fixed set of keys; bytes become text, undecodable bytes escaped."""
-        exp = self.expected
-        reply = None if self.local_reply is None else {
-            "status": self.local_reply.status, "body": _show(self.local_reply.body), "details": self.local_reply.details}
-        return {
-            "kind": self.case.kind,
-            "target": self.case.target,
-            "name": self.name,
-            "passed": self.passed,
-            "failures": list(self.failures),
-            "error": self.error,
-            "sent": {"headers": [list(h) for h in self.sent.headers], "body": _show(self.sent.body),
-                     "chunks": self.sent.chunks},
-            "observed": {
-                "configRejected": self.config_rejected,
-                "upstreamReceived": self.upstream is not None,
-                "requestHeaders": [list(h) for h in (self.upstream.headers if self.upstream else ())],
-                "requestBody": _show(self.upstream.body) if self.upstream else None,
-                "requestChunks": list(self.upstream.chunk_sizes) if self.upstream else [],
-                "status": _status(self.response),
-                "responseHeaders": [list(h) for h in (self.response.headers if self.response else ())],
-                "responseBody": _show(self.response.body) if self.response else None,
-                "responseChunks": list(self.response.chunk_sizes) if self.response else [],
-                "localReply": reply,
-                "paused": self.paused,
-                "responseFlags": self.flags,
-                "responseCodeDetails": self.details,
-                "logs": list(self.logs),
-                "envoyLog": list(self.envoy_log),
-            },
-            "expected": {
-                "requestHeaders": [list(h) for h in exp.request_headers],
-                "responseHeaders": [list(h) for h in exp.response_headers],
-                "absentRequestHeaders": list(exp.absent_request_headers),
-                "absentResponseHeaders": list(exp.absent_response_headers),
-                "localReply": None if exp.local_reply is None
-                else {"status": exp.local_reply.status, "body": exp.local_reply.body},
-                "paused": exp.paused,
-                "logs": list(exp.logs),
-                "requestBody": exp.request_body,
-                "responseBody": exp.response_body,
-                "status": exp.status,
-                "configRejected": exp.config_rejected,
-            },
-        }
-
-
-def _show(data: bytes | None) -> str | None:
-    return None if data is None else data.decode("utf-8", "backslashreplace")
 
 
 def _status(received: http.Received | None) -> int | None:
@@ -521,84 +468,3 @@ def run(envoy: EnvoyBinary, listeners: Sequence[Listener], cases: Sequence[Case]
             finally:
                 runner.stop()
     return results
-
-
-# ------------------------------------------------------------------------------ reporting
-
-
-def format_results(results: Sequence[CaseResult], fmt: OutputFormat = "text") -> str:
-    """A PASS/FAIL line per case (what Envoy sent and received under a failing one), or stable JSON."""
-    summary = _summary(results)
-    if fmt == "json":
-        from .report import document  # one JSON shape for every command: schemaVersion, final newline
-
-        return document({"cases": [r.to_dict() for r in results], "summary": summary})
-    if fmt != "text":
-        raise ValueError(f"unknown format {fmt!r}: use text or json")
-    lines: list[str] = []
-    for result in results:
-        lines.append(f"{'PASS' if result.passed else 'FAIL'} {result.case.label}")
-        if not result.passed:
-            lines += _explain(result)
-    # Worded so no CI log parser mistakes it for a test runner's "N passed, N failed" line.
-    lines.append(f"{summary['total']} cases ({summary['passed']} passed, {summary['failed']} failed)")
-    return "\n".join(lines) + "\n"
-
-
-def _summary(results: Sequence[CaseResult]) -> dict[str, int]:
-    passed = sum(1 for r in results if r.passed)
-    return {"total": len(results), "passed": passed, "failed": len(results) - passed}
-
-
-def _explain(result: CaseResult) -> list[str]:
-    exp = result.expected
-    out = [f"  - {failure}" for failure in result.failures]
-    if result.config_rejected:
-        return out
-    out += ["  the client sent:", *_header_lines(result.sent.headers), *_body_line(result.sent.body, ())]
-    if result.upstream is None:
-        out.append("  the upstream received: nothing")
-    else:
-        out += ["  the upstream received:", *_header_lines(result.upstream.headers),
-                *_body_line(result.upstream.body, result.upstream.chunk_sizes)]
-    if result.response is None:
-        out.append("  the client received: no complete response")
-    else:
-        out += ["  the client received:", *_header_lines(result.response.headers),
-                *_body_line(result.response.body, result.response.chunk_sizes)]
-    if exp.request_headers or exp.absent_request_headers or exp.response_headers or exp.absent_response_headers:
-        out.append("  expected headers:")
-        out += [f"    request {k.lower()}: {v}" for k, v in exp.request_headers]
-        out += [f"    request {k.lower()}: (absent)" for k in exp.absent_request_headers]
-        out += [f"    response {k.lower()}: {v}" for k, v in exp.response_headers]
-        out += [f"    response {k.lower()}: (absent)" for k in exp.absent_response_headers]
-    if result.flags or result.details:
-        out.append(f"  Envoy: response flags {result.flags or '-'}, details {result.details or '-'}")
-    if result.envoy_log:
-        # Envoy traces every ABI call at trace level; the JSON report keeps them, the text shows the rest.
-        lines = [e for e in result.envoy_log if not e.startswith(_ABI_TRACE)]
-        shown = lines[-ENVOY_LOG_LINES:]
-        notes = []
-        if len(lines) < len(result.envoy_log):
-            notes.append(f"{len(result.envoy_log) - len(lines)} ABI call traces left out, --format json has them")
-        if len(shown) < len(lines):
-            notes.append(f"the last {len(shown)} of {len(lines)} lines")
-        out.append("  Envoy's log during the case" + (f" ({'; '.join(notes)})" if notes else "") + ":")
-        out += [f"    {line}" for entry in shown for line in entry.splitlines()]
-    return out
-
-
-_ABI_TRACE = tuple(f"[trace][wasm] [{arrow}]" for arrow in ("host->vm", "host<-vm", "vm->host", "vm<-host"))
-
-
-def _header_lines(headers: Sequence[tuple[str, str]]) -> list[str]:
-    if not headers:
-        return ["    (no headers)"]
-    return [f"    {k}: {v}" for k, v in headers]
-
-
-def _body_line(body: bytes | None, chunks: Sequence[int]) -> list[str]:
-    if not body:
-        return []
-    pieces = f" in {len(chunks)} chunks ({', '.join(str(c) for c in chunks)} bytes)" if chunks else ""
-    return [f"    body{pieces}: {_quote(body)}"]

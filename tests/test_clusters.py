@@ -237,7 +237,7 @@ def test_the_paths_a_fleet_writes_are_owned_and_nothing_near_them(repo: Repo) ->
 def test_verify_runs_each_distinct_shape_in_envoy(repo: Repo) -> None:
     from test_verify import first_wins
 
-    from renderer import core
+    from renderer.commands.verify import verify
 
     repo.write("filters/a.wasm", first_wins("a"))
     repo.write("filters/b.wasm", first_wins("b"))
@@ -254,14 +254,14 @@ def test_verify_runs_each_distinct_shape_in_envoy(repo: Repo) -> None:
         "  - {name: prod-west, istio: \"1.30\", output: {kind: TrafficExtension}, labels: {wave: prod, region: west}}\n"
     )
     repo.write("filters.yaml", spec)
-    results = {r.case.label: r for r in core.verify(repo.spec)}
+    results = {r.case.label: r for r in verify(repo.spec).results}
     # One run per tree: prod-north shares prod-east's, so it is not run twice.
     assert sorted(results) == [f"service:productpage@{t}/a runs first" for t in ("canary", "prod-east", "prod-west")]
     for result in results.values():
         assert result.passed, (result.case.label, result.failures)
     # The order is each shape's own: swapped in the spec, every shape fails the same way.
     repo.write("filters.yaml", spec.replace("filters: [first-a, first-b]", "filters: [first-b, first-a]"))
-    swapped = {r.case.label: r.failures for r in core.verify(repo.spec)}
+    swapped = {r.case.label: r.failures for r in verify(repo.spec).results}
     assert set(swapped.values()) == {('request header x-first: expected "a", got "b"',)}
     assert len(swapped) == 3
 
@@ -312,7 +312,7 @@ def test_single_target_gitops_settings_are_said_to_have_no_effect_on_a_fleet(rep
 
 
 def test_the_envoy_step_loads_what_each_shape_renders(repo: Repo) -> None:
-    from renderer import core
+    from renderer.commands.validate import validate
 
     cut = THREE.index("\nclusters:\n")
     single = THREE[:cut + 1] + THREE[THREE.index("\ngitops:\n") + 1:].replace(
@@ -322,7 +322,7 @@ def test_the_envoy_step_loads_what_each_shape_renders(repo: Repo) -> None:
     loaded = {}
     for name, spec in (("single", single), ("same", same), ("three", THREE)):
         repo.write("filters.yaml", spec)
-        result = core.validate(repo.spec)
+        result = validate(repo.spec)
         assert result.envoy is not None
         loaded[name] = result.envoy.loaded
     # Clusters of the top-level shape load nothing more; WasmPlugin and TrafficExtension on 1.30 do.

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from conftest import REPO, Repo
 
-from renderer import config_schema, core
+from renderer import config_schema
+from renderer.commands.verify import verify
 
 HEAD = 'apiVersion: wasm-gitops/v1\nkind: FilterSet\nistio: "1.22"\n'
 EXAMPLE_FILTER = REPO / "filters" / "example-filter" / "example-filter.wasm"
@@ -58,7 +59,7 @@ def test_the_example_schema_accepts_what_the_filter_accepts(repo: Repo) -> None:
     repo.write("filters/example-filter.wasm", EXAMPLE_FILTER.read_bytes())
     cases = [(f"case {i}", config, accepted) for i, (config, accepted) in enumerate(CONFIGS)]
     repo.write("filters.yaml", spec_with_tests(cases))
-    results = {r.case.test.name: r for r in core.verify(repo.spec, ())}
+    results = {r.case.test.name: r for r in verify(repo.spec, ()).results}
     for name, config, accepted in cases:
         assert results[name].passed, (config, results[name].failures)
         assert results[name].config_rejected is not accepted, config
@@ -76,7 +77,7 @@ def test_the_one_difference_is_unknown_keys_which_the_filter_ignores(repo: Repo)
                f"    tests: [{{name: typo, config: {json.dumps(config)}, "
                "expect: {responseHeaders: {x-a: added by our filter}}}]\n"
                + SERVICE)
-    (result,) = core.verify(repo.spec, ())
+    (result,) = verify(repo.spec, ()).results
     assert result.passed, result.failures
 
 

@@ -25,10 +25,11 @@ from renderer.cost.load import MIN_REQUESTS, Settings, find_wrk, paced
 from renderer.cost.measure import _native_for, _upstream
 from renderer.cost.probe import Effect, Seen, effect_of
 from renderer.cost.readings import CpuSample, cpu_sample, listener_load_ms, process_cpu_ns, rss_bytes
-from renderer.cost.report import SCHEMA_VERSION, _fmt, format_json, format_text
+from renderer.cost.report import SCHEMA_VERSION
 from renderer.cost.stats import REASONS, Comparison, compare_difference, compare_ratio, iqr, ratio_of_effects
 from renderer.envoy.binary import find_envoy
 from renderer.errors import UsageError
+from renderer.reporters.cost import _fmt, format_json, format_text
 
 COMPARISONS = ("p50AddedUs", "p99AddedUs", "cpuAddedUsPerRequest", "throughputRatio", "loadAddedMs")
 
@@ -389,7 +390,7 @@ def test_the_markdown_diff_carries_a_cost_line_per_changed_service(tiny: tuple[d
                                                                    repo: Repo, tmp_path: Path) -> None:
     from conftest import proxy_wasm_module
 
-    from renderer.cost.review import cost_line
+    from renderer.reporters.cost import cost_line
 
     report, _ = tiny
     path = tmp_path / "cost.json"

@@ -201,7 +201,8 @@ def test_the_comment_renders_as_a_table_and_folds_in_a_browser(repo: Repo, tmp_p
 
 
 def test_names_cannot_inject_markup() -> None:
-    from renderer.review import FieldChange, ObjectChange, ObjectId, Review, markdown_parts
+    from renderer.reporters.markdown import markdown_parts
+    from renderer.review import FieldChange, ObjectChange, ObjectId, Review
 
     evil = ObjectChange("changed", ObjectId("Service", "ns", "<img src=x onerror=alert(1)>|**x**"), "apps/a.yaml",
                         (FieldChange("spec.x", "```\n</details>", "a"),))
@@ -214,7 +215,8 @@ def test_names_cannot_inject_markup() -> None:
 
 
 def test_a_fold_that_spans_parts_is_closed_and_reopened_as_continued() -> None:
-    from renderer.review import FieldChange, ObjectChange, ObjectId, Review, markdown_parts
+    from renderer.reporters.markdown import markdown_parts
+    from renderer.review import FieldChange, ObjectChange, ObjectId, Review
 
     many = tuple(ObjectChange("changed", ObjectId("EnvoyFilter", "ns", f"big-{i:02}"),
                               f"overlays/big/f{i:02}.envoyfilter.yaml", (FieldChange("spec.x", "a" * 300, "b" * 300),),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import Repo, proxy_wasm_module
 
-from renderer import core
+from renderer.commands.render import render
 from renderer.errors import OutputError
 
 
@@ -112,7 +112,7 @@ def test_an_error_mid_write_leaves_the_tree_exactly_as_before(repo: Repo, step: 
                 raise OSError(28, "No space left on device")
 
     with pytest.raises((OutputError, OSError)):
-        core.render(repo.spec, None, fault=fault)
+        render(repo.spec, None, fault=fault)
     if step == "commit":
         # Failing right after the commit point is a crash, not an error: the next render finishes it.
         assert repo.cli("render").exit_code == 0
@@ -140,7 +140,7 @@ def test_a_failed_apply_removes_the_directories_it_made(repo: Repo) -> None:
                 raise OSError(28, "No space left on device")
 
     with pytest.raises(OutputError):
-        core.render(repo.spec, None, fault=fault)
+        render(repo.spec, None, fault=fault)
     assert repo.tree() == before
     assert _dirs(repo.root) == before_dirs
     assert "overlays" in before_dirs and "overlays/reviews" not in before_dirs  # it was new

@@ -212,8 +212,8 @@ def test_a_check_keeps_wasmtime_out_of_its_own_process() -> None:
     # Validating the binaries is the helper's job: wasmtime's import (~50 ms) is not on the check's path.
     if parallel._cores() < 2:
         pytest.skip("one usable core: parallel.map_chunks works serially here")
-    code = ("import sys; from pathlib import Path; from renderer import core; "
-            f"r = core.check(Path({str(REPO / 'filters.yaml')!r})); "
+    code = ("import sys; from pathlib import Path; from renderer.commands.check import check; "
+            f"r = check(Path({str(REPO / 'filters.yaml')!r})); "
             "print(r.clean, 'wasmtime' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           env={**os.environ, parallel.JOBS_ENV: "auto"}, check=False)

@@ -13,7 +13,8 @@ from pathlib import Path
 import yaml
 from conftest import BASIC_SPEC, REPO, Repo, proxy_wasm_module
 
-from renderer.review import FieldChange, ObjectChange, ObjectId, Review, format_review
+from renderer.reporters.diff import format_review
+from renderer.review import FieldChange, ObjectChange, ObjectId, Review
 
 
 def rendered(repo: Repo) -> Repo:

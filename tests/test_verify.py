@@ -14,9 +14,10 @@ import pytest
 import wasmtime
 from conftest import REPO, Repo, make_repo
 
-from renderer import core
+from renderer.commands import verify as command
 from renderer.envoy.binary import ENV_VAR, find_envoy
-from renderer.verify import CaseResult, format_results
+from renderer.reporters.verify import format_results
+from renderer.verify import CaseResult
 
 MODULES = Path(__file__).resolve().parent / "modules"
 EXAMPLE_FILTER = REPO / "filters" / "example-filter" / "example-filter.wasm"
@@ -60,7 +61,7 @@ def first_wins(name: str) -> bytes:
 
 def verify(repo: Repo, spec: str, *names: str) -> dict[str, CaseResult]:
     repo.write("filters.yaml", spec)
-    return {r.case.label: r for r in core.verify(repo.spec, names)}
+    return {r.case.label: r for r in command.verify(repo.spec, names).results}
 
 
 def envoy_children() -> list[int]:
@@ -238,7 +239,7 @@ def test_json_report_has_a_stable_shape(cpp_results: dict[str, CaseResult]) -> N
 
 
 def test_unknown_format_is_refused(cpp_results: dict[str, CaseResult]) -> None:
-    with pytest.raises(ValueError, match="unknown format 'yaml'"):
+    with pytest.raises(ValueError, match="unknown report format 'yaml'"):
         format_results(list(cpp_results.values()), "yaml")  # type: ignore[arg-type]
 
 

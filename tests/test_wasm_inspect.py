@@ -11,12 +11,12 @@ import wasmtime
 from wasm_sections import padded_to, uleb128
 
 from renderer import wasm
+from renderer.commands.inspect import exit_code
+from renderer.reporters.inspect import format_report
 from renderer.wasm import (
     CLIENT_SIDE_APPLY_LIMIT,
     CONFIGMAP_LIMIT,
     WasmReport,
-    exit_code,
-    format_report,
     inspect_wasm,
 )
 

@@ -7,7 +7,6 @@ to one SpecContext and returning its part of the model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 

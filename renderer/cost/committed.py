@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from ..errors import UsageError
 from ..files import read_file, schema_text
+from ..reporters.cost import cost_line
 from ..safepath import load_json
 
 SCHEMA = "cost-report.schema.json"
@@ -42,25 +41,3 @@ def read_cost_lines(path: Path) -> dict[str, str]:
     machine = doc["machine"]
     prefix = f"cost ({machine['cores']} cores, Envoy {machine['envoyVersion']}, {machine['loadGenerator']})"
     return {entry["service"]: f"{prefix}: {cost_line(entry)}" for entry in doc["services"]}
-
-
-def _figure(c: Mapping[str, Any], unit: str, *, ratio: bool = False) -> str:
-    # A value only where the report resolved it: `effect` is the raw difference, never shown.
-    if not c.get("resolved") or c.get("value") is None:
-        return "not resolved"
-    value = float(c["value"])
-    return f"{value:.2f} x" if ratio else f"{value:+.1f} {unit}"
-
-
-def cost_line(entry: Mapping[str, Any]) -> str:
-    wasm = entry["wasm"]
-    parts = [f"p50 {_figure(wasm['p50AddedUs'], 'µs')}", f"p99 {_figure(wasm['p99AddedUs'], 'µs')}",
-             f"CPU {_figure(wasm['cpuAddedUsPerRequest'], 'µs/request')}",
-             f"throughput {_figure(wasm['throughputRatio'], '', ratio=True)}"]
-    vms = int(entry["variants"]["wasm"]["memory"].get("wasmVmsActive", 0) or 0)
-    rss = int(wasm["rssAddedBytes"])
-    parts.append(f"{rss / 1048576:+.1f} MiB RSS" + (f" ({vms} VMs)" if vms else ""))
-    versus = entry.get("wasmVsNative")
-    if versus:
-        parts.append(f"Wasm/native throughput {_figure(versus['throughputRatio'], '', ratio=True)}")
-    return ", ".join(parts)

@@ -26,8 +26,8 @@ from pathlib import Path
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from .errors import UsageError
-from .model import SCHEMA_FILE
+from ..errors import UsageError
+from ..model import SCHEMA_FILE
 
 SPEC_NAME = "filters.yaml"
 SCHEMA_ID = "urn:wasm-gitops:schemas:filters:v1"
