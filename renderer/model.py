@@ -225,18 +225,26 @@ class GitOps:
     flux: Flux | None
 
 
-ControlPlane = Literal["higress"]
+ControlPlane = Literal["higress", "istio", "envoy-gateway"]
 HIGRESS_NAMESPACE = "higress-system"
+# Where each control plane's gateway objects go when the spec does not say.
+DEFAULT_GATEWAY_NAMESPACE: dict[str, str] = {"higress": HIGRESS_NAMESPACE, "istio": "istio-system",
+                                             "envoy-gateway": "default"}
+ISTIO_GATEWAY_SELECTOR = (("istio", "ingressgateway"),)
+# The label Istio puts on the pods of a gateway it deploys for a Gateway API Gateway.
+GATEWAY_API_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 
 
 @dataclass(frozen=True)
 class GatewayRule:
-    """Where a scoped configuration applies (Higress matchRules: any of domain, ingress, service)."""
+    """Where a scoped configuration applies (Higress matchRules: any of domain, ingress, service; Istio:
+    domain; Envoy Gateway: httpRoute)."""
 
     domain: tuple[str, ...]
     ingress: tuple[str, ...]
     service: tuple[str, ...]
     config: str  # JSON text of a map
+    http_route: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -248,11 +256,29 @@ class GatewayFilter:
 
 
 @dataclass(frozen=True)
+class HttpRoute:
+    """An HTTPRoute of an Envoy Gateway Gateway, as it routes: what verify builds its route from."""
+
+    name: str
+    hostnames: tuple[str, ...]
+    path_prefix: str = "/"
+
+
+@dataclass(frozen=True)
 class Gateway:
     name: str
     control_plane: ControlPlane
     namespace: str
     filters: tuple[GatewayFilter, ...]
+    selector: tuple[tuple[str, str], ...] = ()  # istio: the gateway Deployment's pod labels
+    gateway_ref: str | None = None  # the Gateway API Gateway the objects attach to (targetRefs)
+    port: int = 80  # istio: the Gateway server's port, in istiod's route and virtual host names
+    http_routes: tuple[HttpRoute, ...] = ()
+    tests: tuple[TestSpec, ...] = ()
+
+    @property
+    def target_gateway(self) -> str:
+        return self.gateway_ref or self.name
 
 
 @dataclass(frozen=True)

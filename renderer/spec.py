@@ -20,14 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
 
-from . import config_schema, istio_versions, parallel
+from . import config_schema, gateway_checks, istio_versions, parallel
 from .build import BuildTarget
 from .errors import Finding, SpecError, UsageError
 from .files import NotAFile, TooLarge, is_within, read_file, schema_text
 from .model import (
     DEFAULT_KUBERNETES,
     DEFAULT_RUNTIME,
-    HIGRESS_NAMESPACE,
     ArgoCD,
     Binary,
     Build,
@@ -358,7 +357,7 @@ class _Checker:
         inspection = self.inspect_binaries()
         try:
             services = self.services(data.get("services", []), filters, version, top_output)
-            gateways = self.gateways(data.get("gateways", []), filters)
+            gateways = self.gateways(data.get("gateways", []), filters, version)
             gitops = self.gitops(data["gitops"]) if "gitops" in data else None
             clusters = self.clusters(data.get("clusters", []), services, gitops)
             if gateways and clusters:
@@ -377,7 +376,8 @@ class _Checker:
                          gateways=tuple(gateways), clusters=tuple(clusters))
 
     # ------------------------------------------------------------------ gateways
-    def gateways(self, raw_gateways: list[dict[str, Any]], filters: dict[str, Filter]) -> list[Gateway]:
+    def gateways(self, raw_gateways: list[dict[str, Any]], filters: dict[str, Filter],
+                 version: tuple[int, int]) -> list[Gateway]:
         out: list[Gateway] = []
         services = {raw["name"] for raw in self.doc.data.get("services", [])}
         names: set[str] = set()
@@ -396,14 +396,14 @@ class _Checker:
             seen: set[str] = set()
             for j, entry in enumerate(raw["filters"]):
                 fp = p + ("filters", j)
-                gf = self.gateway_filter(fp, entry, filters, seen)
+                gf = self.gateway_filter(fp, entry, filters, seen, raw["controlPlane"])
                 if gf is not None:
                     chosen.append(gf)
-            out.append(Gateway(name, raw["controlPlane"], raw.get("namespace", HIGRESS_NAMESPACE), tuple(chosen)))
+            out.append(gateway_checks.gateway(raw, p, self, chosen, self.tests(p, raw, "gateway"), version))
         return out
 
     def gateway_filter(self, fp: tuple[str | int, ...], entry: str | dict[str, Any], filters: dict[str, Filter],
-                       seen: set[str]) -> GatewayFilter | None:
+                       seen: set[str], plane: str = "higress") -> GatewayFilter | None:
         raw = {"name": entry} if isinstance(entry, str) else entry
         npath = fp if isinstance(entry, str) else fp + ("name",)
         fname = raw["name"]
@@ -422,8 +422,8 @@ class _Checker:
         f = filters[fname]
         if f.oci_url is None:
             # A gateway is not a workload this tree patches: nothing mounts a ConfigMap into it.
-            self.error(npath, f"filter {fname!r} is not delivered as an image, and a Higress gateway pulls its "
-                       "modules from a registry: give the filter image: and delivery: oci, and run 'wasm-gitops "
+            self.error(npath, f"filter {fname!r} is not delivered as an image, and {gateway_checks.A[plane]} gateway "
+                       "pulls its modules from a registry: give the filter image: and delivery: oci, and run 'wasm-gitops "
                        f"push {fname}' (or point wasm at an oci:// reference)")
             return None
         config = f.config
@@ -433,21 +433,21 @@ class _Checker:
             config = _config_text(self.doc, cpath, raw["config"], self.errors)
             if f.config_schema is not None:
                 self.check_config(cpath, raw, "config", f.config_schema)
-        if config is not None and not _is_json_object(config):
-            self.error(cpath, "a Higress WasmPlugin's defaultConfig is a map; write this configuration as a map")
+        if config is not None and gateway_checks.needs_map(plane) and not _is_json_object(config):
+            self.error(cpath, gateway_checks.NOT_A_MAP[plane][0])
         rules: list[GatewayRule] = []
         for k, rule in enumerate(raw.get("rules", [])):
             rp = fp + ("rules", k)
             text = _config_text(self.doc, rp + ("config",), rule["config"], self.errors)
             if text is None and rule["config"] is not None:
                 continue  # .inf or .nan: reported by _config_text
-            if text is None or not _is_json_object(text):
-                self.error(rp + ("config",), "a Higress match rule's config is a map; write it as a map")
+            if text is None or (gateway_checks.needs_map(plane) and not _is_json_object(text)):
+                self.error(rp + ("config",), gateway_checks.NOT_A_MAP[plane][1])
                 continue
             if f.config_schema is not None:
                 self.check_config(rp + ("config",), rule, "config", f.config_schema)
             rules.append(GatewayRule(tuple(rule.get("domain", ())), tuple(rule.get("ingress", ())),
-                                     tuple(rule.get("service", ())), text))
+                                     tuple(rule.get("service", ())), text, tuple(rule.get("httpRoute", ()))))
         global_ = bool(raw.get("global", True))
         if not global_ and not raw.get("rules"):
             self.error(fp + ("global",), "global: false runs the filter only where a rule matches, and there are "
