@@ -16,7 +16,7 @@ from .envoy.load import EnvoyLoad, EnvoyStep, Loading
 from .envoy.load import run as load_in_envoy
 from .errors import Finding, OutputError, RenderBug, UsageError
 from .files import is_within
-from .model import Filter, FilterSet, OutputKind, Service
+from .model import Filter, FilterSet, Gateway, OutputKind, Service
 from .output import (
     Changes,
     check_paths,
@@ -280,6 +280,33 @@ def _verify_cases(fs: FilterSet, filters: list[Filter], services: list[Service],
         cases += [runner.Case(s.name + suffix, "service", name, t, level) for t in s.tests]
 
 
+def _gateway_cases(fs: FilterSet, gateways: list[Gateway], pairs: list[tuple[str, dict[str, Any]]], modules: Path,
+                   listeners: dict[str, Any], cases: list[Any]) -> None:
+    """One listener per gateway with its route table, as its control plane builds it (envoy/routes.py)."""
+    from . import verify as runner
+    from .envoy import routes
+    from .envoy.istio import ChainError
+
+    pull = _image_puller(fs)
+    # A locked image of a filter built here holds exactly its file's module (the spec stage compared the
+    # lock's module sha256 with the file): that file stands in for the pull, as in a filter's own tests.
+    local = {f.image.pinned: f.binary.data for f in fs.filters if f.image is not None and f.binary.path is not None}
+
+    def images(reference: str) -> bytes:
+        bare = reference.removeprefix("oci://")
+        return local[bare] if bare in local else pull(reference)
+
+    for g in gateways:
+        name = f"gateway:{g.name}"
+        try:
+            table = routes.route_table(fs, g, pairs, modules, "upstream", images)
+            listeners[name] = runner.Listener(name, "GATEWAY", table.http_filters, table.host,
+                                              virtual_hosts=table.virtual_hosts)
+        except ChainError as e:
+            listeners[name] = runner.Listener(name, "GATEWAY", (), "gateway.local", str(e))
+        cases += [runner.Case(g.name, "gateway", name, t, "info") for t in g.tests]
+
+
 def _image_puller(fs: FilterSet) -> Callable[[str], bytes]:
     """Pulls the module of an image that `push` recorded in the lock (by digest, its module's sha256
     checked), with the credentials `push` uses. Any other reference is refused unpulled: verify reaches
@@ -311,7 +338,7 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
     # that use it, with Envoy's reason: the separate load step would only stop the command earlier.
     prepared = prepare(spec_path, None, keep_objects=True, envoy=EnvoyStep(enabled=False))
     fs = prepared.spec.filter_set
-    known = {f.name for f in fs.filters} | {s.name for s in fs.services}
+    known = {f.name for f in fs.filters} | {s.name for s in fs.services} | {g.name for g in fs.gateways}
     unknown = sorted(set(names) - known)
     if unknown:
         raise UsageError(f"no filter or service named {', '.join(unknown)} in {spec_path}")
@@ -320,7 +347,8 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
     for f in filters:
         if f.binary.is_oci:
             raise UsageError(f"filter {f.name!r} is an OCI image; verify runs local .wasm files only")
-    if not filters and not services:
+    gateways = [g for g in fs.gateways if g.tests and (not names or g.name in names)]
+    if not filters and not services and not gateways:
         return []
     binary = find_envoy(envoy)
     listeners: dict[str, runner.Listener] = {}
@@ -331,4 +359,5 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
             picked = {s.name for s in view.services}
             _verify_cases(view, [f for f in filters if _uses_filter(view, f)] if suffix else filters,
                           [s for s in services if s.name in picked], pairs, modules, suffix, listeners, cases)
+        _gateway_cases(fs, gateways, prepared.plan.objects, modules, listeners, cases)  # no clusters with gateways
         return runner.run(binary, list(listeners.values()), cases, progress=progress)
