@@ -85,6 +85,12 @@ def _rule_keys(raw: dict[str, Any], p: Path, report: Findings, plane: str) -> No
                                  f"{key}; write the rule with {allowed[0]}")
 
 
+def _twice(what: str, name: str, first: int, rule: int) -> str:
+    if first == rule:
+        return f"{what} {name!r} is listed twice in this rule; list it once"
+    return f"{what} {name!r} is already in rule {first} of this filter, which applies there first; remove it from one of them"
+
+
 def _istio(raw: dict[str, Any], p: Path, report: Findings, istio: tuple[int, int]) -> None:
     version = ".".join(map(str, istio))
     if not istio_versions.supports(istio, "WasmPlugin"):
@@ -98,9 +104,7 @@ def _istio(raw: dict[str, Any], p: Path, report: Findings, istio: tuple[int, int
             for d, domain in enumerate(rule.get("domain", [])):
                 if domain in seen:
                     # Each domain is one virtual host, and a virtual host has one configuration per filter.
-                    report.error(p + ("filters", j, "rules", k, "domain", d),
-                                 f"domain {domain!r} is already in rule {seen[domain]} of this filter, which "
-                                 "applies there first; remove it from one of them")
+                    report.error(p + ("filters", j, "rules", k, "domain", d), _twice("domain", domain, seen[domain], k))
                 seen.setdefault(domain, k)
     if scoped and istio < ISTIO_PER_ROUTE:
         report.error(p + ("filters",), f"per-domain configuration on an Istio gateway needs Envoy's per-route "
@@ -130,8 +134,7 @@ def _envoy_gateway(raw: dict[str, Any], p: Path, report: Findings, routes: set[s
                     report.error(rp, f"HTTPRoute {name!r} is not in this gateway's httpRoutes; add it there "
                                  f"(declared: {', '.join(sorted(routes)) or 'none'})")
                 elif name in seen:
-                    report.error(rp, f"HTTPRoute {name!r} is already in rule {seen[name]} of this filter, which "
-                                 "applies there first; remove it from one of them")
+                    report.error(rp, _twice("HTTPRoute", name, seen[name], k))
                 seen.setdefault(name, k)
 
 

@@ -236,3 +236,23 @@ def test_what_a_control_plane_cannot_say_is_refused(planes: Repo, gateway: str, 
     assert result.exit_code == 2, result.output
     assert result.output.startswith(message), result.output
     assert planes.tree() == before
+
+
+def test_diff_labels_policy_changes_a_listener_drain_and_a_gateway_plugin_config_hot(planes: Repo) -> None:
+    assert planes.cli("render").exit_code == 0
+    planes.write("filters.yaml", spec(INGRESS + EDGE.replace("config: {value: shop}", "config: {value: shop-v2}")))
+    result = planes.cli("diff")
+    assert result.exit_code == 1
+    assert result.stdout.splitlines()[0] == ("~ EnvoyExtensionPolicy web/eg-storefront  "
+                                             "(overlays/eg/httproute-storefront.envoyextensionpolicy.yaml); "
+                                             "listener drains")
+    plugins = """  - name: ingress
+    controlPlane: istio
+    filters: [{name: example-filter, config: {value: one}}]
+"""
+    planes.write("filters.yaml", spec(plugins))
+    assert planes.cli("render").exit_code == 0
+    planes.write("filters.yaml", spec(plugins.replace("value: one", "value: two")))
+    result = planes.cli("diff")
+    assert result.stdout.splitlines()[0] == ("~ WasmPlugin istio-system/ingress-example-filter  "
+                                             "(overlays/ingress/example-filter.wasmplugin.yaml); hot")
