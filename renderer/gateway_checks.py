@@ -57,9 +57,6 @@ def gateway(raw: dict[str, Any], p: Path, report: Findings, filters: Sequence[Ga
         _istio(raw, p, report, istio)
     elif plane == "envoy-gateway":
         _envoy_gateway(raw, p, report, {r.name for r in routes})
-    if tests and plane == "higress":
-        report.error(p + ("tests",), "a Higress gateway's filter picks its rule itself, from the configuration's "
-                     "_rules_, so verify cannot build its routes; test the filter with filter tests instead")
     ref = raw.get("gatewayRef")
     selector: tuple[tuple[str, str], ...] = ()
     if plane == "istio":

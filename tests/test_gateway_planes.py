@@ -226,8 +226,8 @@ def test_our_envoy_extension_policy_schema_is_the_crd_or_stricter() -> None:
      "filters.yaml:12:99: HTTPRoute 'shop' is not in this gateway's httpRoutes; add it there (declared: none)"),
     ("  - {name: eg, controlPlane: envoy-gateway, port: 8080, filters: [example-filter]}\n",
      "filters.yaml:12:51: port means nothing to an Envoy Gateway gateway (it is for Istio); remove it"),
-    ("  - {name: edge, controlPlane: higress, filters: [example-filter], tests: [{name: t, expect: {}}]}\n",
-     "filters.yaml:12:75: a Higress gateway's filter picks its rule itself"),
+    ("  - {name: edge, controlPlane: higress, gatewayRef: edge, filters: [example-filter]}\n",
+     "filters.yaml:12:53: gatewayRef means nothing to a Higress gateway (it is for Istio and Envoy Gateway)"),
 ])
 def test_what_a_control_plane_cannot_say_is_refused(planes: Repo, gateway: str, message: str) -> None:
     planes.write("filters.yaml", spec(gateway, istio="1.18" if "per-route" in message else "1.22"))

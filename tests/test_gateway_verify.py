@@ -55,7 +55,7 @@ def test_one_spec_for_every_control_plane_renders_builds_validates_and_verifies(
     lines = verified.output.splitlines()
     assert "PASS gateway:ingress/api.example.com gets the api configuration" in lines
     assert "PASS gateway:public/the storefront route gets its own configuration" in lines
-    assert lines[-1] == "6 cases (6 passed, 0 failed)"
+    assert lines[-1] == "7 cases (7 passed, 0 failed)"
 
 
 def test_a_route_shows_the_configuration_it_really_got(every: Repo) -> None:
@@ -72,6 +72,20 @@ def test_a_route_shows_the_configuration_it_really_got(every: Repo) -> None:
     assert got["x-eg"] == "storefront"
     got = dict(results["api.example.com gets the api configuration"]["observed"]["responseHeaders"])
     assert got["x-gateway"] == "api"
+
+
+def test_a_higress_filter_gets_every_rule_and_matches_itself(every: Repo) -> None:
+    from renderer.envoy import routes
+
+    assert every.cli("render").exit_code == 0
+    plugin = every.load("overlays/edge/example-filter.higress-wasmplugin.yaml")
+    ((_, converted),) = routes._higress_as_istio([("overlays/edge/x.yaml", plugin)])
+    assert converted["spec"]["pluginConfig"] == {
+        "header": "x-edge", "value": "default",
+        "_rules_": [{"header": "x-edge", "value": "api", "_match_domain_": ["api.example.com"]},
+                    {"header": "x-edge", "value": "shop", "_match_domain_": ["shop.example.com"]}]}
+    disabled = {**plugin, "spec": {**plugin["spec"], "defaultConfigDisable": True, "matchRules": []}}
+    assert routes._higress_as_istio([("overlays/edge/x.yaml", disabled)]) == []
 
 
 def test_an_istio_gateway_of_wasm_plugins_runs_the_filter_everywhere(every: Repo) -> None:

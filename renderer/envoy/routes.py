@@ -9,6 +9,9 @@ or route switches on or off.
   (mergeType unset: "only the most specific configuration takes effect").
 - Istio, WasmPlugins: the gateway's chain as istiod builds a sidecar's (envoy/istio.py), one catch-all
   virtual host.
+- Higress: its controller hands Istio one WasmPlugin per plugin whose configuration carries every
+  matchRule under `_rules_`; the filter picks the rule for each request itself (Higress's SDKs do), so
+  one filter, one catch-all virtual host, and what a route gets is what the filter makes of `_rules_`.
 - Istio, EnvoyFilters: each HTTP_FILTER patch's filter names an EXTENSION_CONFIG patch's configuration,
   which istiod serves over ECDS and istio-agent rewrites from the image to a local file; a static Envoy
   gets that result inline. istiod names a gateway's virtual hosts <host>:<port>; here there is one per
@@ -80,8 +83,41 @@ def route_table(fs: FilterSet, gateway: Gateway, pairs: Iterable[tuple[str, Obj]
     if gateway.control_plane == "istio":
         if any(obj.get("kind") == "EnvoyFilter" for _, obj in found):
             return _istio_envoy_filters(gateway, found, module_dir, cluster, images)
-        return _istio_wasm_plugins(fs, gateway, found, module_dir, cluster, images)
-    raise ChainError(f"gateway {gateway.name!r}: a Higress filter matches its rules itself; no route table is built")
+        return _istio_wasm_plugins(gateway, found, module_dir, cluster, images, fs.istio)
+    return _istio_wasm_plugins(gateway, _higress_as_istio(found), module_dir, cluster, images, None)
+
+
+# ---------------------------------------------------------------------------------- Higress
+
+# matchRules keys -> what the Higress controller names them in the plugin configuration.
+_HIGRESS_MATCH = (("ingress", "_match_route_"), ("service", "_match_service_"), ("domain", "_match_domain_"))
+_HIGRESS_KEPT = ("url", "sha256", "pluginName", "phase", "priority", "failStrategy")
+
+
+def _higress_as_istio(found: list[tuple[str, Obj]]) -> list[tuple[str, Obj]]:
+    """What the Higress controller makes of each WasmPlugin (pkg/ingress/config/ingress_config.go): an
+    Istio WasmPlugin whose configuration is defaultConfig (unless disabled) plus `_rules_`, each rule its
+    config with its match lists; none at all when the default is disabled and no rule is left."""
+    converted = []
+    for path, obj in found:
+        spec = obj.get("spec") or {}
+        disabled = bool(spec.get("defaultConfigDisable"))
+        config: Obj = {} if disabled else dict(spec.get("defaultConfig") or {})
+        rules = []
+        for rule in spec.get("matchRules") or []:
+            entry = dict(rule.get("config") or {})
+            entry.update({name: list(rule[key]) for key, name in _HIGRESS_MATCH if rule.get(key)})
+            rules.append(entry)
+        if rules:
+            config["_rules_"] = rules
+        elif disabled:
+            continue
+        istio_spec: Obj = {key: spec[key] for key in _HIGRESS_KEPT if key in spec}
+        if config:
+            istio_spec["pluginConfig"] = config
+        converted.append((path, {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "WasmPlugin",
+                                 "metadata": obj.get("metadata") or {}, "spec": istio_spec}))
+    return converted
 
 
 # ---------------------------------------------------------------------------------- Envoy Gateway
@@ -150,11 +186,14 @@ def _catch_all(gateway: Gateway, cluster: str) -> Obj:
     return {"name": f"*:{gateway.port}", "domains": ["*"], "routes": [_route("default", {"prefix": "/"}, cluster)]}
 
 
-def _istio_wasm_plugins(fs: FilterSet, gateway: Gateway, found: list[tuple[str, Obj]], module_dir: Path,
-                        cluster: str, images: ImageFetcher) -> RouteTable:
-    (chain,) = service_chains(found, {gateway.name: "GATEWAY"}, module_dir, only={gateway.name}, istio=fs.istio,
-                              images=images)
-    return RouteTable(tuple(f.http_filter for f in chain.filters), (_catch_all(gateway, cluster),), "gateway.local")
+def _istio_wasm_plugins(gateway: Gateway, found: list[tuple[str, Obj]], module_dir: Path, cluster: str,
+                        images: ImageFetcher, release: tuple[int, int] | None) -> RouteTable:
+    """The chain istiod `release` builds from WasmPlugins (None, for Higress, whose Istio is its own and
+    not the spec's: the newest translation)."""
+    chains = service_chains(found, {gateway.name: "GATEWAY"}, module_dir, only={gateway.name}, istio=release,
+                            images=images)
+    filters = tuple(f.http_filter for c in chains for f in c.filters)
+    return RouteTable(filters, (_catch_all(gateway, cluster),), "gateway.local")
 
 
 def _envoy_filter_order(item: tuple[str, Obj]) -> tuple[int, str]:
