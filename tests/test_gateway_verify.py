@@ -100,3 +100,9 @@ def test_an_istio_gateway_of_wasm_plugins_runs_the_filter_everywhere(every: Repo
     # Without rules every host gets the default: the api test fails, the other passes.
     assert not results["api.example.com gets the api configuration"]["passed"]
     assert results["another host gets the default configuration"]["passed"]
+
+
+def test_the_documented_example_is_the_verified_spec() -> None:
+    doc = (REPO / "docs" / "gateways.md").read_text(encoding="utf-8")
+    block = doc.split("```yaml\n", 1)[1].split("```\n", 1)[0]
+    assert block == EXAMPLE.read_text(encoding="utf-8")
