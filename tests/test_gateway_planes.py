@@ -164,6 +164,15 @@ def test_what_is_rendered_is_valid_for_the_real_crds(planes: Repo) -> None:
         assert found[kind]
         for obj in found[kind]:
             assert [e.message for e in crd.iter_errors(obj)] == [], obj["metadata"]["name"]
+    # The WasmPlugin of a gateway without rules, attached by targetRefs, in Istio's own CRD.
+    planes.write("filters.yaml", spec("""  - name: ingress
+    controlPlane: istio
+    gatewayRef: public
+    filters: [example-filter]
+"""))
+    (plugin,) = _by_kind(_built(planes))["WasmPlugin"]
+    wasm_crd = Draft7Validator(json.loads((ISTIO_CRDS / "wasmplugin.v1alpha1.schema.json").read_text(encoding="utf-8")))
+    assert [e.message for e in wasm_crd.iter_errors(plugin)] == []
     eg = Draft7Validator(json.loads(EG_CRD.read_text(encoding="utf-8")))
     policy = found["EnvoyExtensionPolicy"][0]
     broken = {**policy, "spec": {**policy["spec"], "wasm": [{"config": {}}]}}  # no code: the CRD refuses it
@@ -256,3 +265,15 @@ def test_diff_labels_policy_changes_a_listener_drain_and_a_gateway_plugin_config
     result = planes.cli("diff")
     assert result.stdout.splitlines()[0] == ("~ WasmPlugin istio-system/ingress-example-filter  "
                                              "(overlays/ingress/example-filter.wasmplugin.yaml); hot")
+
+
+def test_a_removed_gateway_leaves_no_policy_or_envoy_filter_behind(planes: Repo) -> None:
+    assert planes.cli("render").exit_code == 0
+    files = [planes.root / "overlays" / "eg" / "httproute-storefront.envoyextensionpolicy.yaml",
+             planes.root / "overlays" / "ingress" / "example-filter.envoyfilter.yaml"]
+    assert all(f.is_file() for f in files)
+    planes.write("filters.yaml", spec(INGRESS + EDGE).split("gateways:\n")[0])
+    result = planes.cli("render")
+    assert result.exit_code == 0, result.output
+    assert not any(f.exists() for f in files)
+    assert not (planes.root / "overlays" / "eg").exists()
