@@ -30,11 +30,11 @@ ISTIO_PER_ROUTE = (1, 19)
 LABELS = {"higress": "Higress", "istio": "Istio", "envoy-gateway": "Envoy Gateway"}
 A = {"higress": "a Higress", "istio": "an Istio", "envoy-gateway": "an Envoy Gateway"}
 # Which rule keys each control plane can scope by; the schema accepts the union.
-RULE_KEYS: dict[str, tuple[str, ...]] = {"higress": ("domain", "ingress", "service"), "istio": ("domain",),
+RULE_KEYS: dict[str, tuple[str, ...]] = {"higress": ("domain", "ingress", "service"), "istio": ("domain", "httpRoute"),
                                          "envoy-gateway": ("httpRoute",)}
 # Gateway fields that mean something to one control plane only.
 ONLY_FOR: dict[str, tuple[str, ...]] = {"selector": ("istio",), "port": ("istio",), "gatewayRef": ("istio", "envoy-gateway"),
-                                        "httpRoutes": ("envoy-gateway",)}
+                                        "httpRoutes": ("istio", "envoy-gateway")}
 
 
 class Findings(Protocol):
@@ -52,11 +52,11 @@ def gateway(raw: dict[str, Any], p: Path, report: Findings, filters: Sequence[Ga
             report.error(p + (key,), f"{key} means nothing to {A[plane]} gateway (it is for "
                          f"{' and '.join(LABELS[x] for x in planes)}); remove it")
     _rule_keys(raw, p, report, plane)
-    routes = _http_routes(raw, p, report) if plane == "envoy-gateway" else ()
+    routes = _http_routes(raw, p, report) if plane != "higress" else ()
     if plane == "istio":
         _istio(raw, p, report, istio)
-    elif plane == "envoy-gateway":
-        _envoy_gateway(raw, p, report, {r.name for r in routes})
+    if plane != "higress":
+        _route_rules(raw, p, report, {r.name for r in routes})
     ref = raw.get("gatewayRef")
     selector: tuple[tuple[str, str], ...] = ()
     if plane == "istio":
@@ -121,7 +121,7 @@ def _http_routes(raw: dict[str, Any], p: Path, report: Findings) -> tuple[HttpRo
     return tuple(routes)
 
 
-def _envoy_gateway(raw: dict[str, Any], p: Path, report: Findings, routes: set[str]) -> None:
+def _route_rules(raw: dict[str, Any], p: Path, report: Findings, routes: set[str]) -> None:
     for j, entry in _entries(raw):
         seen: dict[str, int] = {}
         for k, rule in enumerate(entry.get("rules", [])):

@@ -366,11 +366,50 @@ def _ecds_wasm(f: Filter, name: str, config: str | None) -> Obj:
     return {"name": name, "typed_config": {"@type": WASM_TYPE, "config": plugin}}
 
 
+def _per_filter(on: str, off: list[str]) -> Obj:
+    states: Obj = {on: {"@type": FILTER_CONFIG, "config": {}}}
+    states.update({name: {"@type": FILTER_CONFIG, "disabled": True} for name in off})
+    return {"typed_per_filter_config": states}
+
+
+def _scope_patches(gateway: Gateway, gf: GatewayFilter, instances: list[tuple[str, str | None, bool]]) -> list[Obj]:
+    """VIRTUAL_HOST patches for the rules' domains and HTTP_ROUTE patches for their named routes, so that
+    the first rule matching a request is the one that runs. Envoy lets the route's setting win over its
+    virtual host's: a route patch therefore also switches off a later domain rule's instance on that host,
+    and is left out where an earlier domain rule already covers the host."""
+    default = [instances[0][0]] if gf.global_ else []
+    rule_names = [name for name, _, on in instances if not on]
+    first_domain: dict[str, int] = {}
+    for k, rule in enumerate(gf.rules):
+        for domain in rule.domain:
+            first_domain.setdefault(domain, k)
+    hosts = {r.name: r.hostnames for r in gateway.http_routes}
+    rc = {"portNumber": gateway.port}
+    patches: list[Obj] = []
+    for k, rule in enumerate(gf.rules):
+        for domain in rule.domain:
+            if first_domain[domain] == k:
+                patches.append({"applyTo": "VIRTUAL_HOST", "match": {"context": "GATEWAY", "routeConfiguration": {
+                    **rc, "vhost": {"name": f"{domain}:{gateway.port}"}}},
+                    "patch": {"operation": "MERGE", "value": _per_filter(rule_names[k], default)}})
+        for route in rule.http_route:
+            for host in hosts.get(route, ()):
+                j = first_domain.get(host)  # the domain rule that covers the route's host, if any
+                if j is not None and j < k:
+                    continue
+                off = default + ([rule_names[j]] if j is not None else [])
+                patches.append({"applyTo": "HTTP_ROUTE", "match": {"context": "GATEWAY", "routeConfiguration": {
+                    **rc, "vhost": {"name": f"{host}:{gateway.port}", "route": {"name": route}}}},
+                    "patch": {"operation": "MERGE", "value": _per_filter(rule_names[k], off)}})
+    return patches
+
+
 def istio_gateway_envoy_filter(fs: FilterSet, gateway: Gateway, index: int, gf: GatewayFilter) -> Obj:
     """One EnvoyFilter per scoped filter, patching what istiod builds for the gateway: each instance an
     extension configuration (EXTENSION_CONFIG) and an HTTP filter before the router that names it, a rule's
     instance disabled in the listener; then each rule's virtual hosts (istiod names them <host>:<port>,
-    pilot/pkg/networking/core/gateway.go) turn their instance on and the default instance off."""
+    pilot/pkg/networking/core/gateway.go) and named routes (a VirtualService http route's name,
+    core/route/route.go) turn their instance on and the default instance off."""
     listener = {"filterChain": {"filter": {"name": HCM, "subFilter": {"name": ROUTER}}}}
     instances = gateway_instances(gateway, gf)
     patches: list[Obj] = []
@@ -385,16 +424,7 @@ def istio_gateway_envoy_filter(fs: FilterSet, gateway: Gateway, index: int, gf: 
             value["disabled"] = True
         patches.append({"applyTo": "HTTP_FILTER", "match": {"context": "GATEWAY", "listener": listener},
                         "patch": {"operation": "INSERT_BEFORE", "value": value}})
-    default = instances[0][0] if gf.global_ else None
-    rule_instances = [name for name, _, on in instances if not on]
-    for rule, name in zip(gf.rules, rule_instances, strict=True):
-        per_filter: Obj = {name: {"@type": FILTER_CONFIG, "config": {}}}
-        if default is not None:
-            per_filter[default] = {"@type": FILTER_CONFIG, "disabled": True}
-        for domain in rule.domain:
-            patches.append({"applyTo": "VIRTUAL_HOST", "match": {"context": "GATEWAY", "routeConfiguration": {
-                "portNumber": gateway.port, "vhost": {"name": f"{domain}:{gateway.port}"}}},
-                "patch": {"operation": "MERGE", "value": {"typed_per_filter_config": per_filter}}})
+    patches += _scope_patches(gateway, gf, instances)
     spec: Obj = {"workloadSelector": {"labels": dict(gateway.selector)}}
     if istio_versions.supports(fs.istio, "EnvoyFilter.priority"):
         spec["priority"] = index

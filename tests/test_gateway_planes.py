@@ -105,6 +105,31 @@ def test_an_istio_gateway_scopes_each_rule_to_its_virtual_hosts(planes: Repo) ->
     assert set(vhosts["shop.example.com:80"]) == {base, f"{base}-rule-1"}
 
 
+def test_a_named_route_rule_wins_only_where_no_earlier_domain_rule_does(planes: Repo) -> None:
+    planes.write("filters.yaml", spec("""  - name: ingress
+    controlPlane: istio
+    httpRoutes:
+      - {name: checkout, hostnames: [www.example.com, api.example.com], pathPrefix: /checkout}
+      - {name: cart, hostnames: [shop.example.com]}
+    filters:
+      - name: example-filter
+        rules:
+          - {domain: [api.example.com], config: {value: api}}
+          - {httpRoute: [checkout, cart], config: {value: checkout}}
+          - {domain: [shop.example.com], config: {value: shop}}
+"""))
+    (ef,) = _by_kind(_built(planes))["EnvoyFilter"]
+    base = "istio-system.ingress-example-filter"
+    routes = {(p["match"]["routeConfiguration"]["vhost"]["name"], p["match"]["routeConfiguration"]["vhost"]["route"]["name"]):
+              {n: "disabled" in s for n, s in p["patch"]["value"]["typed_per_filter_config"].items()}
+              for p in ef["spec"]["configPatches"] if p["applyTo"] == "HTTP_ROUTE"}
+    # api.example.com is rule 0's everywhere, its checkout route included: no route patch there.
+    assert routes == {
+        ("www.example.com:80", "checkout"): {f"{base}-rule-1": False, base: True},
+        # shop.example.com's virtual host enables rule 2, which comes later: the route switches it off.
+        ("shop.example.com:80", "cart"): {f"{base}-rule-1": False, base: True, f"{base}-rule-2": True}}
+
+
 def test_an_istio_gateway_without_rules_gets_a_wasm_plugin_attached_by_target_ref(planes: Repo) -> None:
     planes.write("filters.yaml", spec("""  - name: ingress
     controlPlane: istio
@@ -223,7 +248,7 @@ def test_our_envoy_extension_policy_schema_is_the_crd_or_stricter() -> None:
 @pytest.mark.parametrize(("gateway", "message"), [
     ("  - {name: ingress, controlPlane: istio, filters: [{name: example-filter, rules: "
      "[{service: [a.b.svc.cluster.local], config: {}}]}]}\n",
-     "filters.yaml:12:93: an Istio gateway scopes a rule by domain, not by service"),
+     "filters.yaml:12:93: an Istio gateway scopes a rule by domain or httpRoute, not by service"),
     ("  - {name: ingress, controlPlane: istio, filters: [{name: example-filter, rules: "
      "[{domain: [a.example.com], config: {}}, {domain: [a.example.com], config: {}}]}]}\n",
      "filters.yaml:12:132: domain 'a.example.com' is already in rule 0 of this filter"),

@@ -54,8 +54,9 @@ def test_one_spec_for_every_control_plane_renders_builds_validates_and_verifies(
     assert verified.exit_code == 0, verified.output
     lines = verified.output.splitlines()
     assert "PASS gateway:ingress/api.example.com gets the api configuration" in lines
+    assert "PASS gateway:ingress/the checkout route gets its own configuration" in lines
     assert "PASS gateway:public/the storefront route gets its own configuration" in lines
-    assert lines[-1] == "7 cases (7 passed, 0 failed)"
+    assert lines[-1] == "8 cases (8 passed, 0 failed)"
 
 
 def test_a_route_shows_the_configuration_it_really_got(every: Repo) -> None:

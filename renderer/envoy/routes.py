@@ -223,19 +223,40 @@ def _ecds_filter(value: Obj, extensions: dict[str, Obj], module_dir: Path, image
     return built
 
 
-def _vhost_matches(patch: Obj, vhost: Obj, port: int) -> bool:
+def _patch_target(patch: Obj) -> tuple[Any, Any, Any]:
     rc = (patch.get("match") or {}).get("routeConfiguration") or {}
-    if rc.get("portNumber") not in (None, port):
-        return False
-    wanted = (rc.get("vhost") or {}).get("name")
-    return wanted is None or wanted == vhost["name"]
+    vhost = rc.get("vhost") or {}
+    return rc.get("portNumber"), vhost.get("name"), (vhost.get("route") or {}).get("name")
+
+
+def _merge_per_filter(target: Obj, patch: Obj) -> None:
+    merged = {**target.get("typed_per_filter_config", {}), **patch["patch"]["value"].get("typed_per_filter_config", {})}
+    target["typed_per_filter_config"] = merged
+
+
+def _istio_vhosts(gateway: Gateway, scope: list[Obj], cluster: str) -> list[Obj]:
+    """The virtual hosts istiod would build for the hosts the patches and the gateway's routes name: each
+    of the gateway's named routes on its hosts (a VirtualService prefix match), then a catch-all route."""
+    hosts: list[str] = []
+    for patch in scope:
+        _, vhost, _ = _patch_target(patch)
+        if vhost:
+            hosts.append(str(vhost).rpartition(":")[0])
+    hosts += [h for r in gateway.http_routes for h in r.hostnames]
+    vhosts = []
+    for host in dict.fromkeys(hosts):
+        routes = [_route(r.name, {"prefix": r.path_prefix}, cluster) for r in gateway.http_routes if host in r.hostnames]
+        vhosts.append({"name": f"{host}:{gateway.port}", "domains": [host],
+                       "routes": [*routes, _route("default", {"prefix": "/"}, cluster)]})
+    vhosts.append(_catch_all(gateway, cluster))
+    return vhosts
 
 
 def _istio_envoy_filters(gateway: Gateway, found: list[tuple[str, Obj]], module_dir: Path, cluster: str,
                          images: ImageFetcher) -> RouteTable:
     extensions: dict[str, Obj] = {}
     chain: list[tuple[Obj, str]] = []
-    vhost_patches: list[Obj] = []
+    scope: list[Obj] = []  # VIRTUAL_HOST and HTTP_ROUTE merges, in patch order
     for path, obj in sorted(found, key=_envoy_filter_order):
         for patch in (obj.get("spec") or {}).get("configPatches") or []:
             value = (patch.get("patch") or {}).get("value") or {}
@@ -247,22 +268,19 @@ def _istio_envoy_filters(gateway: Gateway, found: list[tuple[str, Obj]], module_
             elif patch.get("applyTo") == "HTTP_FILTER":
                 # Each goes in just before the router, so after the ones before it: list order.
                 chain.append((value, path))
-            elif patch.get("applyTo") == "VIRTUAL_HOST" and (patch.get("patch") or {}).get("operation") == "MERGE":
-                vhost_patches.append(patch)
+            elif patch.get("applyTo") in ("VIRTUAL_HOST", "HTTP_ROUTE") and patch["patch"].get("operation") == "MERGE":
+                scope.append(patch)
     http_filters = tuple(_ecds_filter(value, extensions, module_dir, images, path) for value, path in chain)
-    hosts: list[str] = []
-    for patch in vhost_patches:
-        name = (((patch.get("match") or {}).get("routeConfiguration") or {}).get("vhost") or {}).get("name")
-        host = str(name).rpartition(":")[0] if name else ""
-        if host and host not in hosts:
-            hosts.append(host)
-    vhosts: list[Obj] = [{"name": f"{host}:{gateway.port}", "domains": [host],
-               "routes": [_route("default", {"prefix": "/"}, cluster)]} for host in hosts]
-    vhosts.append(_catch_all(gateway, cluster))
-    for patch in vhost_patches:
+    vhosts = _istio_vhosts(gateway, scope, cluster)
+    for patch in scope:
+        port, vhost_name, route_name = _patch_target(patch)
         for vhost in vhosts:
-            if _vhost_matches(patch, vhost, gateway.port):
-                merged = {**vhost.get("typed_per_filter_config", {}),
-                          **patch["patch"]["value"].get("typed_per_filter_config", {})}
-                vhost["typed_per_filter_config"] = merged
+            if port not in (None, gateway.port) or vhost_name not in (None, vhost["name"]):
+                continue
+            if patch["applyTo"] == "VIRTUAL_HOST":
+                _merge_per_filter(vhost, patch)
+            else:
+                for route in vhost["routes"]:
+                    if route_name in (None, route["name"]):
+                        _merge_per_filter(route, patch)
     return RouteTable(http_filters, tuple(vhosts), "gateway.local")
