@@ -107,3 +107,40 @@ def test_the_documented_example_is_the_verified_spec() -> None:
     doc = (REPO / "docs" / "gateways.md").read_text(encoding="utf-8")
     block = doc.split("```yaml\n", 1)[1].split("```\n", 1)[0]
     assert block == EXAMPLE.read_text(encoding="utf-8")
+
+
+def test_a_gateway_whose_module_cannot_be_pulled_fails_its_cases_with_the_reason(every: Repo) -> None:
+    # An oci:// reference the lock does not pin: verify reaches no registry for it, and says so per case.
+    digest = "ab" * 32
+    text = EXAMPLE.read_text(encoding="utf-8").replace("services:\n", f"""  - name: remote-filter
+    wasm: oci://registry.example.com/mesh/remote@sha256:{digest}
+    sha256: {digest}
+services:
+""", 1).replace("""    filters:
+      - name: example-filter
+        config: {header: x-eg, value: gateway}""", """    filters:
+      - name: remote-filter
+      - name: example-filter
+        config: {header: x-eg, value: gateway}""")
+    every.write("filters.yaml", text)
+    verified = every.cli("verify", "--format", "json", "public", "ingress")
+    assert verified.exit_code == 1, verified.output
+    results = json.loads(verified.stdout)["cases"]
+    public = [r for r in results if r["target"] == "public"]
+    assert public and all(not r["passed"] for r in public)
+    assert all("could not be pulled" in r["error"] and "filters.lock pins" in r["error"] for r in public)
+    assert all(r["passed"] for r in results if r["target"] == "ingress")  # the other gateway is untouched
+
+
+def test_an_extension_configuration_nobody_adds_is_refused() -> None:
+    from renderer.envoy import istio, routes
+    from renderer.model import Gateway
+
+    gateway = Gateway("ingress", "istio", "istio-system", (), selector=(("istio", "ingressgateway"),))
+    envoy_filter = {"apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+                    "metadata": {"name": "ingress-f", "namespace": "istio-system"},
+                    "spec": {"configPatches": [{"applyTo": "HTTP_FILTER", "match": {"context": "GATEWAY"}, "patch": {
+                        "operation": "INSERT_BEFORE", "value": {"name": "istio-system.missing", "config_discovery": {}}}}]}}
+    with pytest.raises(istio.ChainError, match="no EXTENSION_CONFIG patch adds"):
+        routes.route_table(None, gateway, [("overlays/ingress/f.envoyfilter.yaml", envoy_filter)],  # type: ignore[arg-type]
+                           Path("/nonexistent"), "upstream", lambda reference: b"")
