@@ -44,8 +44,9 @@ class Findings(Protocol):
 
 
 def gateway(raw: dict[str, Any], p: Path, report: Findings, filters: Sequence[GatewayFilter],
-            tests: tuple[TestSpec, ...], istio: tuple[int, int]) -> Gateway:
-    """The gateway as its control plane will get it."""
+            tests: tuple[TestSpec, ...], istio: tuple[int, int], top_output: str = "EnvoyFilter") -> Gateway:
+    """The gateway as its control plane will get it; an Istio gateway's filters are TrafficExtensions when
+    the spec's output kind is (the checks of `output` already hold the Istio release to 1.30)."""
     plane: ControlPlane = raw["controlPlane"]
     for key, planes in ONLY_FOR.items():
         if key in raw and plane not in planes:
@@ -55,6 +56,9 @@ def gateway(raw: dict[str, Any], p: Path, report: Findings, filters: Sequence[Ga
     routes = _http_routes(raw, p, report) if plane != "higress" else ()
     if plane == "istio":
         _istio(raw, p, report, istio)
+        if top_output == "TrafficExtension" and not istio_versions.supports(istio, "TrafficExtension"):
+            report.error(p + ("controlPlane",), "the spec's output kind TrafficExtension needs Istio 1.30 or later "
+                         "for this gateway too; use output kind WasmPlugin or raise istio")
     if plane != "higress":
         _route_rules(raw, p, report, {r.name for r in routes})
     ref = raw.get("gatewayRef")
@@ -64,7 +68,7 @@ def gateway(raw: dict[str, Any], p: Path, report: Findings, filters: Sequence[Ga
         selector = tuple(sorted(raw["selector"].items())) if "selector" in raw else default
     return Gateway(raw["name"], plane, raw.get("namespace", DEFAULT_GATEWAY_NAMESPACE[plane]), tuple(filters),
                    selector=selector, gateway_ref=ref, port=int(raw.get("port", 80)), http_routes=routes,
-                   tests=tests)
+                   tests=tests, output="TrafficExtension" if top_output == "TrafficExtension" else "WasmPlugin")
 
 
 def _entries(raw: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:

@@ -275,6 +275,7 @@ class Gateway:
     port: int = 80  # istio: the Gateway server's port, in istiod's route and virtual host names
     http_routes: tuple[HttpRoute, ...] = ()
     tests: tuple[TestSpec, ...] = ()
+    output: OutputKind = "WasmPlugin"  # istio, without rules: WasmPlugin or TrafficExtension
 
     @property
     def target_gateway(self) -> str:

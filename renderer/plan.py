@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import clusters, gitops, objects, parallel
+from . import clusters, gateway_objects, gitops, objects, parallel
 from .model import Filter, FilterSet, Gateway, Service
 from .output_validation import OutputProblem, validate_objects
 from .workloads import is_remote
@@ -169,9 +169,9 @@ def _gateway(fs: FilterSet, gateway: Gateway, header: str) -> _Part:
 
 def _gateway_objects(fs: FilterSet, gateway: Gateway) -> list[tuple[str, dict[str, Any]]]:
     if gateway.control_plane == "istio":
-        return objects.istio_gateway_objects(fs, gateway)
+        return gateway_objects.istio_gateway_objects(fs, gateway)
     if gateway.control_plane == "envoy-gateway":
-        return objects.envoy_extension_policies(gateway)
+        return gateway_objects.envoy_extension_policies(gateway)
     return [(f"{gf.filter.name}.higress-wasmplugin.yaml", objects.higress_wasm_plugin(gateway, index, gf))
             for index, gf in enumerate(gateway.filters)]
 

@@ -399,7 +399,8 @@ class _Checker:
                 gf = self.gateway_filter(fp, entry, filters, seen, raw["controlPlane"])
                 if gf is not None:
                     chosen.append(gf)
-            out.append(gateway_checks.gateway(raw, p, self, chosen, self.tests(p, raw, "gateway"), version))
+            out.append(gateway_checks.gateway(raw, p, self, chosen, self.tests(p, raw, "gateway"), version,
+                                              (self.doc.data.get("output") or {}).get("kind", "EnvoyFilter")))
         return out
 
     def gateway_filter(self, fp: tuple[str | int, ...], entry: str | dict[str, Any], filters: dict[str, Filter],

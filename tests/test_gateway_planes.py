@@ -150,6 +150,29 @@ def test_an_istio_gateway_without_rules_gets_a_wasm_plugin_attached_by_target_re
     assert plugin["spec"]["selector"] == {"matchLabels": {"gateway.networking.k8s.io/gateway-name": "public"}}
 
 
+@needs_crds
+def test_an_istio_gateway_follows_the_spec_to_traffic_extensions(planes: Repo) -> None:
+    gateway = """  - name: ingress
+    controlPlane: istio
+    gatewayRef: public
+    filters: [example-filter]
+"""
+    planes.write("filters.yaml", spec(gateway, istio="1.30").replace("filters:\n", "output: {kind: TrafficExtension}\n"
+                                                                    "filters:\n", 1))
+    (ext,) = _by_kind(_built(planes))["TrafficExtension"]
+    assert ext["spec"] == {
+        "targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "public"}], "priority": 1,
+        "wasm": {"url": f"oci://{IMAGE}", "sha256": DIGEST, "pluginName": "my_root_id",
+                 "pluginConfig": {"header": "x-edge", "value": "default"}, "failStrategy": "FAIL_CLOSE"}}
+    crd = Draft7Validator(json.loads((ISTIO_CRDS / "trafficextension.v1alpha1.schema.json").read_text(encoding="utf-8")))
+    assert [e.message for e in crd.iter_errors(ext)] == []
+    planes.write("filters.yaml", spec(gateway, istio="1.29").replace("filters:\n", "output: {kind: TrafficExtension}\n"
+                                                                    "filters:\n", 1))
+    result = planes.cli("validate")
+    assert result.exit_code == 2
+    assert "the spec's output kind TrafficExtension needs Istio 1.30 or later for this gateway too" in result.output
+
+
 def test_envoy_gateway_policies_give_each_http_route_its_whole_list(planes: Repo) -> None:
     planes.write("filters.yaml", spec(EDGE.replace("        rules:\n", """        rules:
           - {httpRoute: [api], config: {value: first}}

@@ -89,13 +89,17 @@ def test_a_higress_filter_gets_every_rule_and_matches_itself(every: Repo) -> Non
     assert routes._higress_as_istio([("overlays/edge/x.yaml", disabled)]) == []
 
 
-def test_an_istio_gateway_of_wasm_plugins_runs_the_filter_everywhere(every: Repo) -> None:
+@pytest.mark.parametrize("kind", ["WasmPlugin", "TrafficExtension"])
+def test_an_istio_gateway_of_wasm_plugins_runs_the_filter_everywhere(every: Repo, kind: str) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
     start = text.index("        rules:\n          - domain: [api.example.com]\n            config: {header: x-gateway")
     end = text.index("    tests:\n      - name: api.example.com")
-    every.write("filters.yaml", text[:start] + text[end:])
+    text = text[:start] + text[end:]
+    if kind == "TrafficExtension":
+        text = text.replace('istio: "1.22"\noutput: {kind: WasmPlugin}', 'istio: "1.30"\noutput: {kind: TrafficExtension}')
+    every.write("filters.yaml", text)
     assert every.cli("render").exit_code == 0
-    assert (every.root / "overlays" / "ingress" / "example-filter.wasmplugin.yaml").exists()
+    assert (every.root / "overlays" / "ingress" / f"example-filter.{kind.lower()}.yaml").exists()
     verified = every.cli("verify", "--format", "json", "ingress")
     results = {r["name"]: r for r in json.loads(verified.stdout)["cases"]}
     # Without rules every host gets the default: the api test fails, the other passes.

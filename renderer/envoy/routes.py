@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import objects
+from .. import gateway_objects
 from ..model import FilterSet, Gateway
 from .istio import STRING_VALUE, WASM_TYPE, ChainError, service_chains
 
@@ -169,7 +169,7 @@ def _envoy_gateway(gateway: Gateway, found: list[tuple[str, Obj]], module_dir: P
             built = _eg_filter(policy, index, entry, module_dir, images)
             filters.setdefault(built["name"], built)
             names.append(built["name"])
-        per_filter = {name: {"@type": objects.FILTER_CONFIG, "config": {}} for name in names}
+        per_filter = {name: {"@type": gateway_objects.FILTER_CONFIG, "config": {}} for name in names}
         for host in route.hostnames:
             label = host.replace(".", "_").replace("*", "wildcard")
             vhost = vhosts.setdefault(host, {"name": f"{ns}/{gname}/http/{label}", "domains": [host], "routes": []})
