@@ -18,7 +18,7 @@ ArgoCDMode = Literal["Application", "ApplicationSet"]
 FluxMode = Literal["Kustomization", "PerService"]
 FluxSourceKind = Literal["GitRepository", "OCIRepository", "Bucket"]
 Paused = Literal["request", "response", "none"]
-ControlPlane = Literal["higress"]
+ControlPlane = Literal["higress", "istio", "envoy-gateway"]
 
 SCHEMA_FILE = "filters.schema.json"  # the spec's JSON Schema, packaged under renderer/schemas/
 MOUNT_DIR = "/var/local/lib/wasm-filters"
@@ -59,7 +59,20 @@ class Defaults:
     source_name: str = _default("flux-system", "/$defs/flux/properties/sourceRef", "name: flux-system")
     interval: str = _default("10m", "/$defs/flux/properties/interval", "Default 10m")
     higress_namespace: str = _default("higress-system", "/$defs/gateway/properties/namespace")
+    istio_gateway_namespace: str = _default("istio-system", "/$defs/gateway/properties/namespace")
+    envoy_gateway_namespace: str = _default("default", "/$defs/gateway/properties/namespace", "(default default)")
+    istio_gateway_selector: str = _default("istio: ingressgateway", "/$defs/gateway/properties/selector")
+    istio_gateway_port: int = _default(80, "/$defs/gateway/properties/port")
     gateway_global: bool = _default(True, "/$defs/gatewayFilter/oneOf/1/properties/global", "Default true")
+
+    def gateway_namespace(self, plane: ControlPlane) -> str:
+        return {"higress": self.higress_namespace, "istio": self.istio_gateway_namespace,
+                "envoy-gateway": self.envoy_gateway_namespace}[plane]
+
+    @property
+    def istio_gateway_labels(self) -> tuple[tuple[str, str], ...]:
+        key, _, value = self.istio_gateway_selector.partition(": ")
+        return ((key, value),)
 
     @property
     def kubernetes_version(self) -> tuple[int, int]:
@@ -278,14 +291,20 @@ class GitOps:
     flux: Flux | None
 
 
+# The label Istio puts on the pods of a gateway it deploys for a Gateway API Gateway.
+GATEWAY_API_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
+
+
 @dataclass(frozen=True)
 class GatewayRule:
-    """Where a scoped configuration applies (Higress matchRules: any of domain, ingress, service)."""
+    """Where a scoped configuration applies (Higress matchRules: any of domain, ingress, service; Istio:
+    domain; Envoy Gateway: httpRoute)."""
 
     domain: tuple[str, ...]
     ingress: tuple[str, ...]
     service: tuple[str, ...]
     config: str  # JSON text of a map
+    http_route: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -297,11 +316,30 @@ class GatewayFilter:
 
 
 @dataclass(frozen=True)
+class HttpRoute:
+    """An HTTPRoute of an Envoy Gateway Gateway, as it routes: what verify builds its route from."""
+
+    name: str
+    hostnames: tuple[str, ...]
+    path_prefix: str = "/"
+
+
+@dataclass(frozen=True)
 class Gateway:
     name: str
     control_plane: ControlPlane
     namespace: str
     filters: tuple[GatewayFilter, ...]
+    selector: tuple[tuple[str, str], ...] = ()  # istio: the gateway Deployment's pod labels
+    gateway_ref: str | None = None  # the Gateway API Gateway the objects attach to (targetRefs)
+    port: int = 80  # istio: the Gateway server's port, in istiod's route and virtual host names
+    http_routes: tuple[HttpRoute, ...] = ()
+    tests: tuple[TestSpec, ...] = ()
+    output: OutputKind = "WasmPlugin"  # istio, without rules: WasmPlugin or TrafficExtension
+
+    @property
+    def target_gateway(self) -> str:
+        return self.gateway_ref or self.name
 
 
 @dataclass(frozen=True)

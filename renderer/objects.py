@@ -207,24 +207,31 @@ def _legacy_value(f: Filter, config: str | None) -> Obj:
 _MATCH_MODE = {"SIDECAR_INBOUND": "SERVER", "SIDECAR_OUTBOUND": "CLIENT"}
 
 
-def wasm_plugin(fs: FilterSet, service: Service, index: int, sf: ServiceFilter) -> Obj:
-    """extensions.istio.io/v1alpha1 WasmPlugin (Istio >= 1.12): istio-agent loads the module from the
-    same mounted file (file://) or pulls it (oci://); fields appear only where the target has them."""
-    f = sf.filter
-    spec: Obj = {"selector": {"matchLabels": dict(service.selector)}}
-    spec["url"] = f.oci_url or f"file://{f.mounted_path}"
-    spec["sha256"] = f.pulled_sha256
+def wasm_plugin_fields(fs: FilterSet, f: Filter, url: str, config: str | None, countdown: int) -> Obj:
+    """A WasmPlugin's module, place in the chain, configuration and failure handling: the same for a
+    sidecar's and a gateway's."""
+    spec: Obj = {"url": url, "sha256": f.pulled_sha256}
     if f.root_id:
         spec["pluginName"] = f.root_id
     if f.phase and f.phase != "UNSPECIFIED_PHASE":
         # Unset means "at the end of the chain, before the router": the EnvoyFilter's place.
         spec["phase"] = f.phase
     # Higher priority runs first within a phase: count down so the chain follows the list.
-    spec["priority"] = f.priority if f.priority is not None else len(service.filters) - index
-    if sf.config is not None:
-        spec["pluginConfig"] = json.loads(sf.config)
+    spec["priority"] = f.priority if f.priority is not None else countdown
+    if config is not None:
+        spec["pluginConfig"] = json.loads(config)
     if istio_versions.supports(fs.istio, "WasmPlugin.failStrategy"):
         spec["failStrategy"] = "FAIL_OPEN" if f.fail_open else "FAIL_CLOSE"
+    return spec
+
+
+def wasm_plugin(fs: FilterSet, service: Service, index: int, sf: ServiceFilter) -> Obj:
+    """extensions.istio.io/v1alpha1 WasmPlugin (Istio >= 1.12): istio-agent loads the module from the
+    same mounted file (file://) or pulls it (oci://); fields appear only where the target has them."""
+    f = sf.filter
+    spec: Obj = {"selector": {"matchLabels": dict(service.selector)}}
+    spec.update(wasm_plugin_fields(fs, f, f.oci_url or f"file://{f.mounted_path}", sf.config,
+                                    len(service.filters) - index))
     mode = _MATCH_MODE.get(service.context)
     if mode and istio_versions.supports(fs.istio, "WasmPlugin.match"):
         spec["match"] = [{"mode": mode}]

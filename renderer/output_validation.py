@@ -109,6 +109,7 @@ SCHEMAS: Mapping[tuple[str, str], SchemaRef] = {
     ("extensions.istio.io/v1alpha1", "WasmPlugin"): BundledSchema("wasmplugin.schema.json"),
     ("extensions.istio.io/v1alpha1", "TrafficExtension"): BundledSchema("trafficextension.schema.json"),
     ("extensions.higress.io/v1alpha1", "WasmPlugin"): BundledSchema("higress-wasmplugin.schema.json"),
+    ("gateway.envoyproxy.io/v1alpha1", "EnvoyExtensionPolicy"): BundledSchema("envoygateway-envoyextensionpolicy.schema.json"),
     ("argoproj.io/v1alpha1", "Application"): BundledSchema("argocd-application.schema.json"),
     ("argoproj.io/v1alpha1", "ApplicationSet"): BundledSchema("argocd-applicationset.schema.json"),
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): BundledSchema("flux-kustomization.schema.json"),

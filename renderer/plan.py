@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import clusters, gitops, objects, parallel
+from . import clusters, gateway_objects, gitops, objects, parallel
 from .model import Filter, FilterSet, Gateway, Service
 from .output_validation import OutputProblem, validate_objects, warm_up
 from .workloads import is_remote
@@ -82,7 +82,7 @@ def build_plan(fs: FilterSet, out: Path, *, keep_objects: bool = False) -> Plan:
         base, *built = parallel.map_chunks(overlays.build_with_base, [None, *services])
         gateways = sorted(fs.gateways, key=lambda g: g.name)
         overlay_dirs = sorted([f"overlays/{s.name}" for s in services] + [f"overlays/{g.name}" for g in gateways])
-        parts = [base, *built, *(_gateway(g, header).validated(keep_objects) for g in gateways),
+        parts = [base, *built, *(_gateway(fs, g, header).validated(keep_objects) for g in gateways),
                  _root(fs, out, header, overlay_dirs).validated(keep_objects)]
     plan = Plan()
     digests: dict[str, str] = {}
@@ -161,18 +161,26 @@ class _Overlays:
         return part
 
 
-def _gateway(gateway: Gateway, header: str) -> _Part:
-    """overlays/<gateway>/: the gateway's filter objects, in the control plane's namespace. Nothing of
-    the gateway itself: its control plane installs and runs it."""
+def _gateway(fs: FilterSet, gateway: Gateway, header: str) -> _Part:
+    """overlays/<gateway>/: the gateway's filter objects, in its namespace. Nothing of the gateway
+    itself: its control plane installs and runs it."""
     part = _Part()
     gdir = f"overlays/{gateway.name}"
     resources = []
-    for index, gf in enumerate(gateway.filters):
-        fname = f"{gf.filter.name}.higress-wasmplugin.yaml"
-        part.add(f"{gdir}/{fname}", header, objects.higress_wasm_plugin(gateway, index, gf))
+    for fname, obj in _gateway_objects(fs, gateway):
+        part.add(f"{gdir}/{fname}", header, obj)
         resources.append(fname)
     part.add(f"{gdir}/kustomization.yaml", header, objects.kustomization(resources, namespace=gateway.namespace))
     return part
+
+
+def _gateway_objects(fs: FilterSet, gateway: Gateway) -> list[tuple[str, dict[str, Any]]]:
+    if gateway.control_plane == "istio":
+        return gateway_objects.istio_gateway_objects(fs, gateway)
+    if gateway.control_plane == "envoy-gateway":
+        return gateway_objects.envoy_extension_policies(gateway)
+    return [(f"{gf.filter.name}.higress-wasmplugin.yaml", objects.higress_wasm_plugin(gateway, index, gf))
+            for index, gf in enumerate(gateway.filters)]
 
 
 def _root(fs: FilterSet, out: Path, header: str, overlay_dirs: list[str]) -> _Part:

@@ -35,7 +35,7 @@ OWNED_SHAPE = re.compile(rf"""
   | base/kustomization\.yaml
   | base/{_LABEL}/{_LABEL}\.configmap\.yaml
   | overlays/{_LABEL}/(?:kustomization|deployment-patch)\.yaml
-  | overlays/{_LABEL}/{_LABEL}\.(?:envoyfilter|wasmplugin|trafficextension|higress-wasmplugin)\.yaml
+  | overlays/{_LABEL}/{_LABEL}\.(?:envoyfilter|wasmplugin|trafficextension|higress-wasmplugin|envoyextensionpolicy)\.yaml
   | gitops/argocd/{_LABEL}\.(?:application|applicationset)\.yaml
   | gitops/flux/{_LABEL}\.yaml
   | trees/{_LABEL}/kustomization\.yaml

@@ -61,19 +61,20 @@ class Listener:
     http_filters: tuple[Obj, ...]
     host: str  # the service's host name: the default :authority of its requests
     problem: str | None = None  # the chain could not be built: every case on it fails with this
+    virtual_hosts: tuple[Obj, ...] = ()  # a gateway's route table (routing to "upstream"); () routes all
 
 
 @dataclass(frozen=True)
 class Case:
     target: str  # the filter's or the service's name
-    kind: Literal["filter", "service"]
+    kind: Literal["filter", "service", "gateway"]
     listener: str
     test: TestSpec
     wasm_level: str
 
     @property
     def label(self) -> str:
-        return f"{self.target}/{self.test.name}" if self.kind == "filter" else f"service:{self.target}/{self.test.name}"
+        return f"{self.target}/{self.test.name}" if self.kind == "filter" else f"{self.kind}:{self.target}/{self.test.name}"
 
 
 @dataclass(frozen=True)
@@ -176,7 +177,8 @@ def _reasons(log: str) -> str:
 def _listener_config(lst: Listener, access_log: Path | None, upstream: str) -> Obj:
     return istio.listener(lst.name, lst.context, lst.http_filters, upstream, service_host=lst.host,
                           stream_idle_timeout=f"{STREAM_IDLE_TIMEOUT}s",
-                          access_log_path=None if access_log is None else str(access_log))
+                          access_log_path=None if access_log is None else str(access_log),
+                          virtual_hosts=lst.virtual_hosts)
 
 
 def _rejected(envoy: EnvoyBinary, listeners: Sequence[Listener], workdir: Path) -> dict[str, str]:

@@ -181,7 +181,7 @@ def test_rule_configurations_are_checked_each_at_its_line(edge: Repo) -> None:
     ("  - {name: edge, controlPlane: higress, filters: [{name: example-filter, global: false}]}\n",
      "filters.yaml:16:82: global: false runs the filter only where a rule matches, and there are no rules"),
     ("  - {name: edge, controlPlane: envoy, filters: [example-filter]}\n",
-     "filters.yaml:16:32: gateways[0].controlPlane: 'envoy' is not allowed; use one of: higress"),
+     "filters.yaml:16:32: gateways[0].controlPlane: 'envoy' is not allowed; use one of: higress, istio, envoy-gateway"),
     ("  - {name: productpage, controlPlane: higress, filters: [example-filter]}\n",
      "filters.yaml:16:12: gateway name 'productpage' is also a service's name, and both would be "
      "overlays/productpage/; rename one"),

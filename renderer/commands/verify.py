@@ -12,7 +12,7 @@ from typing import Any
 from .. import core
 from ..envoy.load import EnvoyStep
 from ..errors import UsageError
-from ..model import Filter, FilterSet, OutputKind, Service
+from ..model import Filter, FilterSet, Gateway, OutputKind, Service
 from ..plan import build_plan
 from ..verify import CaseResult
 
@@ -69,6 +69,33 @@ def _verify_cases(fs: FilterSet, filters: list[Filter], services: list[Service],
         cases += [runner.Case(s.name + suffix, "service", name, t, level) for t in s.tests]
 
 
+def _gateway_cases(fs: FilterSet, gateways: list[Gateway], pairs: list[tuple[str, dict[str, Any]]], modules: Path,
+                   listeners: dict[str, Any], cases: list[Any]) -> None:
+    """One listener per gateway with its route table, as its control plane builds it (envoy/routes.py)."""
+    from .. import verify as runner
+    from ..envoy import routes
+    from ..envoy.istio import ChainError
+
+    pull = _image_puller(fs)
+    # A locked image of a filter built here holds exactly its file's module (the spec stage compared the
+    # lock's module sha256 with the file): that file stands in for the pull, as in a filter's own tests.
+    local = {f.image.pinned: f.binary.data for f in fs.filters if f.image is not None and f.binary.path is not None}
+
+    def images(reference: str) -> bytes:
+        bare = reference.removeprefix("oci://")
+        return local[bare] if bare in local else pull(reference)
+
+    for g in gateways:
+        name = f"gateway:{g.name}"
+        try:
+            table = routes.route_table(fs, g, pairs, modules, "upstream", images)
+            listeners[name] = runner.Listener(name, "GATEWAY", table.http_filters, table.host,
+                                              virtual_hosts=table.virtual_hosts)
+        except ChainError as e:
+            listeners[name] = runner.Listener(name, "GATEWAY", (), "gateway.local", str(e))
+        cases += [runner.Case(g.name, "gateway", name, t, "info") for t in g.tests]
+
+
 def _image_puller(fs: FilterSet) -> Callable[[str], bytes]:
     """Pulls the module of an image that `push` recorded in the lock (by digest, its module's sha256
     checked), with the credentials `push` uses. Any other reference is refused unpulled: verify reaches
@@ -109,8 +136,8 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
     # that use it, with Envoy's reason: the separate load step would only stop the command earlier.
     prepared = core.prepare(spec_path, None, keep_objects=True, envoy=EnvoyStep(enabled=False))
     fs = prepared.spec.filter_set
-    filters, services = _tested(fs, names, spec_path)
-    if not filters and not services:
+    filters, services, gateways = _tested(fs, names, spec_path)
+    if not filters and not services and not gateways:
         return Verified(())
     binary = find_envoy(envoy)
     listeners: dict[str, runner.Listener] = {}
@@ -121,18 +148,22 @@ def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None =
             picked = {s.name for s in view.services}
             _verify_cases(view, [f for f in filters if _uses_filter(view, f)] if suffix else filters,
                           [s for s in services if s.name in picked], pairs, modules, suffix, listeners, cases)
+        _gateway_cases(fs, gateways, prepared.plan.objects, modules, listeners, cases)  # no clusters with gateways
         return Verified(tuple(runner.run(binary, list(listeners.values()), cases, progress=progress)))
 
 
-def _tested(fs: FilterSet, names: tuple[str, ...], spec_path: Path) -> tuple[list[Filter], list[Service]]:
-    """The filters and services with tests (of those named, when names are given)."""
-    known = {f.name for f in fs.filters} | {s.name for s in fs.services}
+def _tested(fs: FilterSet, names: tuple[str, ...],
+            spec_path: Path) -> tuple[list[Filter], list[Service], list[Gateway]]:
+    """The filters, services and gateways with tests (of those named, when names are given)."""
+    known = {f.name for f in fs.filters} | {s.name for s in fs.services} | {g.name for g in fs.gateways}
     unknown = sorted(set(names) - known)
     if unknown:
-        raise UsageError(f"no filter or service named {', '.join(unknown)} in {spec_path}")
+        what = "filter, service or gateway" if fs.gateways else "filter or service"
+        raise UsageError(f"no {what} named {', '.join(unknown)} in {spec_path}")
     filters = [f for f in fs.filters if f.tests and (not names or f.name in names)]
     services = [s for s in fs.services if s.tests and (not names or s.name in names)]
     for f in filters:
         if f.binary.is_oci:
             raise UsageError(f"filter {f.name!r} is an OCI image; verify runs local .wasm files only")
-    return filters, services
+    gateways = [g for g in fs.gateways if g.tests and (not names or g.name in names)]
+    return filters, services, gateways

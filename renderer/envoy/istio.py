@@ -595,9 +595,11 @@ def access_log(path: str, listener: str = "") -> Obj:
 
 def listener(name: str, context: Context, http_filters: Sequence[Obj], cluster: str, *,
              service_host: str = "service.default.svc.cluster.local", port: int = 8080,
-             stream_idle_timeout: str = "0s", access_log_path: str | None = None) -> Obj:
+             stream_idle_timeout: str = "0s", access_log_path: str | None = None,
+             virtual_hosts: Sequence[Obj] = ()) -> Obj:
     """One listener on 127.0.0.1 (port 0: Envoy picks) shaped like istiod's for that context, whose
-    chain is http_filters then the router, routing everything to `cluster`."""
+    chain is http_filters then the router, routing everything to `cluster` (or by `virtual_hosts`, a
+    gateway's route table, when given)."""
     vhost: Obj
     if context == "SIDECAR_INBOUND":
         vhost = {"name": f"inbound|http|{port}", "domains": ["*"],
@@ -613,7 +615,7 @@ def listener(name: str, context: Context, http_filters: Sequence[Obj], cluster: 
                              "decorator": {"operation": f"{service_host}:{port}/*"},
                              "route": {"cluster": cluster, "timeout": "0s"}}]}
         prefix = f"outbound_0.0.0.0_{port}" if context == "SIDECAR_OUTBOUND" else f"outbound_{port}_gateway"
-    route = {"name": name, "virtual_hosts": [vhost], "validate_clusters": False}
+    route = {"name": name, "virtual_hosts": list(virtual_hosts) or [vhost], "validate_clusters": False}
     hcm = _hcm(context, prefix, route, http_filters, stream_idle_timeout=stream_idle_timeout)
     if access_log_path is not None:
         hcm["access_log"] = [access_log(access_log_path, name)]

@@ -58,6 +58,10 @@ def filter_configmap(oid: ObjectId, obj: Obj) -> tuple[str, str] | None:
 # (a TrafficExtension is what istiod turns a WasmPlugin into, from 1.30; its Wasm fields sit under
 # spec.wasm, so a change there is hot, and its placement fields are the WasmPlugin's).
 _ECDS_KINDS = ("WasmPlugin", "TrafficExtension")
+# Inlined into the listener: an EnvoyFilter's value, and Envoy Gateway's Wasm filters, which its translator
+# writes into the HCM's http_filters (LDS) and enables per route in RDS (internal/xds/translator/wasm.go),
+# so any change to an EnvoyExtensionPolicy rebuilds the listener.
+_LISTENER_KINDS = ("EnvoyFilter", "EnvoyExtensionPolicy")
 
 
 def _wasm_plugin_effect(fields: Sequence[FieldChange]) -> str:
@@ -79,7 +83,7 @@ def effect(state: State, oid: ObjectId, obj: Obj, fields: Sequence[FieldChange],
             return PRUNED_AFTER_ROLLOUT
         # A new binary reaches Envoy only when the pods that mount it are replaced.
         return PODS_ROLL if state == "added" else NO_MESH_EFFECT
-    if oid.kind == "EnvoyFilter":
+    if oid.kind in _LISTENER_KINDS:
         return LISTENER_DRAINS  # its value is inlined into the listener's HTTP filter list
     if oid.kind in _ECDS_KINDS:
         return LISTENER_DRAINS if state != "changed" else _wasm_plugin_effect(fields)

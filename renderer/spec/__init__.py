@@ -66,7 +66,7 @@ def _model(ctx: SpecContext, inspect: bool, out: Path | None) -> FilterSet | Non
     try:
         resources = Resources(ctx.root, out, fleet=bool(data.get("clusters")))
         modelled = services(ctx, found, version, resources)
-        gateway_list = gateways(ctx, found)
+        gateway_list = gateways(ctx, found, version)
         delivery = gitops(ctx, data["gitops"]) if "gitops" in data else None
         fleet = clusters(ctx, modelled, delivery)
         if gateway_list and fleet:

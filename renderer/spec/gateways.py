@@ -6,12 +6,14 @@ from typing import Any
 
 from .. import config_schema
 from ..model import DEFAULTS, Gateway, GatewayFilter, GatewayRule
+from . import planes
 from .context import Path_, SpecContext, is_json_object
 from .filters import Filters
 from .services import known_filter
+from .tests import tests as gateway_tests
 
 
-def gateways(ctx: SpecContext, filters: Filters) -> list[Gateway]:
+def gateways(ctx: SpecContext, filters: Filters, version: tuple[int, int]) -> list[Gateway]:
     out: list[Gateway] = []
     services = {raw["name"] for raw in ctx.data.get("services", [])}
     names: set[str] = set()
@@ -26,15 +28,16 @@ def gateways(ctx: SpecContext, filters: Filters) -> list[Gateway]:
         chosen: list[GatewayFilter] = []
         seen: set[str] = set()
         for j, entry in enumerate(raw["filters"]):
-            gf = gateway_filter(ctx, p + ("filters", j), entry, filters, seen)
+            gf = gateway_filter(ctx, p + ("filters", j), entry, filters, seen, raw["controlPlane"])
             if gf is not None:
                 chosen.append(gf)
-        out.append(Gateway(name, raw["controlPlane"], raw.get("namespace", DEFAULTS.higress_namespace), tuple(chosen)))
+        out.append(planes.gateway(raw, p, ctx, chosen, gateway_tests(ctx, p, raw, "gateway"), version,
+                                  (ctx.data.get("output") or {}).get("kind", DEFAULTS.output_kind)))
     return out
 
 
 def gateway_filter(ctx: SpecContext, fp: Path_, entry: str | dict[str, Any], filters: Filters,
-                   seen: set[str]) -> GatewayFilter | None:
+                   seen: set[str], plane: str) -> GatewayFilter | None:
     raw = {"name": entry} if isinstance(entry, str) else entry
     npath = fp if isinstance(entry, str) else fp + ("name",)
     fname = raw["name"]
@@ -47,8 +50,8 @@ def gateway_filter(ctx: SpecContext, fp: Path_, entry: str | dict[str, Any], fil
     seen.add(fname)
     if f.oci_url is None:
         # A gateway is not a workload this tree patches: nothing mounts a ConfigMap into it.
-        ctx.error(npath, f"filter {fname!r} is not delivered as an image, and a Higress gateway pulls its "
-                  "modules from a registry: give the filter image: and delivery: oci, and run 'wasm-gitops "
+        ctx.error(npath, f"filter {fname!r} is not delivered as an image, and {planes.A[plane]} gateway "
+                  "pulls its modules from a registry: give the filter image: and delivery: oci, and run 'wasm-gitops "
                   f"push {fname}' (or point wasm at an oci:// reference)")
         return None
     config = f.config
@@ -58,28 +61,28 @@ def gateway_filter(ctx: SpecContext, fp: Path_, entry: str | dict[str, Any], fil
         config = ctx.config_text(cpath, raw["config"])
         if f.config_schema is not None:
             ctx.check_config(cpath, raw, "config", f.config_schema)
-    if config is not None and not is_json_object(config):
-        ctx.error(cpath, "a Higress WasmPlugin's defaultConfig is a map; write this configuration as a map")
+    if config is not None and planes.needs_map(plane) and not is_json_object(config):
+        ctx.error(cpath, planes.NOT_A_MAP[plane][0])
     global_ = bool(raw.get("global", DEFAULTS.gateway_global))
     if not global_ and not raw.get("rules"):
         ctx.error(fp + ("global",), "global: false runs the filter only where a rule matches, and there are "
                   "no rules: add rules or remove the filter from this gateway")
-    return GatewayFilter(f, config if global_ else None, global_, _rules(ctx, fp, raw, f.config_schema))
+    return GatewayFilter(f, config if global_ else None, global_, _rules(ctx, fp, raw, f.config_schema, plane))
 
 
 def _rules(ctx: SpecContext, fp: Path_, raw: dict[str, Any],
-           schema: config_schema.ConfigSchema | None) -> tuple[GatewayRule, ...]:
+           schema: config_schema.ConfigSchema | None, plane: str) -> tuple[GatewayRule, ...]:
     rules: list[GatewayRule] = []
     for k, rule in enumerate(raw.get("rules", [])):
         rp = fp + ("rules", k)
         text = ctx.config_text(rp + ("config",), rule["config"])
         if text is None and rule["config"] is not None:
             continue  # .inf or .nan: reported by config_text
-        if text is None or not is_json_object(text):
-            ctx.error(rp + ("config",), "a Higress match rule's config is a map; write it as a map")
+        if text is None or (planes.needs_map(plane) and not is_json_object(text)):
+            ctx.error(rp + ("config",), planes.NOT_A_MAP[plane][1])
             continue
         if schema is not None:
             ctx.check_config(rp + ("config",), rule, "config", schema)
         rules.append(GatewayRule(tuple(rule.get("domain", ())), tuple(rule.get("ingress", ())),
-                                 tuple(rule.get("service", ())), text))
+                                 tuple(rule.get("service", ())), text, tuple(rule.get("httpRoute", ()))))
     return tuple(rules)
