@@ -61,18 +61,12 @@ class Defaults:
     higress_namespace: str = _default("higress-system", "/$defs/gateway/properties/namespace")
     istio_gateway_namespace: str = _default("istio-system", "/$defs/gateway/properties/namespace")
     envoy_gateway_namespace: str = _default("default", "/$defs/gateway/properties/namespace", "(default default)")
-    istio_gateway_selector: str = _default("istio: ingressgateway", "/$defs/gateway/properties/selector")
     istio_gateway_port: int = _default(80, "/$defs/gateway/properties/port")
     gateway_global: bool = _default(True, "/$defs/gatewayFilter/oneOf/1/properties/global", "Default true")
 
     def gateway_namespace(self, plane: ControlPlane) -> str:
         return {"higress": self.higress_namespace, "istio": self.istio_gateway_namespace,
                 "envoy-gateway": self.envoy_gateway_namespace}[plane]
-
-    @property
-    def istio_gateway_labels(self) -> tuple[tuple[str, str], ...]:
-        key, _, value = self.istio_gateway_selector.partition(": ")
-        return ((key, value),)
 
     @property
     def kubernetes_version(self) -> tuple[int, int]:
@@ -291,6 +285,9 @@ class GitOps:
     flux: Flux | None
 
 
+# An Istio gateway's pods when the spec names no selector (the istio/gateway Helm chart's and istioctl's
+# default ingress gateway labels; the schema's selector description says so). A map, so not in DEFAULTS.
+ISTIO_GATEWAY_SELECTOR: Final = (("istio", "ingressgateway"),)
 # The label Istio puts on the pods of a gateway it deploys for a Gateway API Gateway.
 GATEWAY_API_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 

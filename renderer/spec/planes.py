@@ -13,6 +13,7 @@ from .. import istio_versions
 from ..model import (
     DEFAULTS,
     GATEWAY_API_NAME_LABEL,
+    ISTIO_GATEWAY_SELECTOR,
     ControlPlane,
     Gateway,
     GatewayFilter,
@@ -63,7 +64,7 @@ def gateway(raw: dict[str, Any], p: Path, report: Findings, filters: Sequence[Ga
     ref = raw.get("gatewayRef")
     selector: tuple[tuple[str, str], ...] = ()
     if plane == "istio":
-        default = ((GATEWAY_API_NAME_LABEL, ref),) if ref else DEFAULTS.istio_gateway_labels
+        default = ((GATEWAY_API_NAME_LABEL, ref),) if ref else ISTIO_GATEWAY_SELECTOR
         selector = tuple(sorted(raw["selector"].items())) if "selector" in raw else default
     return Gateway(raw["name"], plane, raw.get("namespace", DEFAULTS.gateway_namespace(plane)), tuple(filters),
                    selector=selector, gateway_ref=ref, port=int(raw.get("port", DEFAULTS.istio_gateway_port)), http_routes=routes,
