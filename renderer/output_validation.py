@@ -5,11 +5,11 @@ already validated, so anything malformed at this point came from our own templat
 
 What validates what (the SCHEMAS table below):
 
-* Kubernetes kinds (ConfigMap, the Deployment patch) use the offline OpenAPI-derived JSON Schemas
-  that ship with the kubernetes-validate package, in their "strict" flavour (unknown fields are
-  errors). We read those files directly instead of calling kubernetes_validate.validate(), which
-  re-reads and re-parses the 1.5 MB definitions file on every call, stops at the first error and
-  compares versions as strings. The schemas do not encode the API server's own validation, so the
+* Kubernetes kinds (ConfigMap, the Deployment patch) use the OpenAPI-derived JSON Schemas of
+  schemas/kubernetes-<major>.<minor>.json, in their "strict" flavour (unknown fields are errors):
+  the kinds in SCHEMAS and the definitions they reach, cut by scripts/kubernetes-schemas.py from
+  kubernetes-validate's files (~250 KB instead of a 108 MB package; the file names its source).
+  The schemas do not encode the API server's own validation, so the
   rules our output can plausibly break are added here: object names, label and annotation syntax
   and size, ConfigMap keys, base64 and the 1 MiB ConfigMap limit, and the JSON inside Istio's
   sidecar.istio.io/userVolume(Mount) annotations.
@@ -30,13 +30,12 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import importlib.util
 import json
+import os
 import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import jsonschema_rs
@@ -50,16 +49,18 @@ if TYPE_CHECKING:  # the Python validator is imported only when an object fails 
 
 __all__ = [
     "DEFAULT_KUBERNETES_VERSION",
+    "KUBERNETES_DEFINITIONS",
     "SCHEMAS",
     "BundledSchema",
     "KubernetesSchema",
     "OutputProblem",
     "available_kubernetes_versions",
+    "reachable_definitions",
     "validate_objects",
 ]
 
-# The newest GA release kubernetes-validate 1.37 ships schemas for (it only ships x.y.0 releases).
-# Pinned rather than "latest installed" so that upgrading the package cannot change our output's
+# The Kubernetes release whose schemas are committed in schemas/ (kubernetes-validate 1.37's x.y.0
+# schemas). Pinned, and regenerated only on purpose, so that no upgrade can change our output's
 # verdict silently; ConfigMap and apps/v1 Deployment have been stable for years anyway.
 DEFAULT_KUBERNETES_VERSION: Final = "1.37"
 
@@ -80,7 +81,7 @@ class OutputProblem:
 
 @dataclass(frozen=True)
 class KubernetesSchema:
-    """Validate against kubernetes-validate's strict schema for the object's apiVersion/kind.
+    """Validate against the strict Kubernetes schema for the object's apiVersion/kind.
 
     partial=True drops every `required` constraint, for objects written as strategic-merge patches.
     """
@@ -129,6 +130,8 @@ _ISTIO_VOLUME_ANNOTATIONS: Final = {
     "sidecar.istio.io/userVolume": "io.k8s.api.core.v1.Volume",
     "sidecar.istio.io/userVolumeMount": "io.k8s.api.core.v1.VolumeMount",
 }
+# Definitions validated on their own, besides the kinds in SCHEMAS: the schema generator keeps them.
+KUBERNETES_DEFINITIONS: Final = tuple(sorted(set(_ISTIO_VOLUME_ANNOTATIONS.values())))
 
 
 # ---- formats the Kubernetes schemas declare but jsonschema does not check by default ----------
@@ -160,22 +163,17 @@ def _formats() -> FormatChecker:
 # ---- schema loading (cached: the Kubernetes definitions are 1.5 MB per version) ----------------
 
 
-@functools.cache
-def _kubernetes_schema_root() -> Path:
-    # Locate the package's data without importing it: its __init__ imports jsonschema (~0.15 s),
-    # which only a failing object needs.
-    spec = importlib.util.find_spec("kubernetes_validate")
-    if spec is None or not spec.submodule_search_locations:
-        raise LookupError("the kubernetes-validate package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "kubernetes-json-schema"
+# Beside schema_text's files: renderer/schemas is the repository's schemas/ (a symlink in a checkout).
+_KUBERNETES_SCHEMA_DIR: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
+_KUBERNETES_SCHEMA_FILE = re.compile(r"kubernetes-(\d+)\.(\d+)\.json")
 
 
 @functools.cache
 def available_kubernetes_versions() -> tuple[tuple[int, int], ...]:
-    """(major, minor) of every Kubernetes release the installed kubernetes-validate has schemas for."""
+    """(major, minor) of every Kubernetes release whose schemas are in schemas/."""
     found = set()
-    for entry in _kubernetes_schema_root().iterdir():
-        match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+-local-strict", entry.name)
+    for entry in os.listdir(_KUBERNETES_SCHEMA_DIR):
+        match = _KUBERNETES_SCHEMA_FILE.fullmatch(entry)
         if match:
             found.add((int(match.group(1)), int(match.group(2))))
     return tuple(sorted(found))
@@ -183,8 +181,8 @@ def available_kubernetes_versions() -> tuple[tuple[int, int], ...]:
 
 @functools.lru_cache(maxsize=16)  # validate_objects runs once per overlay: thousands of times a render
 def _resolve_kubernetes_version(text: str) -> tuple[int, int]:
-    # Like kubernetes-validate: use the newest shipped schema not newer than the request (x.y.0
-    # schemas only), but compare numerically; it compares strings, so "1.9" > "1.37" there.
+    # Use the newest schema not newer than the request (x.y.0 schemas only), compared numerically
+    # (as strings "1.9" > "1.37").
     match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", text.strip())
     if match is None:
         raise ValueError(f"not a Kubernetes version: {text!r} (expected e.g. 1.30 or v1.30.2)")
@@ -192,13 +190,17 @@ def _resolve_kubernetes_version(text: str) -> tuple[int, int]:
     shipped = available_kubernetes_versions()
     usable = [v for v in shipped if v <= wanted]
     if not usable or wanted > shipped[-1]:
-        span = f"{shipped[0][0]}.{shipped[0][1]}..{shipped[-1][0]}.{shipped[-1][1]}" if shipped else "none"
-        raise ValueError(f"kubernetes-validate has no schemas for Kubernetes {text} (it ships {span})")
+        names = [f"{major}.{minor}" for major, minor in shipped]
+        span = "none" if not names else f"only {names[0]}" if len(names) == 1 else f"{names[0]}..{names[-1]}"
+        raise ValueError(f"wasm-gitops has no schemas for Kubernetes {text} (it ships {span})")
     return usable[-1]
 
 
-def _schema_dir(version: tuple[int, int]) -> Path:
-    return _kubernetes_schema_root().joinpath(f"v{version[0]}.{version[1]}.0-local-strict")
+@functools.cache
+def _kubernetes_bundle(version: tuple[int, int]) -> dict[str, Any]:
+    text = schema_text(f"kubernetes-{version[0]}.{version[1]}.json")
+    bundle: dict[str, Any] = json.loads(text)
+    return bundle
 
 
 def _strip_required(node: Any, *, names: bool = False) -> Any:
@@ -222,10 +224,9 @@ def _strip_required(node: Any, *, names: bool = False) -> Any:
 
 @functools.cache
 def _kubernetes_definitions(version: tuple[int, int], partial: bool) -> dict[str, Any]:
-    if partial:  # derived from the full set, so the 1.5 MB file is read and parsed once
+    if partial:  # derived from the full set, so the file is read and parsed once
         return _strip_required(_kubernetes_definitions(version, False))
-    text = _schema_dir(version).joinpath("_definitions.json").read_text(encoding="utf-8")
-    definitions: dict[str, Any] = json.loads(text)
+    definitions: dict[str, Any] = _kubernetes_bundle(version)["definitions"]
     return definitions
 
 
@@ -237,22 +238,12 @@ def _kubernetes_registry(version: tuple[int, int], partial: bool) -> Registry:
     return Registry().with_resource(_K8S_DEFINITIONS_URI, Resource.from_contents(definitions))
 
 
-def _kubernetes_schema_file(api_version: str, kind: str) -> str:
-    # kubernetes-validate names files <kind>-<first label of the group>-<version>.json, or
-    # <kind>-<version>.json for the core group: "apps/v1" Deployment -> deployment-apps-v1.json.
-    if "/" in api_version:
-        group, version = api_version.split("/", 1)
-        return f"{kind.lower()}-{group.split('.')[0]}-{version}.json"
-    return f"{kind.lower()}-{api_version}.json"
-
-
 @functools.cache
 def _kubernetes_schema(api_version: str, kind: str, version: tuple[int, int], partial: bool) -> dict[str, Any]:
-    path = _schema_dir(version).joinpath(_kubernetes_schema_file(api_version, kind))
-    try:
-        schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LookupError(f"kubernetes-validate has no schema for {api_version} {kind}") from None
+    schema: dict[str, Any] | None = _kubernetes_bundle(version)["kinds"].get(f"{api_version} {kind}")
+    if schema is None:
+        raise LookupError(f"schemas/kubernetes-{version[0]}.{version[1]}.json has no schema for {api_version} {kind}"
+                          " (add the kind to SCHEMAS, then run make kubernetes-schemas)")
     return _strip_required(schema) if partial else schema
 
 
@@ -298,18 +289,24 @@ def _kubernetes_definition_fast(definition: str, version: tuple[int, int]) -> An
 _DEFINITION_REF = re.compile(r"#/\$defs/([^\"]+)")
 
 
-def _fast_registry(schema: Mapping[str, Any], version: tuple[int, int], partial: bool) -> Any:
-    """A jsonschema-rs registry of just the definitions `schema` can reach (a Deployment reaches 118
-    of 862). Handing over all 1.8 MB cost ~20 ms per validator, on every run, for nothing."""
-    everything = _kubernetes_definitions(version, False)["$defs"]
+def reachable_definitions(schema: object, definitions: Mapping[str, Any]) -> list[str]:
+    """Names of the `definitions` that `schema` reaches through $ref, transitively, sorted; a name
+    missing from `definitions` is left out (a dangling $ref fails validation on its own)."""
     reached: set[str] = set()
     pending = _DEFINITION_REF.findall(json.dumps(schema))
     while pending:
         name = pending.pop()
-        if name not in reached and name in everything:
+        if name not in reached and name in definitions:
             reached.add(name)
-            pending.extend(_DEFINITION_REF.findall(json.dumps(everything[name])))
-    subset = {"$defs": {name: everything[name] for name in sorted(reached)}}
+            pending.extend(_DEFINITION_REF.findall(json.dumps(definitions[name])))
+    return sorted(reached)
+
+
+def _fast_registry(schema: Mapping[str, Any], version: tuple[int, int], partial: bool) -> Any:
+    """A jsonschema-rs registry of just the definitions `schema` can reach (a ConfigMap reaches 5 of
+    the 120 committed; of Kubernetes' full 862, 1.8 MB, handing over all cost ~20 ms per validator)."""
+    everything = _kubernetes_definitions(version, False)["$defs"]
+    subset = {"$defs": {name: everything[name] for name in reachable_definitions(schema, everything)}}
     return jsonschema_rs.Registry([(_K8S_DEFINITIONS_URI, _strip_required(subset) if partial else subset)])
 
 
@@ -603,7 +600,7 @@ def validate_objects(objects: Sequence[tuple[str, Mapping[str, Any]]],
                      kubernetes_version: str = DEFAULT_KUBERNETES_VERSION) -> list[OutputProblem]:
     """Check every (output file, object) pair; an empty list means everything may be written.
 
-    Raises ValueError if kubernetes_version is not one kubernetes-validate has schemas for.
+    Raises ValueError if kubernetes_version is not one schemas/ has schemas for.
     """
     version = _resolve_kubernetes_version(kubernetes_version)
     patch_files = _patch_files(objects)
