@@ -64,7 +64,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt ruff mypy
 	$(BIN)/ruff check renderer tests bench scripts
-	$(BIN)/mypy renderer scripts/kubernetes-schemas.py
+	$(BIN)/mypy renderer scripts/kubernetes-schemas.py scripts/yaml-speed.py
 
 # The Kubernetes schema subset committed in schemas/, cut from the pinned kubernetes-validate release
 # (installed into build/, not into .venv).
