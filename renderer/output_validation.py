@@ -6,10 +6,10 @@ already validated, so anything malformed at this point came from our own templat
 What validates what (the SCHEMAS table below):
 
 * Kubernetes kinds (ConfigMap, the Deployment patch) use the OpenAPI-derived JSON Schemas of
-  schemas/kubernetes-<major>.<minor>.json, in their "strict" flavour (unknown fields are errors):
-  the kinds in SCHEMAS and the definitions they reach, cut by scripts/kubernetes-schemas.py from
-  kubernetes-validate's files (~250 KB instead of a 108 MB package; the file names its source).
-  The schemas do not encode the API server's own validation, so the
+  schemas/kubernetes-<major>.<minor>.json (loaded and compiled by kubernetes_schemas), in their
+  "strict" flavour (unknown fields are errors): the kinds in SCHEMAS and the definitions they reach,
+  cut by scripts/kubernetes-schemas.py from kubernetes-validate's files (217 KB instead of a 108 MB
+  package). The schemas do not encode the API server's own validation, so the
   rules our output can plausibly break are added here: object names, label and annotation syntax
   and size, ConfigMap keys, base64 and the 1 MiB ConfigMap limit, and the JSON inside Istio's
   sidecar.istio.io/userVolume(Mount) annotations.
@@ -23,15 +23,13 @@ What validates what (the SCHEMAS table below):
 
 Adding a kind is one entry in SCHEMAS, e.g. for Argo CD:
     ("argoproj.io/v1alpha1", "Application"): BundledSchema("argocd-application.schema.json"),
+(a Kubernetes kind, KubernetesSchema(), also needs `make kubernetes-schemas` to add its schema).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import json
-import os
 import posixpath
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -42,10 +40,19 @@ import jsonschema_rs
 
 from .files import schema_text
 
+# Imported under the names the rules and the driver below call them by.
+from .kubernetes_schemas import DEFAULT_KUBERNETES_VERSION, available_kubernetes_versions, reachable_definitions
+from .kubernetes_schemas import definition_fast as _kubernetes_definition_fast
+from .kubernetes_schemas import definition_validator as _kubernetes_definition_validator
+from .kubernetes_schemas import fast_formats as _fast_formats
+from .kubernetes_schemas import format_checker as _formats
+from .kubernetes_schemas import kind_fast as _kubernetes_fast
+from .kubernetes_schemas import kind_validator as _kubernetes_validator
+from .kubernetes_schemas import resolve_version as _resolve_kubernetes_version
+
 if TYPE_CHECKING:  # the Python validator is imported only when an object fails (it costs ~0.1 s)
-    from jsonschema import Draft202012Validator, FormatChecker
+    from jsonschema import Draft202012Validator
     from jsonschema.exceptions import ValidationError
-    from referencing import Registry
 
 __all__ = [
     "DEFAULT_KUBERNETES_VERSION",
@@ -58,12 +65,6 @@ __all__ = [
     "reachable_definitions",
     "validate_objects",
 ]
-
-# The Kubernetes release whose schemas are committed in schemas/ (kubernetes-validate 1.37's x.y.0
-# schemas). Pinned, and regenerated only on purpose, so that no upgrade can change our output's
-# verdict silently; ConfigMap and apps/v1 Deployment have been stable for years anyway.
-DEFAULT_KUBERNETES_VERSION: Final = "1.37"
-
 
 @dataclass(frozen=True)
 class OutputProblem:
@@ -113,7 +114,6 @@ SCHEMAS: Mapping[tuple[str, str], SchemaRef] = {
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): BundledSchema("flux-kustomization.schema.json"),
 }
 
-_K8S_DEFINITIONS_URI: Final = "https://kubernetes.io/api/_definitions.json"
 _MAX_MESSAGE: Final = 300
 _MAX_CONFIGMAP_BYTES: Final = 1024 * 1024  # corev1.MaxSecretSize, enforced by ValidateConfigMap
 _MAX_ANNOTATIONS_BYTES: Final = 256 * 1024  # apimachinery TotalAnnotationSizeLimitB
@@ -132,190 +132,6 @@ _ISTIO_VOLUME_ANNOTATIONS: Final = {
 }
 # Definitions validated on their own, besides the kinds in SCHEMAS: the schema generator keeps them.
 KUBERNETES_DEFINITIONS: Final = tuple(sorted(set(_ISTIO_VOLUME_ANNOTATIONS.values())))
-
-
-# ---- formats the Kubernetes schemas declare but jsonschema does not check by default ----------
-
-@functools.cache
-def _formats() -> FormatChecker:
-    from jsonschema import FormatChecker
-
-    checker = FormatChecker(formats=())
-
-    @checker.checks("byte", raises=(binascii.Error, ValueError))
-    def _is_base64(instance: object) -> bool:
-        # ConfigMap.binaryData values: the API server rejects anything that is not padded base64.
-        if isinstance(instance, str):
-            base64.b64decode(instance, validate=True)
-        return True
-
-    @checker.checks("int32")
-    def _is_int32(instance: object) -> bool:
-        return not isinstance(instance, int) or -(2**31) <= instance < 2**31
-
-    @checker.checks("int64")
-    def _is_int64(instance: object) -> bool:
-        return not isinstance(instance, int) or -(2**63) <= instance < 2**63
-
-    return checker
-
-
-# ---- schema loading (cached: the Kubernetes definitions are 1.5 MB per version) ----------------
-
-
-# Beside schema_text's files: renderer/schemas is the repository's schemas/ (a symlink in a checkout).
-_KUBERNETES_SCHEMA_DIR: Final = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas")
-_KUBERNETES_SCHEMA_FILE = re.compile(r"kubernetes-(\d+)\.(\d+)\.json")
-
-
-@functools.cache
-def available_kubernetes_versions() -> tuple[tuple[int, int], ...]:
-    """(major, minor) of every Kubernetes release whose schemas are in schemas/."""
-    found = set()
-    for entry in os.listdir(_KUBERNETES_SCHEMA_DIR):
-        match = _KUBERNETES_SCHEMA_FILE.fullmatch(entry)
-        if match:
-            found.add((int(match.group(1)), int(match.group(2))))
-    return tuple(sorted(found))
-
-
-@functools.lru_cache(maxsize=16)  # validate_objects runs once per overlay: thousands of times a render
-def _resolve_kubernetes_version(text: str) -> tuple[int, int]:
-    # Use the newest schema not newer than the request (x.y.0 schemas only), compared numerically
-    # (as strings "1.9" > "1.37").
-    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", text.strip())
-    if match is None:
-        raise ValueError(f"not a Kubernetes version: {text!r} (expected e.g. 1.30 or v1.30.2)")
-    wanted = (int(match.group(1)), int(match.group(2)))
-    shipped = available_kubernetes_versions()
-    usable = [v for v in shipped if v <= wanted]
-    if not usable or wanted > shipped[-1]:
-        names = [f"{major}.{minor}" for major, minor in shipped]
-        span = "none" if not names else f"only {names[0]}" if len(names) == 1 else f"{names[0]}..{names[-1]}"
-        raise ValueError(f"wasm-gitops has no schemas for Kubernetes {text} (it ships {span})")
-    return usable[-1]
-
-
-@functools.cache
-def _kubernetes_bundle(version: tuple[int, int]) -> dict[str, Any]:
-    text = schema_text(f"kubernetes-{version[0]}.{version[1]}.json")
-    bundle: dict[str, Any] = json.loads(text)
-    return bundle
-
-
-def _strip_required(node: Any, *, names: bool = False) -> Any:
-    """Copy of a schema without `required` keywords.
-
-    `names` is True when node maps property (or definition) names to schemas; there a key called
-    "required" is a field name (JSONSchemaProps has one) and must stay.
-    """
-    if isinstance(node, list):
-        return [_strip_required(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    result: dict[str, Any] = {}
-    for key, value in node.items():
-        if not names and key == "required" and isinstance(value, list):
-            continue
-        result[key] = _strip_required(value, names=not names and key in ("properties", "$defs", "definitions",
-                                                                          "patternProperties", "dependentSchemas"))
-    return result
-
-
-@functools.cache
-def _kubernetes_definitions(version: tuple[int, int], partial: bool) -> dict[str, Any]:
-    if partial:  # derived from the full set, so the file is read and parsed once
-        return _strip_required(_kubernetes_definitions(version, False))
-    definitions: dict[str, Any] = _kubernetes_bundle(version)["definitions"]
-    return definitions
-
-
-@functools.cache
-def _kubernetes_registry(version: tuple[int, int], partial: bool) -> Registry:
-    from referencing import Registry, Resource
-
-    definitions = _kubernetes_definitions(version, partial)
-    return Registry().with_resource(_K8S_DEFINITIONS_URI, Resource.from_contents(definitions))
-
-
-@functools.cache
-def _kubernetes_schema(api_version: str, kind: str, version: tuple[int, int], partial: bool) -> dict[str, Any]:
-    schema: dict[str, Any] | None = _kubernetes_bundle(version)["kinds"].get(f"{api_version} {kind}")
-    if schema is None:
-        raise LookupError(f"schemas/kubernetes-{version[0]}.{version[1]}.json has no schema for {api_version} {kind}"
-                          " (add the kind to SCHEMAS, then run make kubernetes-schemas)")
-    return _strip_required(schema) if partial else schema
-
-
-@functools.cache
-def _kubernetes_validator(api_version: str, kind: str, version: tuple[int, int], partial: bool) -> Draft202012Validator:
-    from jsonschema import Draft202012Validator
-
-    schema = _kubernetes_schema(api_version, kind, version, partial)
-    return Draft202012Validator(schema, registry=_kubernetes_registry(version, partial), format_checker=_formats())
-
-
-def _fast_formats() -> dict[str, Any]:
-    return {"byte": _is_base64_text}
-
-
-@functools.lru_cache(maxsize=256)
-def _is_base64_text(value: str) -> bool:
-    # Cached: one binary's base64 text is shared by its ConfigMap in every namespace (a str caches
-    # its own hash, so a repeat costs a lookup, not a decode of hundreds of kilobytes).
-    try:
-        base64.b64decode(value, validate=True)
-        return True
-    except (binascii.Error, ValueError):
-        return False
-
-
-@functools.cache
-def _kubernetes_fast(api_version: str, kind: str, version: tuple[int, int], partial: bool) -> Any:
-    """The same schema compiled by jsonschema-rs: ~100x faster to say "valid". Only an invalid object
-    pays for the Python validator, whose errors carry the paths we report."""
-    schema = _kubernetes_schema(api_version, kind, version, partial)
-    return jsonschema_rs.Draft202012Validator(schema, registry=_fast_registry(schema, version, partial),
-                                              formats=_fast_formats(), validate_formats=True)
-
-
-@functools.cache
-def _kubernetes_definition_fast(definition: str, version: tuple[int, int]) -> Any:
-    schema = {"$ref": f"{_K8S_DEFINITIONS_URI}#/$defs/{definition}"}
-    return jsonschema_rs.Draft202012Validator(schema, registry=_fast_registry(schema, version, False),
-                                              formats=_fast_formats(), validate_formats=True)
-
-
-_DEFINITION_REF = re.compile(r"#/\$defs/([^\"]+)")
-
-
-def reachable_definitions(schema: object, definitions: Mapping[str, Any]) -> list[str]:
-    """Names of the `definitions` that `schema` reaches through $ref, transitively, sorted; a name
-    missing from `definitions` is left out (a dangling $ref fails validation on its own)."""
-    reached: set[str] = set()
-    pending = _DEFINITION_REF.findall(json.dumps(schema))
-    while pending:
-        name = pending.pop()
-        if name not in reached and name in definitions:
-            reached.add(name)
-            pending.extend(_DEFINITION_REF.findall(json.dumps(definitions[name])))
-    return sorted(reached)
-
-
-def _fast_registry(schema: Mapping[str, Any], version: tuple[int, int], partial: bool) -> Any:
-    """A jsonschema-rs registry of just the definitions `schema` can reach (a ConfigMap reaches 5 of
-    the 120 committed; of Kubernetes' full 862, 1.8 MB, handing over all cost ~20 ms per validator)."""
-    everything = _kubernetes_definitions(version, False)["$defs"]
-    subset = {"$defs": {name: everything[name] for name in reachable_definitions(schema, everything)}}
-    return jsonschema_rs.Registry([(_K8S_DEFINITIONS_URI, _strip_required(subset) if partial else subset)])
-
-
-@functools.cache
-def _kubernetes_definition_validator(definition: str, version: tuple[int, int]) -> Draft202012Validator:
-    from jsonschema import Draft202012Validator
-
-    schema = {"$ref": f"{_K8S_DEFINITIONS_URI}#/$defs/{definition}"}
-    return Draft202012Validator(schema, registry=_kubernetes_registry(version, False), format_checker=_formats())
 
 
 def _bundled_schema_text(file: str) -> str:

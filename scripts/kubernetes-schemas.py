@@ -8,8 +8,8 @@ output against, cut down to the kinds it renders and the definitions those reach
 --install puts the pinned kubernetes-validate into the scratch directory DIR with pip (never into the
 project's environment: the renderer does not need it) and reads its files; --source reads an existing
 "v<major>.<minor>.0-local-strict" directory of its kubernetes-json-schema tree. The Kubernetes release is
-renderer.output_validation.DEFAULT_KUBERNETES_VERSION, and the kinds and extra root definitions are read
-from the same module, so the subset always matches what the renderer looks up. Schemas are copied
+renderer.kubernetes_schemas.DEFAULT_KUBERNETES_VERSION, and the kinds and extra root definitions are read
+from renderer.output_validation, so the subset always matches what the renderer looks up. Schemas are copied
 unchanged; only whole unused definitions are left out. The output is compact JSON with sorted keys: the
 same source gives the same bytes.
 """
@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from renderer import output_validation  # noqa: E402  (the repository, not an installed copy)
+from renderer import kubernetes_schemas, output_validation  # noqa: E402  (this checkout's, not an installed copy)
 
 # Where the source files come from; recorded in the output so a reader can check them.
 PACKAGE = "kubernetes-validate"
@@ -40,7 +40,7 @@ UPSTREAM = ("kubernetes-validate's kubernetes-json-schema tree (git submodule "
             "from the Kubernetes OpenAPI (swagger) document of the release, in its local-strict flavour")
 
 _DEFINITION_REF = re.compile(r"#/\$defs/([^\"]+)")
-KUBERNETES = output_validation.DEFAULT_KUBERNETES_VERSION
+KUBERNETES = kubernetes_schemas.DEFAULT_KUBERNETES_VERSION
 SOURCE_DIR = f"v{KUBERNETES}.0-local-strict"
 
 
@@ -73,7 +73,7 @@ def subset(source: Path) -> dict[str, Any]:
         files[name] = hashlib.sha256(text).hexdigest()
         kinds[f"{api_version} {kind}"] = json.loads(text)
     roots = [*kinds.values(), *({"$ref": f"#/$defs/{name}"} for name in output_validation.KUBERNETES_DEFINITIONS)]
-    used = output_validation.reachable_definitions(roots, everything["$defs"])
+    used = kubernetes_schemas.reachable_definitions(roots, everything["$defs"])
     missing = dangling(roots, everything["$defs"], used)
     if missing:
         raise SystemExit(f"kubernetes-schemas: $ref to {', '.join(missing)}, which {source} does not define")

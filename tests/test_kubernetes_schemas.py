@@ -16,7 +16,8 @@ from typing import Any
 from conftest import REPO
 
 from renderer import output_validation
-from renderer.output_validation import DEFAULT_KUBERNETES_VERSION, KubernetesSchema
+from renderer.kubernetes_schemas import DEFAULT_KUBERNETES_VERSION, reachable_definitions
+from renderer.output_validation import KubernetesSchema
 
 COMMITTED = REPO / "schemas" / f"kubernetes-{DEFAULT_KUBERNETES_VERSION}.json"
 SCRIPT = REPO / "scripts" / "kubernetes-schemas.py"
@@ -43,7 +44,7 @@ def test_the_subset_holds_exactly_the_kinds_and_definitions_the_renderer_reaches
     defs = document["definitions"]["$defs"]
     roots = [*document["kinds"].values(), *({"$ref": f"#/$defs/{n}"} for n in output_validation.KUBERNETES_DEFINITIONS)]
     # Nothing unused was kept, nothing used is missing (a missing one would make a $ref dangle).
-    assert output_validation.reachable_definitions(roots, defs) == sorted(defs)
+    assert reachable_definitions(roots, defs) == sorted(defs)
     named = {name for node in [*roots, *defs.values()] for name in REF.findall(json.dumps(node))}
     assert named == set(defs)
     assert {"io.k8s.api.core.v1.Volume", "io.k8s.api.core.v1.VolumeMount", "io.k8s.api.apps.v1.DeploymentSpec"} <= set(defs)
