@@ -41,7 +41,7 @@ import jsonschema_rs
 from .files import schema_text
 
 # Imported under the names the rules and the driver below call them by.
-from .kubernetes_schemas import DEFAULT_KUBERNETES_VERSION, available_kubernetes_versions, reachable_definitions
+from .kubernetes_schemas import DEFAULT_KUBERNETES_VERSION, available_kubernetes_versions
 from .kubernetes_schemas import definition_fast as _kubernetes_definition_fast
 from .kubernetes_schemas import definition_validator as _kubernetes_definition_validator
 from .kubernetes_schemas import fast_formats as _fast_formats
@@ -62,7 +62,6 @@ __all__ = [
     "KubernetesSchema",
     "OutputProblem",
     "available_kubernetes_versions",
-    "reachable_definitions",
     "validate_objects",
 ]
 
