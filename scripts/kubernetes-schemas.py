@@ -35,9 +35,10 @@ from renderer import kubernetes_schemas, output_validation  # noqa: E402  (this 
 PACKAGE = "kubernetes-validate"
 PACKAGE_VERSION = "1.37.0"
 PACKAGE_URL = f"https://pypi.org/project/{PACKAGE}/{PACKAGE_VERSION}/"
-UPSTREAM = ("kubernetes-validate's kubernetes-json-schema tree (git submodule "
-            "https://github.com/willthames/kubernetes-json-schema), JSON Schema converted by openapi2jsonschema "
-            "from the Kubernetes OpenAPI (swagger) document of the release, in its local-strict flavour")
+UPSTREAM = ("the package's kubernetes-json-schema tree, the git submodule https://github.com/willthames/kubernetes-json-schema "
+            "of https://github.com/willthames/kubernetes-validate; by the package's README, JSON Schema converted with "
+            "openapi2jsonschema from the Kubernetes release's OpenAPI (swagger) definitions, local-strict flavour "
+            "(unknown fields refused)")
 
 _DEFINITION_REF = re.compile(r"#/\$defs/([^\"]+)")
 KUBERNETES = kubernetes_schemas.DEFAULT_KUBERNETES_VERSION
