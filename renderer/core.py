@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .clusters import ClusterChange, cluster_changes
+from .conformance import warm_up
 from .envoy.load import EnvoyLoad, EnvoyStep, Loading
 from .envoy.load import run as load_in_envoy
 from .errors import Finding, OutputError, RenderBug, UsageError
@@ -26,7 +27,6 @@ from .output import (
     survey,
     write,
 )
-from .output_validation import warm_up
 from .plan import Plan, build_plan
 from .safepath import Inputs, OutputTree
 from .spec import LoadedSpec, load_spec

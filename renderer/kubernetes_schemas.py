@@ -1,7 +1,7 @@
 """The Kubernetes JSON Schemas the rendered objects are checked against, and their compiled validators.
 
 schemas/kubernetes-<major>.<minor>.json holds the strict schemas of the kinds in
-output_validation.SCHEMAS and the definitions they reach, cut by scripts/kubernetes-schemas.py from
+conformance.SCHEMAS and the definitions they reach, cut by scripts/kubernetes-schemas.py from
 kubernetes-validate's files (the file names its source). Each schema compiles twice: jsonschema-rs
 answers "valid?" about 100x faster; only an invalid object pays for the Python validator, whose errors
 carry the paths the report needs. Every loader is cached: a render validates thousands of objects.

@@ -9,7 +9,7 @@ output against, cut down to the kinds it renders and the definitions those reach
 project's environment: the renderer does not need it) and reads its files; --source reads an existing
 "v<major>.<minor>.0-local-strict" directory of its kubernetes-json-schema tree. The Kubernetes release is
 renderer.kubernetes_schemas.DEFAULT_KUBERNETES_VERSION, and the kinds and extra root definitions are read
-from renderer.output_validation, so the subset always matches what the renderer looks up. Schemas are copied
+from renderer.conformance, so the subset always matches what the renderer looks up. Schemas are copied
 unchanged; only whole unused definitions are left out. The output is compact JSON with sorted keys: the
 same source gives the same bytes.
 """
@@ -29,7 +29,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from renderer import kubernetes_schemas, output_validation  # noqa: E402  (this checkout's, not an installed copy)
+from renderer import conformance, kubernetes_schemas  # noqa: E402  (this checkout's, not an installed copy)
 
 # Where the source files come from; recorded in the output so a reader can check them.
 PACKAGE = "kubernetes-validate"
@@ -66,14 +66,14 @@ def subset(source: Path) -> dict[str, Any]:
     everything: dict[str, Any] = json.loads(definitions_text)
     files = {"_definitions.json": hashlib.sha256(definitions_text).hexdigest()}
     kinds: dict[str, Any] = {}
-    for (api_version, kind), ref in sorted(output_validation.SCHEMAS.items()):
-        if not isinstance(ref, output_validation.KubernetesSchema):
+    for (api_version, kind), ref in sorted(conformance.SCHEMAS.items()):
+        if not isinstance(ref, conformance.KubernetesSchema):
             continue
         name = source_file(api_version, kind)
         text = (source / name).read_bytes()
         files[name] = hashlib.sha256(text).hexdigest()
         kinds[f"{api_version} {kind}"] = json.loads(text)
-    roots = [*kinds.values(), *({"$ref": f"#/$defs/{name}"} for name in output_validation.KUBERNETES_DEFINITIONS)]
+    roots = [*kinds.values(), *({"$ref": f"#/$defs/{name}"} for name in conformance.KUBERNETES_DEFINITIONS)]
     used = kubernetes_schemas.reachable_definitions(roots, everything["$defs"])
     missing = dangling(roots, everything["$defs"], used)
     if missing:

@@ -15,9 +15,9 @@ from typing import Any
 
 from conftest import REPO
 
-from renderer import output_validation
+from renderer import conformance
+from renderer.conformance import KubernetesSchema
 from renderer.kubernetes_schemas import DEFAULT_KUBERNETES_VERSION, reachable_definitions
-from renderer.output_validation import KubernetesSchema
 
 COMMITTED = REPO / "schemas" / f"kubernetes-{DEFAULT_KUBERNETES_VERSION}.json"
 SCRIPT = REPO / "scripts" / "kubernetes-schemas.py"
@@ -39,10 +39,10 @@ def script() -> ModuleType:
 
 def test_the_subset_holds_exactly_the_kinds_and_definitions_the_renderer_reaches() -> None:
     document = committed()
-    wanted = {f"{api} {kind}" for (api, kind), ref in output_validation.SCHEMAS.items() if isinstance(ref, KubernetesSchema)}
+    wanted = {f"{api} {kind}" for (api, kind), ref in conformance.SCHEMAS.items() if isinstance(ref, KubernetesSchema)}
     assert set(document["kinds"]) == wanted
     defs = document["definitions"]["$defs"]
-    roots = [*document["kinds"].values(), *({"$ref": f"#/$defs/{n}"} for n in output_validation.KUBERNETES_DEFINITIONS)]
+    roots = [*document["kinds"].values(), *({"$ref": f"#/$defs/{n}"} for n in conformance.KUBERNETES_DEFINITIONS)]
     # Nothing unused was kept, nothing used is missing (a missing one would make a $ref dangle).
     assert reachable_definitions(roots, defs) == sorted(defs)
     named = {name for node in [*roots, *defs.values()] for name in REF.findall(json.dumps(node))}

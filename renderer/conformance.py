@@ -377,7 +377,7 @@ def _validate_one(file: str, obj: Any, version: tuple[int, int], patch_files: fr
     ref = SCHEMAS.get((api_version, kind))
     if ref is None:
         return [OutputProblem(file, kind, name, "$",
-                              f"no schema registered for {api_version} {kind} (add it to output_validation.SCHEMAS)")]
+                              f"no schema registered for {api_version} {kind} (add it to conformance.SCHEMAS)")]
     found: list[tuple[str, str]]
     if isinstance(ref, KubernetesSchema):
         partial = ref.partial or posixpath.normpath(file) in patch_files
