@@ -2,10 +2,13 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
+# Two stamps: rendering needs the runtime dependencies only (~190 MB); the tests, the linters, the
+# benchmark and the local wasm build add the test extras (ziglang's clang alone is ~410 MB).
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP  := $(VENV)/.installed
 WG     := $(BIN)/wasm-gitops
 
-.PHONY: all render validate check diff test verify wasm wasm-local bench lint clean help
+.PHONY: all render validate check diff test verify wasm wasm-local bench lint kubernetes-schemas clean help
 
 all: render
 
@@ -17,34 +20,39 @@ help:
 	@echo "make wasm        build filters with a build: section in the Envoy SDK Docker image"
 	@echo "make wasm-local  build the same filters without Docker (zig's clang from PyPI)"
 	@echo "make bench       measure render, check and validate at mesh scale"
+	@echo "make kubernetes-schemas  regenerate schemas/kubernetes-X.Y.json from the pinned kubernetes-validate"
 
-$(STAMP): pyproject.toml constraints.txt
+$(RUNTIME_STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' || \
 		{ echo "wasm-gitops needs Python 3.11 or later (found: $$($(PYTHON) --version 2>&1))"; exit 2; }
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e .
+	@touch $@
+
+$(STAMP): $(RUNTIME_STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	@touch $@
 
-render: $(STAMP)
+render: $(RUNTIME_STAMP)
 	$(WG) render
 
-validate: $(STAMP)
+validate: $(RUNTIME_STAMP)
 	$(WG) validate
 
-check: $(STAMP)
+check: $(RUNTIME_STAMP)
 	$(WG) check
 
-diff: $(STAMP)
+diff: $(RUNTIME_STAMP)
 	$(WG) diff
 
-verify: $(STAMP)
+verify: $(RUNTIME_STAMP)
 	$(WG) verify
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 	$(WG) verify
 
-wasm: $(STAMP)
+wasm: $(RUNTIME_STAMP)
 	$(WG) build --docker
 
 wasm-local: $(STAMP)
@@ -55,8 +63,13 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt ruff mypy
-	$(BIN)/ruff check renderer tests bench
-	$(BIN)/mypy renderer
+	$(BIN)/ruff check renderer tests bench scripts
+	$(BIN)/mypy renderer scripts/kubernetes-schemas.py scripts/yaml-speed.py
+
+# The Kubernetes schema subset committed in schemas/, cut from the pinned kubernetes-validate release
+# (installed into build/, not into .venv).
+kubernetes-schemas: $(RUNTIME_STAMP)
+	$(BIN)/python scripts/kubernetes-schemas.py --install build/kubernetes-validate
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

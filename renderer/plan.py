@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from . import clusters, gateway_objects, gitops, objects, parallel
+from .conformance import OutputProblem, validate_objects, warm_up
 from .model import Filter, FilterSet, Gateway, Service
-from .output_validation import OutputProblem, validate_objects, warm_up
 from .workloads import is_remote
 from .yamlio import GENERATED_HEADER, dump
 

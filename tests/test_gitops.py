@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from conftest import BASIC_SPEC, Repo, kustomize
 
-from renderer.output_validation import validate_objects
+from renderer.conformance import validate_objects
 
 GITOPS = """\
 gitops:

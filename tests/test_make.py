@@ -1,5 +1,6 @@
 """The Makefile's build targets, as a user runs them: `make wasm` with a recording `docker` stand-in
-(there is no Docker engine here), and the command lines generated from filters.yaml."""
+(there is no Docker engine here), the command lines generated from filters.yaml, and which targets
+install what (rendering needs the runtime dependencies only)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,27 @@ def make(target: str, path: str, extra_env: dict[str, str]) -> subprocess.Comple
     env = {**os.environ, "PATH": path}
     env.pop("WASM_SDK_IMAGE", None)  # only the test that sets it may have it
     env.update(extra_env)
-    # STAMP= : the venv running these tests is the one make would build; do not reinstall it.
-    return subprocess.run(["make", "-s", target, "STAMP=", f"BIN={Path(sys.executable).parent}"],
+    # STAMP= RUNTIME_STAMP= : the venv running these tests is the one make would build; do not reinstall it.
+    return subprocess.run(["make", "-s", target, "STAMP=", "RUNTIME_STAMP=", f"BIN={Path(sys.executable).parent}"],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def planned_installs(target: str, venv: Path) -> list[str]:
+    """The pip installs `make TARGET` would run for a fresh clone (make -n: nothing is run)."""
+    result = subprocess.run(["make", "-n", target, f"VENV={venv}"], cwd=REPO, capture_output=True, text=True,
+                            timeout=60, check=True)
+    return [line.split(" -c constraints.txt ", 1)[1] for line in result.stdout.splitlines()
+            if " -m pip install " in line and " -c constraints.txt " in line]
+
+
+def test_rendering_installs_the_runtime_dependencies_only(tmp_path: Path) -> None:
+    for target in ("render", "check", "validate", "diff", "verify", "wasm"):
+        assert planned_installs(target, tmp_path / ".venv") == ["-e ."], target
+
+
+def test_tests_lint_bench_and_the_local_build_add_the_test_extras(tmp_path: Path) -> None:
+    for target in ("test", "lint", "bench", "wasm-local"):
+        assert planned_installs(target, tmp_path / ".venv")[:2] == ["-e .", "-e '.[test]'"], target
 
 
 def fake_docker(tmp_path: Path) -> Path:

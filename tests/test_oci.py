@@ -18,9 +18,9 @@ from conftest import GOLDEN, SHARED, UPDATE_GOLDEN, Repo, assert_golden, kustomi
 from jsonschema import Draft7Validator, Draft202012Validator
 
 from renderer import oci
+from renderer.conformance import validate_objects
 from renderer.errors import UsageError
 from renderer.lockfile import LockEntry, dumps
-from renderer.output_validation import validate_objects
 
 SPECS = Path(__file__).parent / "specs" / "oci"
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

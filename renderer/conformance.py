@@ -5,11 +5,11 @@ already validated, so anything malformed at this point came from our own templat
 
 What validates what (the SCHEMAS table below):
 
-* Kubernetes kinds (ConfigMap, the Deployment patch) use the offline OpenAPI-derived JSON Schemas
-  that ship with the kubernetes-validate package, in their "strict" flavour (unknown fields are
-  errors). We read those files directly instead of calling kubernetes_validate.validate(), which
-  re-reads and re-parses the 1.5 MB definitions file on every call, stops at the first error and
-  compares versions as strings. The schemas do not encode the API server's own validation, so the
+* Kubernetes kinds (ConfigMap, the Deployment patch) use the OpenAPI-derived JSON Schemas of
+  schemas/kubernetes-<major>.<minor>.json (loaded and compiled by kubernetes_schemas), in their
+  "strict" flavour (unknown fields are errors): the kinds in SCHEMAS and the definitions they reach,
+  cut by scripts/kubernetes-schemas.py from kubernetes-validate's files (217 KB instead of a 108 MB
+  package). The schemas do not encode the API server's own validation, so the
   rules our output can plausibly break are added here: object names, label and annotation syntax
   and size, ConfigMap keys, base64 and the 1 MiB ConfigMap limit, and the JSON inside Istio's
   sidecar.istio.io/userVolume(Mount) annotations.
@@ -23,35 +23,42 @@ What validates what (the SCHEMAS table below):
 
 Adding a kind is one entry in SCHEMAS, e.g. for Argo CD:
     ("argoproj.io/v1alpha1", "Application"): BundledSchema("argocd-application.schema.json"),
+(a Kubernetes kind, KubernetesSchema(), also needs `make kubernetes-schemas` to add its schema).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import importlib.util
 import json
 import posixpath
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 import jsonschema_rs
 
 from .apply_size import CONFIGMAP_LIMIT
 from .files import schema_text
+
+# Imported under the names the rules and the driver below call them by.
+from .kubernetes_schemas import DEFAULT_KUBERNETES_VERSION, available_kubernetes_versions
+from .kubernetes_schemas import definition_fast as _kubernetes_definition_fast
+from .kubernetes_schemas import definition_validator as _kubernetes_definition_validator
+from .kubernetes_schemas import fast_formats as _fast_formats
+from .kubernetes_schemas import format_checker as _formats
+from .kubernetes_schemas import kind_fast as _kubernetes_fast
+from .kubernetes_schemas import kind_validator as _kubernetes_validator
+from .kubernetes_schemas import resolve_version as _resolve_kubernetes_version
 from .schema_errors import json_path, kubernetes_message
 from .schema_errors import short as _short
 
 if TYPE_CHECKING:  # the Python validator is imported only when an object fails (it costs ~0.1 s)
-    from jsonschema import Draft202012Validator, FormatChecker
-    from referencing import Registry
+    from jsonschema import Draft202012Validator
 
 __all__ = [
     "DEFAULT_KUBERNETES_VERSION",
+    "KUBERNETES_DEFINITIONS",
     "SCHEMAS",
     "BundledSchema",
     "KubernetesSchema",
@@ -59,12 +66,6 @@ __all__ = [
     "available_kubernetes_versions",
     "validate_objects",
 ]
-
-# The newest GA release kubernetes-validate 1.37 ships schemas for (it only ships x.y.0 releases).
-# Pinned rather than "latest installed" so that upgrading the package cannot change our output's
-# verdict silently; ConfigMap and apps/v1 Deployment have been stable for years anyway.
-DEFAULT_KUBERNETES_VERSION: Final = "1.37"
-
 
 @dataclass(frozen=True)
 class OutputProblem:
@@ -82,7 +83,7 @@ class OutputProblem:
 
 @dataclass(frozen=True)
 class KubernetesSchema:
-    """Validate against kubernetes-validate's strict schema for the object's apiVersion/kind.
+    """Validate against the strict Kubernetes schema for the object's apiVersion/kind.
 
     partial=True drops every `required` constraint, for objects written as strategic-merge patches.
     """
@@ -115,7 +116,6 @@ SCHEMAS: Mapping[tuple[str, str], SchemaRef] = {
     ("kustomize.toolkit.fluxcd.io/v1", "Kustomization"): BundledSchema("flux-kustomization.schema.json"),
 }
 
-_K8S_DEFINITIONS_URI: Final = "https://kubernetes.io/api/_definitions.json"
 _MAX_CONFIGMAP_BYTES: Final = CONFIGMAP_LIMIT
 _MAX_ANNOTATIONS_BYTES: Final = 256 * 1024  # apimachinery TotalAnnotationSizeLimitB
 
@@ -130,196 +130,8 @@ _ISTIO_VOLUME_ANNOTATIONS: Final = {
     "sidecar.istio.io/userVolume": "io.k8s.api.core.v1.Volume",
     "sidecar.istio.io/userVolumeMount": "io.k8s.api.core.v1.VolumeMount",
 }
-
-
-# ---- formats the Kubernetes schemas declare but jsonschema does not check by default ----------
-
-@functools.cache
-def _formats() -> FormatChecker:
-    from jsonschema import FormatChecker
-
-    checker = FormatChecker(formats=())
-
-    @checker.checks("byte", raises=(binascii.Error, ValueError))
-    def _is_base64(instance: object) -> bool:
-        # ConfigMap.binaryData values: the API server rejects anything that is not padded base64.
-        if isinstance(instance, str):
-            base64.b64decode(instance, validate=True)
-        return True
-
-    @checker.checks("int32")
-    def _is_int32(instance: object) -> bool:
-        return not isinstance(instance, int) or -(2**31) <= instance < 2**31
-
-    @checker.checks("int64")
-    def _is_int64(instance: object) -> bool:
-        return not isinstance(instance, int) or -(2**63) <= instance < 2**63
-
-    return checker
-
-
-# ---- schema loading (cached: the Kubernetes definitions are 1.5 MB per version) ----------------
-
-
-@functools.cache
-def _kubernetes_schema_root() -> Path:
-    # Locate the package's data without importing it: its __init__ imports jsonschema (~0.15 s),
-    # which only a failing object needs.
-    spec = importlib.util.find_spec("kubernetes_validate")
-    if spec is None or not spec.submodule_search_locations:
-        raise LookupError("the kubernetes-validate package is not installed")
-    return Path(next(iter(spec.submodule_search_locations))) / "kubernetes-json-schema"
-
-
-@functools.cache
-def available_kubernetes_versions() -> tuple[tuple[int, int], ...]:
-    """(major, minor) of every Kubernetes release the installed kubernetes-validate has schemas for."""
-    found = set()
-    for entry in _kubernetes_schema_root().iterdir():
-        match = re.fullmatch(r"v(\d+)\.(\d+)\.\d+-local-strict", entry.name)
-        if match:
-            found.add((int(match.group(1)), int(match.group(2))))
-    return tuple(sorted(found))
-
-
-@functools.lru_cache(maxsize=16)  # validate_objects runs once per overlay: thousands of times a render
-def _resolve_kubernetes_version(text: str) -> tuple[int, int]:
-    # Like kubernetes-validate: use the newest shipped schema not newer than the request (x.y.0
-    # schemas only), but compare numerically; it compares strings, so "1.9" > "1.37" there.
-    match = re.fullmatch(r"v?(\d+)\.(\d+)(?:\.\d+)?", text.strip())
-    if match is None:
-        raise ValueError(f"not a Kubernetes version: {text!r} (expected e.g. 1.30 or v1.30.2)")
-    wanted = (int(match.group(1)), int(match.group(2)))
-    shipped = available_kubernetes_versions()
-    usable = [v for v in shipped if v <= wanted]
-    if not usable or wanted > shipped[-1]:
-        span = f"{shipped[0][0]}.{shipped[0][1]}..{shipped[-1][0]}.{shipped[-1][1]}" if shipped else "none"
-        raise ValueError(f"kubernetes-validate has no schemas for Kubernetes {text} (it ships {span})")
-    return usable[-1]
-
-
-def _schema_dir(version: tuple[int, int]) -> Path:
-    return _kubernetes_schema_root().joinpath(f"v{version[0]}.{version[1]}.0-local-strict")
-
-
-def _strip_required(node: Any, *, names: bool = False) -> Any:
-    """Copy of a schema without `required` keywords.
-
-    `names` is True when node maps property (or definition) names to schemas; there a key called
-    "required" is a field name (JSONSchemaProps has one) and must stay.
-    """
-    if isinstance(node, list):
-        return [_strip_required(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    result: dict[str, Any] = {}
-    for key, value in node.items():
-        if not names and key == "required" and isinstance(value, list):
-            continue
-        result[key] = _strip_required(value, names=not names and key in ("properties", "$defs", "definitions",
-                                                                          "patternProperties", "dependentSchemas"))
-    return result
-
-
-@functools.cache
-def _kubernetes_definitions(version: tuple[int, int], partial: bool) -> dict[str, Any]:
-    if partial:  # derived from the full set, so the 1.5 MB file is read and parsed once
-        return _strip_required(_kubernetes_definitions(version, False))
-    text = _schema_dir(version).joinpath("_definitions.json").read_text(encoding="utf-8")
-    definitions: dict[str, Any] = json.loads(text)
-    return definitions
-
-
-@functools.cache
-def _kubernetes_registry(version: tuple[int, int], partial: bool) -> Registry:
-    from referencing import Registry, Resource
-
-    definitions = _kubernetes_definitions(version, partial)
-    return Registry().with_resource(_K8S_DEFINITIONS_URI, Resource.from_contents(definitions))
-
-
-def _kubernetes_schema_file(api_version: str, kind: str) -> str:
-    # kubernetes-validate names files <kind>-<first label of the group>-<version>.json, or
-    # <kind>-<version>.json for the core group: "apps/v1" Deployment -> deployment-apps-v1.json.
-    if "/" in api_version:
-        group, version = api_version.split("/", 1)
-        return f"{kind.lower()}-{group.split('.')[0]}-{version}.json"
-    return f"{kind.lower()}-{api_version}.json"
-
-
-@functools.cache
-def _kubernetes_schema(api_version: str, kind: str, version: tuple[int, int], partial: bool) -> dict[str, Any]:
-    path = _schema_dir(version).joinpath(_kubernetes_schema_file(api_version, kind))
-    try:
-        schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise LookupError(f"kubernetes-validate has no schema for {api_version} {kind}") from None
-    return _strip_required(schema) if partial else schema
-
-
-@functools.cache
-def _kubernetes_validator(api_version: str, kind: str, version: tuple[int, int], partial: bool) -> Draft202012Validator:
-    from jsonschema import Draft202012Validator
-
-    schema = _kubernetes_schema(api_version, kind, version, partial)
-    return Draft202012Validator(schema, registry=_kubernetes_registry(version, partial), format_checker=_formats())
-
-
-def _fast_formats() -> dict[str, Any]:
-    return {"byte": _is_base64_text}
-
-
-@functools.lru_cache(maxsize=256)
-def _is_base64_text(value: str) -> bool:
-    # Cached: one binary's base64 text is shared by its ConfigMap in every namespace (a str caches
-    # its own hash, so a repeat costs a lookup, not a decode of hundreds of kilobytes).
-    try:
-        base64.b64decode(value, validate=True)
-        return True
-    except (binascii.Error, ValueError):
-        return False
-
-
-@functools.cache
-def _kubernetes_fast(api_version: str, kind: str, version: tuple[int, int], partial: bool) -> Any:
-    """The same schema compiled by jsonschema-rs: ~100x faster to say "valid". Only an invalid object
-    pays for the Python validator, whose errors carry the paths we report."""
-    schema = _kubernetes_schema(api_version, kind, version, partial)
-    return jsonschema_rs.Draft202012Validator(schema, registry=_fast_registry(schema, version, partial),
-                                              formats=_fast_formats(), validate_formats=True)
-
-
-@functools.cache
-def _kubernetes_definition_fast(definition: str, version: tuple[int, int]) -> Any:
-    schema = {"$ref": f"{_K8S_DEFINITIONS_URI}#/$defs/{definition}"}
-    return jsonschema_rs.Draft202012Validator(schema, registry=_fast_registry(schema, version, False),
-                                              formats=_fast_formats(), validate_formats=True)
-
-
-_DEFINITION_REF = re.compile(r"#/\$defs/([^\"]+)")
-
-
-def _fast_registry(schema: Mapping[str, Any], version: tuple[int, int], partial: bool) -> Any:
-    """A jsonschema-rs registry of just the definitions `schema` can reach (a Deployment reaches 118
-    of 862). Handing over all 1.8 MB cost ~20 ms per validator, on every run, for nothing."""
-    everything = _kubernetes_definitions(version, False)["$defs"]
-    reached: set[str] = set()
-    pending = _DEFINITION_REF.findall(json.dumps(schema))
-    while pending:
-        name = pending.pop()
-        if name not in reached and name in everything:
-            reached.add(name)
-            pending.extend(_DEFINITION_REF.findall(json.dumps(everything[name])))
-    subset = {"$defs": {name: everything[name] for name in sorted(reached)}}
-    return jsonschema_rs.Registry([(_K8S_DEFINITIONS_URI, _strip_required(subset) if partial else subset)])
-
-
-@functools.cache
-def _kubernetes_definition_validator(definition: str, version: tuple[int, int]) -> Draft202012Validator:
-    from jsonschema import Draft202012Validator
-
-    schema = {"$ref": f"{_K8S_DEFINITIONS_URI}#/$defs/{definition}"}
-    return Draft202012Validator(schema, registry=_kubernetes_registry(version, False), format_checker=_formats())
+# Definitions validated on their own, besides the kinds in SCHEMAS: the schema generator keeps them.
+KUBERNETES_DEFINITIONS: Final = tuple(sorted(set(_ISTIO_VOLUME_ANNOTATIONS.values())))
 
 
 def _bundled_schema_text(file: str) -> str:
@@ -522,7 +334,7 @@ def _validate_one(file: str, obj: Any, version: tuple[int, int], patch_files: fr
     ref = SCHEMAS.get((api_version, kind))
     if ref is None:
         return [OutputProblem(file, kind, name, "$",
-                              f"no schema registered for {api_version} {kind} (add it to output_validation.SCHEMAS)")]
+                              f"no schema registered for {api_version} {kind} (add it to conformance.SCHEMAS)")]
     found: list[tuple[str, str]]
     if isinstance(ref, KubernetesSchema):
         partial = ref.partial or posixpath.normpath(file) in patch_files
@@ -560,7 +372,7 @@ def validate_objects(objects: Sequence[tuple[str, Mapping[str, Any]]],
                      kubernetes_version: str = DEFAULT_KUBERNETES_VERSION) -> list[OutputProblem]:
     """Check every (output file, object) pair; an empty list means everything may be written.
 
-    Raises ValueError if kubernetes_version is not one kubernetes-validate has schemas for.
+    Raises ValueError if kubernetes_version is not one schemas/ has schemas for.
     """
     version = _resolve_kubernetes_version(kubernetes_version)
     patch_files = _patch_files(objects)

@@ -1,4 +1,4 @@
-"""renderer.output_validation, the schemas in schemas/, and renderer.istio_versions."""
+"""renderer.conformance, the schemas in schemas/, and renderer.istio_versions."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from jsonschema import Draft7Validator, Draft202012Validator
 
-from renderer import istio_versions, output_validation
-from renderer.output_validation import (
+from renderer import conformance, istio_versions
+from renderer.conformance import (
     DEFAULT_KUBERNETES_VERSION,
     KubernetesSchema,
     OutputProblem,
@@ -352,7 +352,7 @@ def test_unregistered_kind_and_non_mapping() -> None:
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"}}
     not_a_mapping: Any = ["not", "a", "mapping"]
     assert [str(p) for p in validate_objects([("a.yaml", service), ("b.yaml", not_a_mapping)])] == [
-        "BUG: a.yaml: Service x: $: no schema registered for v1 Service (add it to output_validation.SCHEMAS)",
+        "BUG: a.yaml: Service x: $: no schema registered for v1 Service (add it to conformance.SCHEMAS)",
         "BUG: b.yaml: ? <unnamed>: $: expected a mapping, got list",
     ]
 
@@ -360,9 +360,9 @@ def test_unregistered_kind_and_non_mapping() -> None:
 def test_patch_files_named_by_a_kustomization_are_validated_as_partial(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pretend Deployments are normally full objects: only the kustomization's reference makes the
     # annotation-only patch acceptable.
-    schemas = dict(output_validation.SCHEMAS)
+    schemas = dict(conformance.SCHEMAS)
     schemas[("apps/v1", "Deployment")] = KubernetesSchema(partial=False)
-    monkeypatch.setattr(output_validation, "SCHEMAS", schemas)
+    monkeypatch.setattr(conformance, "SCHEMAS", schemas)
     patch = ("overlays/productpage/deployment-patch.yaml", deployment_patch())
     alone = validate_objects([patch])
     assert {p.json_path for p in alone} == {"$.spec"}  # selector and template.spec are required
@@ -370,11 +370,14 @@ def test_patch_files_named_by_a_kustomization_are_validated_as_partial(monkeypat
 
 
 def test_kubernetes_versions() -> None:
-    shipped = output_validation.available_kubernetes_versions()
-    assert (1, 37) in shipped and DEFAULT_KUBERNETES_VERSION == "1.37"
-    assert validate_objects([("a.yaml", configmap())], kubernetes_version="v1.30.4") == []
-    oldest = shipped[0]
-    assert validate_objects([("a.yaml", configmap())], kubernetes_version=f"{oldest[0]}.{oldest[1]}") == []
+    # Only the pinned release's schemas are committed (schemas/kubernetes-1.37.json, the kinds the
+    # renderer writes): its patch releases resolve to it; an older minor is refused like a newer one,
+    # by a message that names what is shipped.
+    assert conformance.available_kubernetes_versions() == ((1, 37),) and DEFAULT_KUBERNETES_VERSION == "1.37"
+    assert validate_objects([("a.yaml", configmap())], kubernetes_version="v1.37.4") == []
+    for other in ("1.30", "v1.36.2", "1.38"):
+        with pytest.raises(ValueError, match=r"\(it ships only 1\.37\)$"):
+            validate_objects([("a.yaml", configmap())], kubernetes_version=other)
     for bad in ("9.99", "1.2", "latest", ""):
         with pytest.raises(ValueError):
             validate_objects([("a.yaml", configmap())], kubernetes_version=bad)
