@@ -24,7 +24,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from .. import objects
-from ..model import Context, Filter, FilterSet, OutputKind, Service, ServiceFilter
+from ..model import DEFAULTS, Context, Filter, FilterSet, OutputKind, Service, ServiceFilter
 from .chain import STRING_VALUE, TYPED_STRUCTS, WASM_TYPE, ChainError, ChainFilter, Obj, ServiceChain
 from .envoy_filters import apply_patch, envoy_filter_order, matches_context
 from .listeners import access_log, bootstrap, chain_bootstrap, cluster, listener
@@ -97,7 +97,7 @@ def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Cont
                    on_error: Callable[[str, ChainError], None] | None = None,
                    istio: tuple[int, int] | None = None, images: ImageFetcher | None = None) -> list[ServiceChain]:
     """The chain of each overlay's sidecar (or of those named in `only`), for the listener class its
-    service declares (contexts: overlay name -> context; SIDECAR_INBOUND when absent). Modules are
+    service declares (contexts: overlay name -> context; the spec's default context when absent). Modules are
     written to module_dir; `istio` (major, minor) picks the release's WasmPlugin translation. A tree that gives a service no loadable chain raises ChainError naming
     the file, or, with on_error, is reported there and the service left out."""
     overlays, configmaps = read_overlays(pairs)
@@ -107,7 +107,7 @@ def service_chains(pairs: Iterable[tuple[str, Obj]], contexts: Mapping[str, Cont
         if only is not None and name not in only:
             continue
         try:
-            chains.append(_chain(ov, contexts.get(name, "SIDECAR_INBOUND"), configmaps, modules, istio, images))
+            chains.append(_chain(ov, contexts.get(name, DEFAULTS.context), configmaps, modules, istio, images))
         except ChainError as e:
             if on_error is None:
                 raise
@@ -124,7 +124,7 @@ def filter_set_chains(fs: FilterSet, pairs: Iterable[tuple[str, Obj]], module_di
 
 
 def http_filter(fs: FilterSet, f: Filter, config: str | None, module_dir: Path, *,
-                output: OutputKind = "EnvoyFilter", context: Context = "SIDECAR_INBOUND") -> Obj:
+                output: OutputKind = "EnvoyFilter", context: Context = DEFAULTS.context) -> Obj:
     """The Envoy HTTP filter (name, typed_config) that the object rendered for filter f with plugin
     configuration `config` gives, its module written under module_dir. The same translation as the
     chains: one answer to "what does Envoy load for this filter"."""

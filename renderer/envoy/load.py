@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Finding, RenderBug, SpecError, UsageError
-from ..model import Context, FilterSet, OutputKind
+from ..model import DEFAULTS, Context, FilterSet, OutputKind
 from ..spec import LoadedSpec
 from ..yamlio import Document
 from .refusal import Failure, failure_of
@@ -418,7 +418,7 @@ def _uses(fs: FilterSet, doc: Document) -> Iterator[tuple[Site, OutputKind, Cont
     for k, f in enumerate(fs.filters):
         if k not in used:
             output: OutputKind = "WasmPlugin" if f.binary.is_oci else "EnvoyFilter"
-            yield Site(k, f.name, -1, "", -1, False), output, "SIDECAR_INBOUND", f.config
+            yield Site(k, f.name, -1, "", -1, False), output, DEFAULTS.context, f.config
 
 
 def bootstrap(pending: dict[str, Candidate]) -> dict[str, Any]:

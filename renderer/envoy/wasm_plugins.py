@@ -25,6 +25,9 @@ from .mounts import Overlay
 
 _PHASES = ("AUTHN", "AUTHZ", "STATS", "UNSPECIFIED_PHASE")
 _INT32_MIN = -(2**31)
+# A WasmPlugin has no runtime field: istiod asks every Envoy for V8, whatever a filter's own runtime
+# (so this is istiod's constant, not the spec's default, model.DEFAULTS.runtime, though the names agree).
+ISTIOD_RUNTIME = "envoy.wasm.runtime.v8"
 # The listener class -> the WasmPlugin match mode that selects it (model/extensions.go).
 _MODE = {"SIDECAR_INBOUND": "SERVER", "SIDECAR_OUTBOUND": "CLIENT", "GATEWAY": "CLIENT"}
 
@@ -55,7 +58,7 @@ def wasm_plugin_filter(obj: Obj, istio: tuple[int, int] | None) -> tuple[str, Ob
     if spec.get("pluginConfig"):
         plugin["configuration"] = {"@type": STRING_VALUE,
                                    "value": json.dumps(spec["pluginConfig"], separators=(",", ":"))}
-    plugin["vm_config"] = {"runtime": "envoy.wasm.runtime.v8",
+    plugin["vm_config"] = {"runtime": ISTIOD_RUNTIME,
                            # file://: the mounted file; oci://: the image, which istio-agent pulls
                            # and replaces with a local file before Envoy sees the config.
                            "code": {"local": {"filename": url.removeprefix("file://")}},
