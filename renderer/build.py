@@ -15,10 +15,10 @@ import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from .errors import UsageError, WasmGitopsError
-from .model import BuildTarget
+from .model import DEFAULTS, BuildTarget
 
-# The proxy-wasm C++ SDK image: /build_wasm.sh sources emsdk and runs `make` in /work.
-DEFAULT_IMAGE = "registry.cn-hangzhou.aliyuncs.com/acs/wasmsdk:v0.1"
+# Replaces the default proxy-wasm C++ SDK image (model.DEFAULTS.build_image) for one run; the image's
+# /build_wasm.sh sources emsdk and runs `make` in /work.
 IMAGE_ENV = "WASM_SDK_IMAGE"
 # The version the committed example-filter.wasm was built with: a reproducible build is only
 # byte-identical for one compiler version, so it is pinned here and in the constraints.
@@ -38,7 +38,7 @@ def _silent(_: str) -> None:
 
 
 def build_image(target: BuildTarget, env_image: str | None) -> str:
-    """The image a target builds in: its own, else WASM_SDK_IMAGE, else DEFAULT_IMAGE.
+    """The image a target builds in: its own, else WASM_SDK_IMAGE, else the spec's default (model.DEFAULTS).
 
     An image written into filters.yaml is a reviewed statement about that one filter's
     toolchain (a Rust filter cannot build in the C++ SDK), while WASM_SDK_IMAGE is set for a
@@ -46,7 +46,7 @@ def build_image(target: BuildTarget, env_image: str | None) -> str:
     silently build every filter with one toolchain, so it only replaces the built-in default:
     the specific setting beats the general one, as with most configuration.
     """
-    return target.image or env_image or DEFAULT_IMAGE
+    return target.image or env_image or DEFAULTS.build_image
 
 
 def docker_command(target: BuildTarget, env_image: str | None) -> list[str]:

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import click
 
@@ -19,6 +19,7 @@ from .errors import Finding, SpecError, UsageError, WasmGitopsError
 from .reporters import AS_GIVEN, Locator, formats, report
 
 if TYPE_CHECKING:
+    from .oci import Variant
     from .verify import CaseResult
 
 DEFAULT_SPEC = "filters.yaml"
@@ -334,8 +335,13 @@ def inspect(wasm_file: str, fmt: str) -> None:
     _run(go)
 
 
+def _as_variant(_ctx: click.Context, _param: click.Parameter, value: str) -> Variant:
+    # click.Choice has refused every other value; the cast names the Literal it checked.
+    return cast("Variant", value)
+
+
 _VARIANT_OPTION = click.option("--variant", type=click.Choice(["compat", "oci"]), default="compat",
-                               show_default=True,
+                               show_default=True, callback=_as_variant,
                                help="compat: a tar+gzip layer with plugin.wasm (also for image volumes); "
                                     "oci: the module as a layer of its own.")
 
@@ -346,13 +352,13 @@ _VARIANT_OPTION = click.option("--variant", type=click.Choice(["compat", "oci"])
 @click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Where the layouts go, one directory per filter. Default: build/oci beside the spec.")
 @click.argument("filters", nargs=-1)
-def package(spec: Path, variant: str, out: Path | None, filters: tuple[str, ...]) -> None:
+def package(spec: Path, variant: Variant, out: Path | None, filters: tuple[str, ...]) -> None:
     """Build each filter (all, or those named) as a byte-reproducible OCI image layout on disk."""
 
     def go() -> int:
         from .commands.package import package
 
-        for done in package(spec, filters, variant, out).packaged:  # type: ignore[arg-type]
+        for done in package(spec, filters, variant, out).packaged:
             click.echo(f"packaged {done.name}: {done.directory} {done.image.digest} ({variant})")
         return 0
 
@@ -363,7 +369,7 @@ def package(spec: Path, variant: str, out: Path | None, filters: tuple[str, ...]
 @SPEC_OPTION
 @_VARIANT_OPTION
 @click.argument("filters", nargs=-1)
-def push(spec: Path, variant: str, filters: tuple[str, ...]) -> None:
+def push(spec: Path, variant: Variant, filters: tuple[str, ...]) -> None:
     """Push each filter with an image: (all, or those named) to its registry and record the digests in the
     lock file beside the spec (filters.lock). Credentials: REGISTRY_AUTH_FILE or the Docker config."""
 
@@ -371,7 +377,7 @@ def push(spec: Path, variant: str, filters: tuple[str, ...]) -> None:
         from . import oci
         from .commands.push import push
 
-        result = push(spec, filters, variant, os.environ, oci.terminal_progress())  # type: ignore[arg-type]
+        result = push(spec, filters, variant, os.environ, oci.terminal_progress())
         for p in result.pushed:
             click.echo(f"pushed {p.name}: {p.entry.repository}:{p.entry.tag} {p.entry.manifest_digest} "
                        f"({p.entry.variant}, module {p.size:,} bytes)")

@@ -63,6 +63,8 @@ class Defaults:
     envoy_gateway_namespace: str = _default("default", "/$defs/gateway/properties/namespace", "(default default)")
     istio_gateway_port: int = _default(80, "/$defs/gateway/properties/port")
     gateway_global: bool = _default(True, "/$defs/gatewayFilter/oneOf/1/properties/global", "Default true")
+    build_image: str = _default("registry.cn-hangzhou.aliyuncs.com/acs/wasmsdk:v0.1",
+                                "/$defs/filter/properties/build/properties/image")
 
     def gateway_namespace(self, plane: ControlPlane) -> str:
         return {"higress": self.higress_namespace, "istio": self.istio_gateway_namespace,
@@ -223,6 +225,7 @@ class Filter:
 class ServiceFilter:
     filter: Filter
     config: str | None  # effective configuration for this service (override or the filter's)
+    own_config: bool = False  # the service's entry sets its own config (else the filter's applies)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from typing import Any, Literal
 from .envoy import http, istio
 from .envoy.binary import EnvoyBinary
 from .envoy.process import EnvoyFailed, EnvoyServer, validate
-from .model import Context, Paused, TestExpect, TestSpec
+from .model import DEFAULTS, Context, HttpMessageSpec, Paused, TestExpect, TestSpec
 
 __all__ = ["Case", "CaseResult", "Listener", "run"]
 
@@ -199,7 +199,7 @@ def _rejected(envoy: EnvoyBinary, listeners: Sequence[Listener], workdir: Path) 
         index, f = item
         work = workdir / f"validate-{index}"
         work.mkdir(exist_ok=True)
-        result = validate(envoy, istio.bootstrap([istio.listener("one", "SIDECAR_INBOUND", [f], "upstream")], upstream),
+        result = validate(envoy, istio.bootstrap([istio.listener("one", DEFAULTS.context, [f], "upstream")], upstream),
                           work, log_format=LOG_FORMAT)
         return None if result.ok else _reasons(result.log)
 
@@ -222,7 +222,8 @@ def _rejected(envoy: EnvoyBinary, listeners: Sequence[Listener], workdir: Path) 
     return rejected
 
 
-def _message(spec: Any, default_host: str | None = None) -> http.Message:
+def _to_http_message(spec: HttpMessageSpec, default_host: str | None = None) -> http.Message:
+    """A test's request or response as the client sends it, addressed to default_host when it names no host."""
     headers = tuple(spec.headers)
     if default_host is not None and not any(k.lower() in (":authority", "host") for k, _ in headers):
         headers = (*headers, (":authority", default_host))
@@ -290,8 +291,8 @@ class _Runner:
             server.post(f"/logging?wasm={case.wasm_level}")
             self.level = case.wasm_level
         lst = self.listeners[case.listener]
-        sent = _message(case.test.request, lst.host)
-        received = self.upstream.answer(_message(case.test.response))
+        sent = _to_http_message(case.test.request, lst.host)
+        received = self.upstream.answer(_to_http_message(case.test.response))
         mark = server.log_size()
         exchange = http.request(self.ports[case.listener], sent, timeout=CLIENT_TIMEOUT)
         entry = access.find(case.listener, exchange.peer, ACCESS_LOG_WAIT if exchange.response else 0.2)

@@ -14,7 +14,6 @@ import pytest
 import wasmtime
 
 from renderer.build import (
-    DEFAULT_IMAGE,
     BuildFailed,
     docker_command,
     local_build_command,
@@ -23,7 +22,7 @@ from renderer.build import (
     run_local_builds,
 )
 from renderer.errors import UsageError
-from renderer.model import BuildTarget
+from renderer.model import DEFAULTS, BuildTarget
 from renderer.wasm import inspect_wasm
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,7 +43,7 @@ def test_docker_command_uses_the_default_image() -> None:
         "docker", "run", "--rm", "-v", "/src/demo:/work", "-w", "/work",
         "registry.cn-hangzhou.aliyuncs.com/acs/wasmsdk:v0.1", "/build_wasm.sh",
     ]  # fmt: skip
-    assert DEFAULT_IMAGE == "registry.cn-hangzhou.aliyuncs.com/acs/wasmsdk:v0.1"
+    assert DEFAULTS.build_image == "registry.cn-hangzhou.aliyuncs.com/acs/wasmsdk:v0.1"
 
 
 def test_environment_image_replaces_the_default() -> None:

@@ -287,7 +287,7 @@ def test_our_envoy_extension_policy_schema_is_the_crd_or_stricter() -> None:
      "filters.yaml:12:53: gatewayRef means nothing to a Higress gateway (it is for Istio and Envoy Gateway)"),
 ])
 def test_what_a_control_plane_cannot_say_is_refused(planes: Repo, gateway: str, message: str) -> None:
-    planes.write("filters.yaml", spec(gateway, istio="1.18" if "per-route" in message else "1.22"))
+    planes.write("filters.yaml", spec(gateway, istio="1.19" if "per-route" in message else "1.22"))
     before = planes.tree()
     result = planes.cli("validate")
     assert result.exit_code == 2, result.output

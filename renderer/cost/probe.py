@@ -44,8 +44,8 @@ def probe(port: int) -> Seen:
         headers = tuple((k.lower(), v) for k, v in response.getheaders())
     finally:
         conn.close()
-    request = tuple(tuple(line.split(": ", 1)) for line in body.splitlines() if ": " in line)
-    return Seen(response.status, request, headers)  # type: ignore[arg-type]
+    request = tuple((name, value) for name, sep, value in (line.partition(": ") for line in body.splitlines()) if sep)
+    return Seen(response.status, request, headers)
 
 
 # Envoy's own per-request values: the second-resolution date, the upstream's time in ms, the UUID

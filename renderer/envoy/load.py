@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import Finding, RenderBug, SpecError, UsageError
-from ..model import Context, FilterSet, OutputKind
+from ..model import DEFAULTS, Context, FilterSet, OutputKind
 from ..spec import LoadedSpec
 from ..yamlio import Document
 from .refusal import Failure, failure_of
@@ -87,19 +87,15 @@ class EnvoyLoad:
 
 # ------------------------------------------------------------------------------------ the spec's uses
 
-def sites(fs: FilterSet, doc: Document) -> Iterator[Site]:
+def sites(fs: FilterSet) -> Iterator[Site]:
     """Every (service, filter) of a valid spec, with the indexes of its entries in the document.
 
     A valid spec's model keeps the document's order: filters and services have unique names and a
     service's entries all resolve, so index i of the model is index i of the YAML."""
     filter_index = {f.name: k for k, f in enumerate(fs.filters)}
-    raw_services = doc.data.get("services", [])
     for i, service in enumerate(fs.services):
-        raw_entries = raw_services[i]["filters"]
         for j, sf in enumerate(service.filters):
-            entry = raw_entries[j]
-            yield Site(filter_index[sf.filter.name], sf.filter.name, i, service.name, j,
-                       isinstance(entry, dict) and "config" in entry)
+            yield Site(filter_index[sf.filter.name], sf.filter.name, i, service.name, j, sf.own_config)
 
 
 def canonical_key(http_filter: dict[str, Any]) -> str:
@@ -356,7 +352,7 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
     translated: dict[tuple[str, str | None, str, str, tuple[int, int]], dict[str, Any] | str] = {}
     keys: dict[tuple[str, str | None, str, str, tuple[int, int]], str] = {}
     skipped: dict[int, str] = {}
-    for view, site, output, context, config in _cluster_uses(fs, doc):
+    for view, site, output, context, config in _cluster_uses(fs):
         f = fs.filters[site.filter_index]
         inputs = (f.name, config, output, context, view.istio)
         if inputs not in translated:
@@ -385,11 +381,11 @@ def collect(fs: FilterSet, doc: Document, workdir: Path) -> tuple[list[Candidate
     return list(by_key.values()), notes
 
 
-def _cluster_uses(fs: FilterSet, doc: Document) -> Iterator[tuple[FilterSet, Site, OutputKind, Context, str | None]]:
+def _cluster_uses(fs: FilterSet) -> Iterator[tuple[FilterSet, Site, OutputKind, Context, str | None]]:
     """Every use in every cluster: each cluster's Istio and output kinds shape what Envoy loads there
     (a spec without clusters has one target, the top-level one)."""
     if not fs.clusters:
-        for use in _uses(fs, doc):
+        for use in _uses(fs):
             yield (fs, *use)
         return
     seen: set[tuple[tuple[int, int], tuple[tuple[str, OutputKind], ...]]] = set()
@@ -400,25 +396,25 @@ def _cluster_uses(fs: FilterSet, doc: Document) -> Iterator[tuple[FilterSet, Sit
         # The whole spec's services (the sites index the document), with this cluster's Istio.
         view = dataclasses.replace(fs, istio=cluster.istio, istio_text=cluster.istio_text, clusters=())
         outputs = dict(cluster.outputs)
-        for site, output, context, config in _uses(view, doc):
+        for site, output, context, config in _uses(view):
             if site.service_index >= 0 and site.service_name not in outputs:
                 continue
             yield view, site, outputs.get(site.service_name, output), context, config
 
 
-def _uses(fs: FilterSet, doc: Document) -> Iterator[tuple[Site, OutputKind, Context, str | None]]:
+def _uses(fs: FilterSet) -> Iterator[tuple[Site, OutputKind, Context, str | None]]:
     """Every use of a filter with what its object depends on; a filter no service uses is loaded too
     (with its own configuration, as an EnvoyFilter on an inbound sidecar would load it): a module that
     cannot load is worth knowing before the first service adds it."""
     used: set[int] = set()
-    for site in sites(fs, doc):
+    for site in sites(fs):
         service = fs.services[site.service_index]
         used.add(site.filter_index)
         yield site, service.output, service.context, service.filters[site.entry_index].config
     for k, f in enumerate(fs.filters):
         if k not in used:
             output: OutputKind = "WasmPlugin" if f.binary.is_oci else "EnvoyFilter"
-            yield Site(k, f.name, -1, "", -1, False), output, "SIDECAR_INBOUND", f.config
+            yield Site(k, f.name, -1, "", -1, False), output, DEFAULTS.context, f.config
 
 
 def bootstrap(pending: dict[str, Candidate]) -> dict[str, Any]:

@@ -172,12 +172,13 @@ def classify(fetched: Fetched, resolve: Callable[[str], Fetched] | None = None, 
             return Verdict("docker", fetched.digest, (), _last_tgz(fetched, manifest, DOCKER_LAYER_TGZ))
         except ValueError as e:
             return Verdict(None, fetched.digest, (f"as a Docker image: {e}",))
-    for layout, attempt in (("compat", lambda: _last_tgz(fetched, manifest, OCI_LAYER_TGZ)),
-                            ("oci", lambda: _oci_artifact(fetched, manifest))):
+    attempts: tuple[tuple[Layout, Callable[[], bytes]], ...] = (
+        ("compat", lambda: _last_tgz(fetched, manifest, OCI_LAYER_TGZ)), ("oci", lambda: _oci_artifact(fetched, manifest)))
+    for layout, attempt in attempts:
         try:
             module = attempt()
         except ValueError as e:
             reasons.append(f"as the {layout} variant: {e}")
             continue
-        return Verdict(layout, fetched.digest, tuple(reasons), module)  # type: ignore[arg-type]
+        return Verdict(layout, fetched.digest, tuple(reasons), module)
     return Verdict(None, fetched.digest, tuple(reasons))

@@ -3,6 +3,7 @@ image pinned by the lock, its configSchema, build and tests."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -45,10 +46,16 @@ class _Lock:
 
     def __init__(self, ctx: SpecContext) -> None:
         self.ctx = ctx
-        self.file = ctx.spec_path.with_suffix(".lock")  # lockfile.lock_path, without importing it
         self.entries: dict[str, LockEntry] | None = None
         self.read = False
         self.broken = False
+
+    @functools.cached_property
+    def file(self) -> Path:
+        # Imported here: lockfile brings the OCI code, which a spec without images never needs.
+        from ..lockfile import lock_path
+
+        return lock_path(self.ctx.spec_path)
 
     def get(self) -> dict[str, LockEntry] | None:
         if not self.read:

@@ -23,10 +23,13 @@ from ..model import (
 
 Path = tuple[str | int, ...]
 
-# Envoy 1.27 (envoyproxy/envoy PR #27210, June 2023) disables and enables an HTTP filter per virtual
-# host or route through route.v3.FilterConfig, and starts an HCM filter disabled (HttpFilter.disabled);
-# Istio 1.19 is the first release built on Envoy 1.27.
-ISTIO_PER_ROUTE = (1, 19)
+# An Istio gateway's per-domain configuration needs two Envoy fields: route.v3.FilterConfig.disabled,
+# which turns a filter off or on per virtual host or route (Envoy 1.27.0, July 26, 2023: envoyproxy/envoy
+# changelogs/1.27.0.yaml; API in PR #25927, implementation in PR #27210), and HttpFilter.disabled, which
+# starts each rule's instance off in the listener (Envoy 1.28.0, October 18, 2023: changelogs/1.28.0.yaml;
+# PR #30141). Istio 1.19 ships Envoy release/v1.27 and 1.20 ships release/v1.28 (istio/istio.io
+# content/en/docs/releases/supported-releases/index.md, "Supported Envoy Versions"), so 1.20 is the first.
+ISTIO_PER_ROUTE = (1, 20)
 LABELS = {"higress": "Higress", "istio": "Istio", "envoy-gateway": "Envoy Gateway"}
 A = {"higress": "a Higress", "istio": "an Istio", "envoy-gateway": "an Envoy Gateway"}
 # Which rule keys each control plane can scope by; the schema accepts the union.
@@ -109,8 +112,8 @@ def _istio(raw: dict[str, Any], p: Path, report: Findings, istio: tuple[int, int
                 seen.setdefault(domain, k)
     if scoped and istio < ISTIO_PER_ROUTE:
         report.error(p + ("filters",), f"per-domain configuration on an Istio gateway needs Envoy's per-route "
-                     f"filter enable and disable (Envoy 1.27, Istio 1.19), and Istio {version} has no such "
-                     "Envoy; target Istio 1.19 or later, or remove the rules")
+                     f"filter enable and disable (Envoy 1.28, Istio 1.20), and Istio {version} has no such "
+                     "Envoy; target Istio 1.20 or later, or remove the rules")
 
 
 def _http_routes(raw: dict[str, Any], p: Path, report: Findings) -> tuple[HttpRoute, ...]:

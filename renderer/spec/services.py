@@ -146,9 +146,10 @@ def _service_filters(ctx: SpecContext, p: Path_, raw: dict[str, Any], filters: F
         for problem in _delivery_problem(fname, f, output, chosen):
             ctx.error(npath, problem)
         config = f.config
-        if isinstance(entry, dict) and "config" in entry:
+        own = isinstance(entry, dict) and "config" in entry
+        if own:
             config = ctx.config_text(fp + ("config",), entry["config"])
             if f.config_schema is not None:
                 ctx.check_config(fp + ("config",), entry, "config", f.config_schema)
-        chosen.append(ServiceFilter(f, config))
+        chosen.append(ServiceFilter(f, config, own))
     return tuple(chosen)

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import Finding
+from ..errors import Finding, Severity
 from ..schema_errors import json_path
 from .scalars import BOOL, FLOAT, INT, NULL, TAG
 from .text import SEPARATOR_MESSAGE, SEPARATORS, SpecSyntaxError, char_at, decode_utf8, reader_finding
@@ -123,11 +123,11 @@ class Document:
         return _mark(self.root) if self.root is not None else Position(1, 1)
 
     def finding(self, path: Iterable[str | int], message: str, *, key: bool = False,
-                severity: str = "error") -> Finding:
+                severity: Severity = "error") -> Finding:
         p = tuple(path)
         pos = self.position(p, key=key)
         return Finding(self.file, pos.line, pos.column, message + _anchor_hint(self.via_alias(p)),
-                       severity, json_path(p))  # type: ignore[arg-type]
+                       severity, json_path(p))
 
 
 def _anchor_hint(use: tuple[yaml.Mark, yaml.Mark | None] | None) -> str:
