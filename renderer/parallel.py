@@ -1,5 +1,5 @@
-"""Put the second core to work: map_chunks() for the per-service stages (planning and validating
-overlays, comparing files), which at mesh scale are most of a render; submit() for one job nothing
+"""Put the second core to work: map_chunks() for the per-service stages (reading the workloads, planning
+and validating overlays, comparing files), which at mesh scale are most of a render; submit() for one job nothing
 waits on at once (validating the binaries with wasmtime, whose import alone is ~50 ms). The design
 target is a 2-core machine. Callers hand over a pure function and a list, never work of their own to
 interleave: what each stage does stays in its module, and the order of everything else stays serial.
