@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 from conftest import BASIC_SPEC, REPO, Repo, proxy_wasm_module
 
-from renderer.reporters.diff import format_review
+from renderer.reporters import report
 from renderer.review import FieldChange, ObjectChange, ObjectId, Review
 
 
@@ -194,7 +194,7 @@ def test_github_format_is_one_workflow_command_per_line_summary_first(repo: Repo
 def test_github_escapes_properties_and_data() -> None:
     review = Review((ObjectChange("changed", ObjectId("EnvoyFilter", "ns", "a"), "odd,na:me.yaml",
                                   (FieldChange("x", "50%", "1\n2"),)),), (), (), (), ())
-    lines = format_review(review, "github").splitlines()
+    lines = report("review", "github", review).splitlines()
     assert lines[1] == "::notice file=odd%2Cna%3Ame.yaml,title=~ EnvoyFilter ns/a (no mesh effect)::x: 50%25 -> 1%0A2"
 
 

@@ -16,7 +16,7 @@ from conftest import REPO, Repo, make_repo
 
 from renderer.commands import verify as command
 from renderer.envoy.binary import ENV_VAR, find_envoy
-from renderer.reporters.verify import format_results
+from renderer.reporters import report
 from renderer.verify import CaseResult
 
 MODULES = Path(__file__).resolve().parent / "modules"
@@ -207,7 +207,7 @@ def test_http1_trailers_are_dropped_as_in_a_sidecar(cpp_results: dict[str, CaseR
 
 
 def test_text_report_shows_what_envoy_sent_and_received(cpp_results: dict[str, CaseResult]) -> None:
-    text = format_results([cpp_results["cpp/passes"], cpp_results["cpp/fails"]])
+    text = report("verify", "text", [cpp_results["cpp/passes"], cpp_results["cpp/fails"]])
     lines = text.splitlines()
     assert lines[0] == "PASS cpp/passes"
     assert lines[1] == "FAIL cpp/fails"
@@ -223,7 +223,7 @@ def test_text_report_shows_what_envoy_sent_and_received(cpp_results: dict[str, C
 
 def test_json_report_has_a_stable_shape(cpp_results: dict[str, CaseResult]) -> None:
     results = list(cpp_results.values())
-    payload = json.loads(format_results(results, "json"))
+    payload = json.loads(report("verify", "json", results))
     assert payload["summary"] == {"total": len(results), "passed": sum(r.passed for r in results),
                                   "failed": sum(not r.passed for r in results)}
     shapes = {json.dumps({k: sorted(v) if isinstance(v, dict) else None for k, v in case.items()}, sort_keys=True)
@@ -235,12 +235,12 @@ def test_json_report_has_a_stable_shape(cpp_results: dict[str, CaseResult]) -> N
         "configRejected", "upstreamReceived", "requestHeaders", "requestBody", "requestChunks", "status",
         "responseHeaders", "responseBody", "responseChunks", "localReply", "paused", "responseFlags",
         "responseCodeDetails", "logs", "envoyLog"])
-    assert format_results(results, "json") == format_results(results, "json")
+    assert report("verify", "json", results) == report("verify", "json", results)
 
 
 def test_unknown_format_is_refused(cpp_results: dict[str, CaseResult]) -> None:
     with pytest.raises(ValueError, match="unknown report format 'yaml'"):
-        format_results(list(cpp_results.values()), "yaml")  # type: ignore[arg-type]
+        report("verify", "yaml", list(cpp_results.values()))
 
 
 # ------------------------------------------------------------------ filters that break

@@ -10,9 +10,8 @@ import pytest
 import wasmtime
 from wasm_sections import padded_to, uleb128
 
-from renderer import wasm
+from renderer import reporters, wasm
 from renderer.commands.inspect import exit_code
-from renderer.reporters.inspect import format_report
 from renderer.wasm import (
     CLIENT_SIDE_APPLY_LIMIT,
     CONFIGMAP_LIMIT,
@@ -71,7 +70,7 @@ def test_legacy_module_without_abi_marker_is_accepted() -> None:
     assert report.callbacks == EXPECTED_CALLBACKS
     assert report.import_modules == ()
     assert exit_code(report) == 0
-    text = format_report(report, "old.wasm", "text")
+    text = reporters.report("module", "text", report, "old.wasm")
     assert "verdict:            proxy-wasm module, ABI version unknown (legacy)\n" in text
     assert "abi version:        unknown (legacy)\n" in text
 
@@ -132,7 +131,7 @@ def test_valid_webassembly_that_is_not_proxy_wasm() -> None:
     assert not report.is_proxy_wasm and not report.legacy
     assert report.exported_functions == ("add",)
     assert exit_code(report) == 1
-    assert format_report(report, "add.wasm", "text").splitlines()[1] == (
+    assert reporters.report("module", "text", report, "add.wasm").splitlines()[1] == (
         "verdict:            valid WebAssembly, but not a proxy-wasm module "
         "(no proxy_abi_version_* export, no proxy_on_* callback)"
     )
@@ -208,7 +207,7 @@ def test_limits_are_the_kubernetes_numbers() -> None:
 def test_text_report_exact() -> None:
     data = abi_module("0_2_1")
     digest = hashlib.sha256(data).hexdigest()
-    assert format_report(inspect_wasm(data), "filters/a.wasm", "text") == (
+    assert reporters.report("module", "text", inspect_wasm(data), "filters/a.wasm") == (
         "file:               filters/a.wasm\n"
         "verdict:            proxy-wasm module, ABI 0.2.1\n"
         f"size:               {len(data)} bytes\n"
@@ -225,12 +224,12 @@ def test_text_report_exact() -> None:
 
 
 def test_text_report_oversize_and_invalid() -> None:
-    big = format_report(inspect_wasm(padded_to(abi_module("0_2_1"), CONFIGMAP_LIMIT + 1)), "big.wasm", "text")
+    big = reporters.report("module", "text", inspect_wasm(padded_to(abi_module("0_2_1"), CONFIGMAP_LIMIT + 1)), "big.wasm")
     assert "size:               1048577 bytes (1.00 MiB)\n" in big
     assert "configmap:          too large (limit 1048576 bytes); serve it over HTTP(S) or OCI instead\n" in big
     assert "client-side apply:  too large (limit 196608 bytes); use kubectl apply --server-side\n" in big
 
-    text = format_report(inspect_wasm(b"(module)"), "a.wat", "text")
+    text = reporters.report("module", "text", inspect_wasm(b"(module)"), "a.wat")
     assert text == (
         "file:    a.wat\n"
         "verdict: not WebAssembly\n"
@@ -246,7 +245,7 @@ def test_json_report_exact() -> None:
         + CALLBACKS
         + '(func (export "_start"))'
     )
-    text = format_report(inspect_wasm(data), "legacy.wasm", "json")
+    text = reporters.report("module", "json", inspect_wasm(data), "legacy.wasm")
     assert text.endswith("}\n")
     document = json.loads(text)
     assert document == {
@@ -278,7 +277,7 @@ def test_json_report_exact() -> None:
 
 
 def test_json_report_for_garbage() -> None:
-    document = json.loads(format_report(inspect_wasm(b"hello"), "x", "json"))
+    document = json.loads(reporters.report("module", "json", inspect_wasm(b"hello"), "x"))
     assert document["exit_code"] == 2
     assert document["is_wasm"] is False and document["valid"] is False
     assert document["error"] == "not a WebAssembly binary: missing the \\0asm magic number"
@@ -286,7 +285,7 @@ def test_json_report_for_garbage() -> None:
 
 def test_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown report format 'yaml'"):
-        format_report(inspect_wasm(b""), "x", "yaml")
+        reporters.report("module", "yaml", inspect_wasm(b""), "x")
 
 
 def test_engine_is_created_once() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from ..clusters import changes_line
 from ..errors import Finding
 from ..review import EFFECTS, HOT, LISTENER_DRAINS, SIGN, Chain, FieldChange, ModuleChange, ObjectChange, Review, arrow
-from .base import AS_GIVEN, Locator, document, escape_data, escape_property, report, reporter
+from .base import AS_GIVEN, Locator, document, escape_data, escape_property, reporter
 from .findings import finding_records, github_findings
 
 _WIDE_LINE = 100
@@ -155,9 +155,3 @@ def review_json(r: Review, where: Locator = AS_GIVEN, warnings: Sequence[Finding
         "problems": finding_records(warnings, where),
         **({"clusters": [c.as_dict() for c in r.clusters]} if r.clusters else {}),
     })
-
-
-
-def format_review(r: Review, fmt: str, where: Locator = AS_GIVEN, warnings: Sequence[Finding] = (),
-                  clean: bool | None = None) -> str:
-    return report("review", fmt, r, where, warnings, clean)

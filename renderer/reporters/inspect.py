@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..commands.inspect import ImageReport, Inspected, exit_code, image_exit_code
 from ..wasm import ANNOTATION_LIMIT, APPLY_NAMESPACE, CLIENT_SIDE_APPLY_LIMIT, CONFIGMAP_LIMIT, WasmReport
-from .base import document, report, reporter
+from .base import document, reporter
 
 
 def verdict(report: WasmReport) -> str:
@@ -45,11 +45,6 @@ def _apply_verdict(report: WasmReport) -> str:
     return f"too large ({measured}); render marks it ServerSideApply=true for Argo CD; use kubectl apply --server-side"
 
 
-def format_report(module: WasmReport, path: str, fmt: str) -> str:
-    """A module as "text" (aligned, one fact a line) or "json" (sorted keys)."""
-    return report("module", fmt, module, path)
-
-
 @reporter("module", "json")
 def json_module(report: WasmReport, path: str) -> str:
     return document({"path": path, "exit_code": exit_code(report), "verdict": verdict(report), **report.as_dict()})
@@ -84,12 +79,6 @@ def text_module(report: WasmReport, path: str) -> str:
         ]
     width = max(len(label) for label, _ in rows) + 1
     return "".join(f"{label + ':':<{width}} {value}\n" for label, value in rows)
-
-
-
-
-def format_image_report(image: ImageReport, fmt: str) -> str:
-    return report("image", fmt, image)
 
 
 @reporter("image", "json")

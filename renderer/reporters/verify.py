@@ -7,7 +7,7 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .base import document, report, reporter
+from .base import document, reporter
 
 if TYPE_CHECKING:
     from ..envoy import http
@@ -70,10 +70,6 @@ def case_record(r: CaseResult) -> dict[str, Any]:
             "configRejected": exp.config_rejected,
         },
     }
-
-
-def format_results(results: Sequence[CaseResult], fmt: str = "text") -> str:
-    return report("verify", fmt, results)
 
 
 @reporter("verify", "text")
