@@ -33,6 +33,7 @@ import yaml  # noqa: E402
 from ruamel.yaml import YAML  # noqa: E402
 
 from renderer import yamlio  # noqa: E402
+from renderer.yamlio import emit  # noqa: E402
 
 
 def libyaml_dump(obj: Any) -> str:
@@ -54,7 +55,7 @@ def interleaved(contenders: dict[str, Callable[[], object]], rounds: int) -> dic
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, run in contenders.items():
-            yamlio._scalar_text.cache_clear()
+            emit._scalar_text.cache_clear()
             start = time.perf_counter()
             run()
             times[name].append(time.perf_counter() - start)
