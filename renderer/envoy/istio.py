@@ -27,7 +27,7 @@ from .. import objects
 from ..model import DEFAULTS, Context, Filter, FilterSet, OutputKind, Service, ServiceFilter
 from .chain import STRING_VALUE, TYPED_STRUCTS, WASM_TYPE, ChainError, ChainFilter, Obj, ServiceChain
 from .envoy_filters import apply_patch, envoy_filter_order, matches_context
-from .listeners import access_log, bootstrap, chain_bootstrap, cluster, listener
+from .listeners import bootstrap, chain_bootstrap, cluster, listener
 from .mounts import (
     COMPONENT_LOG_LEVEL,
     USER_VOLUME,
@@ -44,7 +44,7 @@ from .wasm_plugins import wasm_plugin_filter, wasm_plugins_in_order
 
 # What the verify step, the load step, the cost model and their tests use, importable from one place.
 __all__ = ["STRING_VALUE", "TYPED_STRUCTS", "USER_VOLUME", "USER_VOLUME_MOUNT", "WASM_TYPE", "ChainError",
-           "ChainFilter", "ImageFetcher", "ServiceChain", "access_log", "bootstrap", "chain_bootstrap", "cluster",
+           "ChainFilter", "ImageFetcher", "ServiceChain", "bootstrap", "chain_bootstrap", "cluster",
            "filter_set_chains", "http_filter", "listener", "service_chains"]
 
 

@@ -25,20 +25,17 @@ from .effects import (
     EFFECTS,
     HOT,
     LISTENER_DRAINS,
-    NO_MESH_EFFECT,
-    PODS_ROLL,
     PRUNED,
     PRUNED_AFTER_ROLLOUT,
     WORKLOADS,
     Obj,
-    State,
     chain_objects,
     chain_order,
     effect,
     filter_configmap,
     meta,
 )
-from .fields import as_text, binary_summary, decoded, field_changes, leaves, module_bytes, module_change
+from .fields import as_text, decoded, field_changes, leaves, module_bytes, module_change
 from .leaving import leaving_resources
 from .model import SIGN, Chain, FieldChange, ModuleChange, ObjectChange, ObjectId, Review, arrow
 
@@ -259,6 +256,6 @@ def build_review(changes: Changes, plan: Plan, out: Path = Path("."), root: str 
                   tuple(unlisted))
 
 
-__all__ = ["EFFECTS", "HOT", "LISTENER_DRAINS", "NO_MESH_EFFECT", "PODS_ROLL", "PRUNED", "PRUNED_AFTER_ROLLOUT",
-           "SIGN", "WORKLOADS", "Chain", "FieldChange", "ModuleChange", "ObjectChange", "ObjectId", "Review", "State",
-           "arrow", "binary_summary", "build_review", "decoded", "field_changes", "module_change"]
+__all__ = ["EFFECTS", "HOT", "LISTENER_DRAINS", "PRUNED", "PRUNED_AFTER_ROLLOUT",
+           "SIGN", "WORKLOADS", "Chain", "FieldChange", "ModuleChange", "ObjectChange", "ObjectId", "Review",
+           "arrow", "build_review", "decoded", "field_changes", "module_change"]

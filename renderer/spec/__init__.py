@@ -12,20 +12,18 @@ from pathlib import Path
 
 from .. import istio_versions
 from ..errors import Finding, SpecError
-from ..model import DEFAULTS, SCHEMA_FILE, FilterSet
+from ..model import DEFAULTS, FilterSet
 from ..schema_errors import describe
 from ..yamlio import Document
 from .context import SpecContext
 from .filters import filters, inspect_binaries, module_findings
 from .gateways import gateways
 from .gitops import clusters, gitops
-from .labels import label_key_problem, label_value_problem
 from .loading import (
     load_build_targets,
     load_schema,
     parse,
     parse_valid,
-    read_spec_text,
     require_filters,
     schema_findings,
 )
@@ -33,16 +31,12 @@ from .resources import Resources
 from .services import services
 
 __all__ = [
-    "SCHEMA_FILE",
     "LoadedSpec",
-    "label_key_problem",
-    "label_value_problem",
     "load_build_targets",
     "load_schema",
     "load_spec",
     "parse",
     "parse_valid",
-    "read_spec_text",
     "require_filters",
 ]
 

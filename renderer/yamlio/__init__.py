@@ -16,12 +16,8 @@ from __future__ import annotations
 
 from .emit import GENERATED_HEADER, dump
 from .load import (
-    MAX_DEPTH,
-    MAX_EXPANDED_NODES,
     MAX_SPEC_BYTES,
-    TAG,
     Document,
-    Path,
     Position,
     compose_all,
     json_path,
@@ -33,13 +29,9 @@ from .text import SpecSyntaxError, decode_utf8
 __all__ = [
     "Document",
     "GENERATED_HEADER",
-    "MAX_DEPTH",
-    "MAX_EXPANDED_NODES",
     "MAX_SPEC_BYTES",
-    "Path",
     "Position",
     "SpecSyntaxError",
-    "TAG",
     "compose_all",
     "decode_utf8",
     "dump",
