@@ -1,7 +1,8 @@
 """The forked second worker (renderer/parallel.py): same results as serial work, and never trusted.
 
-Where the forks happen in a render (building and validating overlays, comparing files) is covered
-end to end: a mesh above the fork threshold renders byte for byte the same tree with and without it.
+Where the forks happen in a render (reading the workloads, building and validating overlays, comparing
+files) is covered end to end: a mesh above the fork threshold renders byte for byte the same tree with
+and without it.
 """
 
 from __future__ import annotations
@@ -259,7 +260,8 @@ def test_problems_found_by_the_child_are_reported_like_the_parents(tmp_path: Pat
     outputs = {}
     for jobs in ("1", "auto"):
         repo = _mesh(tmp_path / f"jobs-{jobs}", parallel.MIN_ITEMS * 2)
-        # A broken workload early and late in the list: the spec's findings keep their order and count.
+        # A broken workload early and late in the list: one is read by each process, and the findings keep
+        # their order and count.
         for name in ("svc-001", f"svc-{parallel.MIN_ITEMS * 2 - 2:03d}"):
             repo.write(f"apps/{name}/deployment.yaml", "kind: Deployment\nmetadata: {name: [unclosed\n")
         proc = _render(repo, jobs)
