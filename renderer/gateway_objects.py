@@ -1,6 +1,6 @@
 """The objects a gateway's control plane reads, built as plain data: an Istio ingress gateway's
-WasmPlugins, TrafficExtensions or EnvoyFilters, and Envoy Gateway's EnvoyExtensionPolicies (Higress's
-WasmPlugin is in objects.py)."""
+WasmPlugins, TrafficExtensions or EnvoyFilters, Higress's WasmPlugins and Envoy Gateway's
+EnvoyExtensionPolicies."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ Obj = dict[str, Any]
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 FILTER_CONFIG = "type.googleapis.com/envoy.config.route.v3.FilterConfig"
 EG_API = "gateway.envoyproxy.io/v1alpha1"
+HIGRESS_API = "extensions.higress.io/v1alpha1"
 
 
 def _gateway_metadata(gateway: Gateway, name: str, f: Filter | None = None) -> Obj:
@@ -203,3 +204,41 @@ def envoy_extension_policies(gateway: Gateway) -> list[tuple[str, Obj]]:
             "metadata": _gateway_metadata(gateway, f"{gateway.name}-{route}"),
             "spec": {"targetRefs": [_gateway_target(route, "HTTPRoute")], "wasm": wasm}}))
     return found
+
+
+def _higress_wasm_plugin(gateway: Gateway, index: int, gf: GatewayFilter) -> Obj:
+    """extensions.higress.io/v1alpha1 WasmPlugin: the Higress controller turns defaultConfig and each
+    matchRule into the plugin's configuration (its rules under `_rules_`, with `_match_domain_`,
+    `_match_route_`, `_match_service_`: pkg/ingress/config/ingress_config.go), and its SDKs pick the
+    first rule that matches a request; it reads WasmPlugins only from its own namespace."""
+    f = gf.filter
+    spec: Obj = {"url": f.oci_url, "sha256": f.pulled_sha256}
+    if f.root_id:
+        spec["pluginName"] = f.root_id
+    if f.phase and f.phase != "UNSPECIFIED_PHASE":
+        spec["phase"] = f.phase
+    # Higher priority runs first within a phase, as in Istio: count down so the chain follows the list.
+    spec["priority"] = f.priority if f.priority is not None else len(gateway.filters) - index
+    spec["failStrategy"] = "FAIL_OPEN" if f.fail_open else "FAIL_CLOSE"
+    if not gf.global_:
+        spec["defaultConfigDisable"] = True
+    elif gf.config is not None:
+        spec["defaultConfig"] = json.loads(gf.config)
+    rules = []
+    for rule in gf.rules:
+        entry: Obj = {}
+        for key, values in (("domain", rule.domain), ("ingress", rule.ingress), ("service", rule.service)):
+            if values:
+                entry[key] = list(values)
+        entry["config"] = json.loads(rule.config)
+        rules.append(entry)
+    if rules:
+        spec["matchRules"] = rules
+    return {"apiVersion": HIGRESS_API, "kind": "WasmPlugin",
+            "metadata": _gateway_metadata(gateway, f"{gateway.name}-{f.name}", f), "spec": spec}
+
+
+def higress_wasm_plugins(gateway: Gateway) -> list[tuple[str, Obj]]:
+    """(file, object) per filter of a Higress gateway: one WasmPlugin each."""
+    return [(f"{gf.filter.name}.higress-wasmplugin.yaml", _higress_wasm_plugin(gateway, index, gf))
+            for index, gf in enumerate(gateway.filters)]

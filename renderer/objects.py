@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from . import istio_versions
-from .model import MOUNT_DIR, Filter, FilterSet, Gateway, GatewayFilter, Service, ServiceFilter
+from .model import MOUNT_DIR, Filter, FilterSet, Service, ServiceFilter
 from .wasm import ANNOTATION_LIMIT, last_applied_annotations_size
 
 Obj = dict[str, Any]
@@ -261,44 +261,6 @@ def traffic_extension(fs: FilterSet, service: Service, index: int, sf: ServiceFi
     spec["wasm"] = wasm
     return {"apiVersion": "extensions.istio.io/v1alpha1", "kind": "TrafficExtension",
             "metadata": _filter_metadata(service, f), "spec": spec}
-
-
-HIGRESS_API = "extensions.higress.io/v1alpha1"
-
-
-def higress_wasm_plugin(gateway: Gateway, index: int, gf: GatewayFilter) -> Obj:
-    """extensions.higress.io/v1alpha1 WasmPlugin: the Higress controller turns defaultConfig and each
-    matchRule into the plugin's configuration (its rules under `_rules_`, with `_match_domain_`,
-    `_match_route_`, `_match_service_`: pkg/ingress/config/ingress_config.go), and its SDKs pick the
-    first rule that matches a request; it reads WasmPlugins only from its own namespace."""
-    f = gf.filter
-    spec: Obj = {"url": f.oci_url, "sha256": f.pulled_sha256}
-    if f.root_id:
-        spec["pluginName"] = f.root_id
-    if f.phase and f.phase != "UNSPECIFIED_PHASE":
-        spec["phase"] = f.phase
-    # Higher priority runs first within a phase, as in Istio: count down so the chain follows the list.
-    spec["priority"] = f.priority if f.priority is not None else len(gateway.filters) - index
-    spec["failStrategy"] = "FAIL_OPEN" if f.fail_open else "FAIL_CLOSE"
-    if not gf.global_:
-        spec["defaultConfigDisable"] = True
-    elif gf.config is not None:
-        spec["defaultConfig"] = json.loads(gf.config)
-    rules = []
-    for rule in gf.rules:
-        entry: Obj = {}
-        for key, values in (("domain", rule.domain), ("ingress", rule.ingress), ("service", rule.service)):
-            if values:
-                entry[key] = list(values)
-        entry["config"] = json.loads(rule.config)
-        rules.append(entry)
-    if rules:
-        spec["matchRules"] = rules
-    return {"apiVersion": HIGRESS_API, "kind": "WasmPlugin",
-            "metadata": {"name": f"{gateway.name}-{f.name}", "namespace": gateway.namespace,
-                         "labels": {**MANAGED_BY, "wasm-gitops.io/filter": f.name,
-                                    "wasm-gitops.io/gateway": gateway.name}},
-            "spec": spec}
 
 
 def kustomization(resources: list[str], *, namespace: str | None = None,

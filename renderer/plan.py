@@ -179,8 +179,7 @@ def _gateway_objects(fs: FilterSet, gateway: Gateway) -> list[tuple[str, dict[st
         return gateway_objects.istio_gateway_objects(fs, gateway)
     if gateway.control_plane == "envoy-gateway":
         return gateway_objects.envoy_extension_policies(gateway)
-    return [(f"{gf.filter.name}.higress-wasmplugin.yaml", objects.higress_wasm_plugin(gateway, index, gf))
-            for index, gf in enumerate(gateway.filters)]
+    return gateway_objects.higress_wasm_plugins(gateway)
 
 
 def _root(fs: FilterSet, out: Path, header: str, overlay_dirs: list[str]) -> _Part:
