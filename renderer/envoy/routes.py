@@ -31,6 +31,7 @@ from typing import Any
 
 from .. import gateway_objects
 from ..model import FilterSet, Gateway
+from .envoy_filters import envoy_filter_order
 from .istio import STRING_VALUE, WASM_TYPE, ChainError, service_chains
 
 Obj = dict[str, Any]
@@ -196,11 +197,6 @@ def _istio_wasm_plugins(gateway: Gateway, found: list[tuple[str, Obj]], module_d
     return RouteTable(filters, (_catch_all(gateway, cluster),), "gateway.local")
 
 
-def _envoy_filter_order(item: tuple[str, Obj]) -> tuple[int, str]:
-    meta = item[1].get("metadata") or {}
-    return int((item[1].get("spec") or {}).get("priority", 0)), f"{meta.get('name')}.{meta.get('namespace')}"
-
-
 def _ecds_filter(value: Obj, extensions: dict[str, Obj], module_dir: Path, images: ImageFetcher, where: str) -> Obj:
     """The HTTP filter Envoy ends up with: the named extension configuration, its image pulled."""
     name = str(value.get("name"))
@@ -257,7 +253,7 @@ def _istio_envoy_filters(gateway: Gateway, found: list[tuple[str, Obj]], module_
     extensions: dict[str, Obj] = {}
     chain: list[tuple[Obj, str]] = []
     scope: list[Obj] = []  # VIRTUAL_HOST and HTTP_ROUTE merges, in patch order
-    for path, obj in sorted(found, key=_envoy_filter_order):
+    for path, obj in sorted(found, key=envoy_filter_order):
         for patch in (obj.get("spec") or {}).get("configPatches") or []:
             value = (patch.get("patch") or {}).get("value") or {}
             context = (patch.get("match") or {}).get("context", "ANY")
