@@ -16,7 +16,7 @@ help:
 	@echo "make render      render filters.yaml into base/, overlays/ and kustomization.yaml"
 	@echo "make test        run the test suite (needs kubectl for kustomize builds)"
 	@echo "make check       fail when the committed output differs from a fresh render"
-	@echo "make verify      run the declared tests of filters and services through the rendered chains in Envoy"
+	@echo "make verify      run the declared tests of filters, services and gateways through the rendered chains in Envoy"
 	@echo "make wasm        build filters with a build: section in the Envoy SDK Docker image"
 	@echo "make wasm-local  build the same filters without Docker (zig's clang from PyPI)"
 	@echo "make bench       measure render, check and validate at mesh scale"
