@@ -40,16 +40,17 @@ import jsonschema_rs
 
 from .apply_size import CONFIGMAP_LIMIT
 from .files import schema_text
-
-# Imported under the names the rules and the driver below call them by.
-from .kubernetes_schemas import DEFAULT_KUBERNETES_VERSION, available_kubernetes_versions
-from .kubernetes_schemas import definition_fast as _kubernetes_definition_fast
-from .kubernetes_schemas import definition_validator as _kubernetes_definition_validator
-from .kubernetes_schemas import fast_formats as _fast_formats
-from .kubernetes_schemas import format_checker as _formats
-from .kubernetes_schemas import kind_fast as _kubernetes_fast
-from .kubernetes_schemas import kind_validator as _kubernetes_validator
-from .kubernetes_schemas import resolve_version as _resolve_kubernetes_version
+from .kubernetes_schemas import (
+    DEFAULT_KUBERNETES_VERSION,
+    available_kubernetes_versions,
+    definition_fast,
+    definition_validator,
+    fast_formats,
+    format_checker,
+    kind_fast,
+    kind_validator,
+    resolve_version,
+)
 from .schema_errors import json_path, kubernetes_message
 from .schema_errors import short as _short
 
@@ -143,12 +144,12 @@ def _bundled_validator(file: str) -> Draft202012Validator:
     from jsonschema import Draft202012Validator
 
     schema = json.loads(_bundled_schema_text(file))
-    return Draft202012Validator(schema, format_checker=_formats())
+    return Draft202012Validator(schema, format_checker=format_checker())
 
 
 @functools.cache
 def _bundled_fast(file: str) -> Any:
-    return jsonschema_rs.Draft202012Validator(json.loads(_bundled_schema_text(file)), formats=_fast_formats(),
+    return jsonschema_rs.Draft202012Validator(json.loads(_bundled_schema_text(file)), formats=fast_formats(),
                                               validate_formats=True)
 
 
@@ -266,11 +267,11 @@ def _istio_volume_annotation_problems(annotations: Any, path: tuple[str | int, .
         else:
             yield _json_path((*path, annotation)), "must be a JSON object (name -> spec) or array"
             continue
-        fast = _kubernetes_definition_fast(definition, version)
+        fast = definition_fast(definition, version)
         for label, item in items:
             if fast.is_valid(item):
                 continue
-            for error in _kubernetes_definition_validator(definition, version).iter_errors(item):
+            for error in definition_validator(definition, version).iter_errors(item):
                 inner = _json_path(error.absolute_path)[1:]
                 yield _json_path((*path, annotation)), f"[{label}]{inner}: {kubernetes_message(error)}"
 
@@ -339,10 +340,10 @@ def _validate_one(file: str, obj: Any, version: tuple[int, int], patch_files: fr
     if isinstance(ref, KubernetesSchema):
         partial = ref.partial or posixpath.normpath(file) in patch_files
         try:
-            fast_ok = _kubernetes_fast(api_version, kind, version, partial).is_valid(obj)
+            fast_ok = kind_fast(api_version, kind, version, partial).is_valid(obj)
         except LookupError as exc:
             return [OutputProblem(file, kind, name, "$.apiVersion", str(exc))]
-        found = [] if fast_ok else _schema_problems(_kubernetes_validator(api_version, kind, version, partial), obj)
+        found = [] if fast_ok else _schema_problems(kind_validator(api_version, kind, version, partial), obj)
         found += sorted(set(_kubernetes_extra_problems(obj, version)) - set(found))
     else:
         found = [] if _bundled_fast(ref.file).is_valid(obj) else _schema_problems(_bundled_validator(ref.file), obj)
@@ -358,14 +359,14 @@ def warm_up(kubernetes_version: str = DEFAULT_KUBERNETES_VERSION) -> None:
     """Compile the validators a render needs before it has objects (~0.05 s): done while a helper
     reads the workloads, so that the helper planning overlays later inherits them instead of
     compiling its own."""
-    version = _resolve_kubernetes_version(kubernetes_version)
+    version = resolve_version(kubernetes_version)
     for (api_version, kind), ref in SCHEMAS.items():
         if isinstance(ref, KubernetesSchema):
-            _kubernetes_fast(api_version, kind, version, ref.partial)
+            kind_fast(api_version, kind, version, ref.partial)
         elif ref.file in _ALWAYS_BUNDLED:
             _bundled_fast(ref.file)
     for definition in _ISTIO_VOLUME_ANNOTATIONS.values():
-        _kubernetes_definition_fast(definition, version)
+        definition_fast(definition, version)
 
 
 def validate_objects(objects: Sequence[tuple[str, Mapping[str, Any]]],
@@ -374,7 +375,7 @@ def validate_objects(objects: Sequence[tuple[str, Mapping[str, Any]]],
 
     Raises ValueError if kubernetes_version is not one schemas/ has schemas for.
     """
-    version = _resolve_kubernetes_version(kubernetes_version)
+    version = resolve_version(kubernetes_version)
     patch_files = _patch_files(objects)
     problems: list[OutputProblem] = []
     for file, obj in objects:

@@ -128,7 +128,8 @@ class WorkloadReader:
         self._build([d for d in todo if self._cache[d].transformed and not self._cache[d].built])
 
     def _scan_many(self, directories: Sequence[str]) -> list[ResourceScan]:
-        # Only reading here: builds start from this process, all at once, whichever core found them.
+        # No kustomize builds here: they start from this process, all at once, whichever core read the
+        # directory (a child's scans come back as results; its cache dies with it).
         out = []
         for key in directories:
             if key not in self._cache:

@@ -235,7 +235,6 @@ def test_json_report_has_a_stable_shape(cpp_results: dict[str, CaseResult]) -> N
         "configRejected", "upstreamReceived", "requestHeaders", "requestBody", "requestChunks", "status",
         "responseHeaders", "responseBody", "responseChunks", "localReply", "paused", "responseFlags",
         "responseCodeDetails", "logs", "envoyLog"])
-    assert report("verify", "json", results) == report("verify", "json", results)
 
 
 def test_unknown_format_is_refused(cpp_results: dict[str, CaseResult]) -> None:
