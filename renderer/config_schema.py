@@ -7,7 +7,6 @@ Higress plugin `spec.yaml` (the metadata hgctl writes beside a plugin and pushes
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -17,15 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from .files import NotAFile, TooLarge, read_file
+from .schema_errors import Problem, config_dialect, one_line, schema_pointer
 from .workloads import PathProblem, inside_stat
-from .yamlio import SpecSyntaxError, json_path, load_document
+from .yamlio import SpecSyntaxError, load_document
 
 # A schema is a few kilobytes; a megabyte is a mistake (or an attempt to make validation slow).
 MAX_SCHEMA_BYTES = 1024 * 1024
 HIGRESS_SPEC = "spec.yaml"
 # One configuration with hundreds of mistakes is one mistake repeated: the first ones say it.
 MAX_ERRORS_PER_CONFIG = 20
-_MAX_MESSAGE = 300
 # Keywords whose values are data, not schemas: a "$ref" inside them is not a reference.
 _DATA_KEYWORDS = frozenset({"enum", "const", "default", "examples", "example"})
 
@@ -42,11 +41,8 @@ class ConfigSchema:
     validator: Any = field(compare=False, repr=False)
 
 
-@dataclass(frozen=True)
-class ConfigError:
-    path: tuple[str | int, ...]  # inside the configuration
-    message: str
-    key: bool = False  # the position is the key at `path`, not its value
+# A problem with one configuration; its path is inside the configuration (() for the whole of it).
+ConfigError = Problem
 
 
 def _refuse_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -104,8 +100,6 @@ def _external_refs(schema: Any, pointer: str = "") -> Iterator[tuple[str, str]]:
             yield from _external_refs(item, f"{pointer}/{i}")
 
 
-def _pointer(parts: Any) -> str:
-    return "".join(f"/{p}" for p in parts) or "/"
 
 
 def _no_retrieval(uri: str) -> Any:
@@ -143,7 +137,7 @@ def _build_validator(schema: Any, openapi: bool) -> tuple[Any, str]:
         cls.check_schema(schema)
     except jsonschema.SchemaError as e:
         raise SchemaProblem(f"it is not a valid JSON Schema ({_draft_name(draft)}): at "
-                            f"{_pointer(e.path)}: {_short(e.message)}; fix the schema") from None
+                            f"{schema_pointer(e.path)}: {one_line(e.message)}; fix the schema") from None
     except RecursionError:
         raise SchemaProblem("it is nested too deeply to check") from None
     # The jsonschema default registry fetches unknown URIs over HTTP; this one refuses every one.
@@ -158,22 +152,8 @@ def _draft_name(uri: str) -> str:
     return f"draft {match.group(1) or match.group(2)}"
 
 
-def _as_json(message: str, instance: Any) -> str:
-    """The validator's messages start with Python's repr of the value (True, None, 'x'); the user
-    wrote YAML or JSON, so show it as JSON."""
-    prefix = repr(instance)
-    if message.startswith(prefix):
-        try:
-            text = json.dumps(instance, ensure_ascii=False, sort_keys=True)
-        except (TypeError, ValueError, RecursionError):
-            return message
-        return text + message[len(prefix):]
-    return message
 
 
-def _short(message: str) -> str:
-    one_line = " ".join(message.split())
-    return one_line if len(one_line) <= _MAX_MESSAGE else one_line[:_MAX_MESSAGE - 1] + "…"
 
 
 def load(root: Path, relative: str, *, what: str = "configSchema") -> ConfigSchema:
@@ -247,25 +227,9 @@ def check(schema: ConfigSchema, value: Any) -> list[ConfigError]:
                             f"{schema.source}; fix the schema")]
     except RecursionError:
         return [ConfigError((), f"the configuration or {schema.source} is nested too deeply to check")]
+    dialect = config_dialect(schema.source, from_string)
     for error in errors:
-        inner = tuple(error.absolute_path)
-        at = () if from_string else inner  # a position inside a string is not in the YAML
-        where = json_path(inner)
-        rule = f"{schema.source}, {_pointer(error.absolute_schema_path)}"
-        if error.validator == "additionalProperties" and isinstance(error.instance, dict) and not from_string:
-            sub = error.schema if isinstance(error.schema, dict) else {}
-            allowed = sorted(sub.get("properties", {}))
-            patterns = list(sub.get("patternProperties", {}))
-            extra = [k for k in error.instance if k not in allowed and not any(re.search(p, k) for p in patterns)]
-            for key in sorted(extra):
-                guess = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"did you mean {guess[0]!r}?" if guess else (
-                    f"the schema allows: {', '.join(allowed)}" if allowed else "remove it")
-                out.append(ConfigError(at + (key,), f"at {json_path(inner + (key,))}: unknown key {key!r} "
-                                       f"({rule}); {hint}", key=True))
-            continue
-        out.append(ConfigError(at, f"at {where}: {_short(_as_json(error.message, error.instance))} ({rule}); make the configuration "
-                               "match the filter's schema"))
+        out += dialect.explain(error)
     if len(out) > MAX_ERRORS_PER_CONFIG:
         rest = len(out) - MAX_ERRORS_PER_CONFIG
         out = out[:MAX_ERRORS_PER_CONFIG] + [ConfigError((), f"and {rest} more problem{'s' if rest != 1 else ''} "

@@ -2,8 +2,9 @@
 
 The spec's reader writes filters.yaml's words ("must be a map, not a list") at the key the user wrote;
 the Kubernetes reader writes API words ("expected object, got array") under a JSON path whose odd keys
-are quoted. Both walk the same errors through `Dialect.explain`: a rule per schema keyword, and a
-fallback for every keyword without one (or whose rule does not apply to this error).
+are quoted; a filter's own schema (configSchema) is the filter author's, so its errors keep jsonschema's
+words and name the rule broken. All walk the errors through `Dialect.explain`: a rule per schema
+keyword, and a fallback for every keyword without one (or whose rule does not apply to this error).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-__all__ = ["KUBERNETES", "SPEC", "Dialect", "Problem", "describe", "json_path", "kubernetes_message", "short"]
+__all__ = ["KUBERNETES", "SPEC", "Dialect", "Problem", "config_dialect", "describe", "json_path", "kubernetes_message",
+           "one_line", "schema_pointer", "short"]
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _MAX_MESSAGE: Final = 300
@@ -263,3 +265,61 @@ def kubernetes_message(error: Any) -> str:
     """One error of a rendered object, in one line of at most 300 characters."""
     message = next(KUBERNETES.explain(error)).message
     return message if len(message) <= _MAX_MESSAGE else message[: _MAX_MESSAGE - 3] + "..."
+
+
+# ------------------------------------------------------------------------------ a filter's own schema
+
+def schema_pointer(parts: Iterable[Any]) -> str:
+    """A JSON pointer into a schema (`/properties/header/type`), or `/` for its root."""
+    return "".join(f"/{p}" for p in parts) or "/"
+
+
+def one_line(message: str) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE - 1] + "…"
+
+
+def _as_json(message: str, instance: Any) -> str:
+    """The validator's messages start with Python's repr of the value (True, None, 'x'); the user
+    wrote YAML or JSON, so show it as JSON."""
+    prefix = repr(instance)
+    if message.startswith(prefix):
+        try:
+            text = json.dumps(instance, ensure_ascii=False, sort_keys=True)
+        except (TypeError, ValueError, RecursionError):
+            return message
+        return text + message[len(prefix):]
+    return message
+
+
+def config_dialect(source: str, inside_string: bool) -> Dialect:
+    """The reader of one configuration against the schema in `source`. A configuration written as a JSON
+    string has no YAML positions inside it: its problems sit at the string (path ())."""
+
+    def rule(error: Any) -> str:
+        return f"{source}, {schema_pointer(error.absolute_schema_path)}"
+
+    def unknown_keys(error: Any, _: Dialect) -> Iterable[Problem] | None:
+        if not isinstance(error.instance, dict) or inside_string:
+            return None
+        inner = tuple(error.absolute_path)
+        schema = error.schema if isinstance(error.schema, dict) else {}
+        allowed = sorted(schema.get("properties", {}))
+        patterns = list(schema.get("patternProperties", {}))
+        extra = [k for k in error.instance if k not in allowed and not any(re.search(p, k) for p in patterns)]
+        found = []
+        for key in sorted(extra):
+            guess = difflib.get_close_matches(key, allowed, n=1)
+            hint = f"did you mean {guess[0]!r}?" if guess else (
+                f"the schema allows: {', '.join(allowed)}" if allowed else "remove it")
+            found.append(Problem(inner + (key,), f"at {json_path(inner + (key,))}: unknown key {key!r} "
+                                 f"({rule(error)}); {hint}", key=True))
+        return found
+
+    def fallback(error: Any, _: Dialect) -> Iterable[Problem]:
+        inner = tuple(error.absolute_path)
+        return [Problem(() if inside_string else inner,
+                        f"at {json_path(inner)}: {one_line(_as_json(error.message, error.instance))} "
+                        f"({rule(error)}); make the configuration match the filter's schema")]
+
+    return Dialect({"additionalProperties": unknown_keys}, fallback)
