@@ -42,7 +42,6 @@ from .apply_size import CONFIGMAP_LIMIT
 from .files import schema_text
 from .kubernetes_schemas import (
     DEFAULT_KUBERNETES_VERSION,
-    available_kubernetes_versions,
     definition_fast,
     definition_validator,
     fast_formats,
@@ -64,7 +63,6 @@ __all__ = [
     "BundledSchema",
     "KubernetesSchema",
     "OutputProblem",
-    "available_kubernetes_versions",
     "validate_objects",
 ]
 

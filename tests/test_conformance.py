@@ -19,6 +19,7 @@ from renderer.conformance import (
     OutputProblem,
     validate_objects,
 )
+from renderer.kubernetes_schemas import available_kubernetes_versions
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA_DIR = REPO / "schemas"
@@ -373,7 +374,7 @@ def test_kubernetes_versions() -> None:
     # Only the pinned release's schemas are committed (schemas/kubernetes-1.37.json, the kinds the
     # renderer writes): its patch releases resolve to it; an older minor is refused like a newer one,
     # by a message that names what is shipped.
-    assert conformance.available_kubernetes_versions() == ((1, 37),) and DEFAULT_KUBERNETES_VERSION == "1.37"
+    assert available_kubernetes_versions() == ((1, 37),) and DEFAULT_KUBERNETES_VERSION == "1.37"
     assert validate_objects([("a.yaml", configmap())], kubernetes_version="v1.37.4") == []
     for other in ("1.30", "v1.36.2", "1.38"):
         with pytest.raises(ValueError, match=r"\(it ships only 1\.37\)$"):

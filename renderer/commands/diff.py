@@ -3,7 +3,6 @@ running mesh (renderer/review/), or as a unified diff of the files. Exit 1 when 
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -33,8 +32,7 @@ def review(spec_path: Path, out: Path | None = None, envoy: EnvoyStep = core.ENV
     prepared = core.prepare(spec_path, out, keep_objects=True, envoy=envoy)
     result = core.compare_prepared(prepared, keep_current=True)  # the check's own comparison, on the plan just built
     root = str(prepared.spec.filter_set.root)
-    found = build_review(result.changes, prepared.plan, prepared.out, root)
-    return Reviewed(dataclasses.replace(found, clusters=result.clusters), result)
+    return Reviewed(build_review(result.changes, prepared.plan, prepared.out, root, result.clusters), result)
 
 
 def cost_lines(fmt: str, split_dir: Path | None, cost_report: Path | None) -> Mapping[str, str] | None:

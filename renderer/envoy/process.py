@@ -34,9 +34,6 @@ from .binary import EnvoyBinary
 READY_TIMEOUT = 30.0  # seconds for a server to load its Wasm VMs and report LIVE
 VALIDATE_TIMEOUT = 120.0
 STOP_GRACE = 5.0
-# Envoy writes --log-path through a buffer flushed every 10 s by default: a log line of one request
-# would show up long after the request. 20 ms keeps log_since() current at a negligible cost.
-LOG_FLUSH_MSEC = 20
 
 
 class EnvoyFailed(Exception):

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..clusters import ClusterChange
 from ..output import Changes
 from ..plan import MANIFEST, Plan
 from ..yamlio import SpecSyntaxError, load_document
@@ -244,7 +245,8 @@ class _Reading:
         return _chains(old_files, dict(self.planned))
 
 
-def build_review(changes: Changes, plan: Plan, out: Path = Path("."), root: str = ".") -> Review:
+def build_review(changes: Changes, plan: Plan, out: Path = Path("."), root: str = ".",
+                 clusters: tuple[ClusterChange, ...] = ()) -> Review:
     touched = set(changes.added + changes.changed + changes.removed) - {MANIFEST}
     current, unreadable = _current_objects(changes, touched)
     reading = _Reading(changes, dict(plan.objects), current, touched)
@@ -253,7 +255,7 @@ def build_review(changes: Changes, plan: Plan, out: Path = Path("."), root: str 
     found = [c for oid in reading.order() if (c := reading.change(oid)) is not None]
     return Review(tuple(found), tuple(sorted(reading.rolling)), tuple(sorted(reading.leaving)),
                   tuple(sorted(changes.hand_edited)), tuple(sorted(unreadable)), reading.chains(),
-                  tuple(unlisted))
+                  tuple(unlisted), clusters)
 
 
 __all__ = ["EFFECTS", "HOT", "LISTENER_DRAINS", "PRUNED", "PRUNED_AFTER_ROLLOUT",
